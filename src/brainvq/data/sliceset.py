@@ -1,0 +1,82 @@
+"""SliceSet: the one in-memory form of every data source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPLITS = ("train", "validate", "test")
+
+
+@dataclass(frozen=True)
+class SliceSet:
+    """2D slices with their provenance.
+
+    Attributes:
+        images: (N, H, W) uint8 grayscale slices at the working size.
+        split: (N,) str, one of SPLITS.
+        subject: (N,) str subject (or volume) id.
+        slice_index: (N,) int16 axial level of the slice in its subject, -1 when unknown.
+        filename: (N,) str source file name (relative to the source, or a volume name).
+        source: a description of where the slices came from (path or "demo").
+        notes: things the loader did that a user should know (conversions, skipped files).
+        splits_present: the splits the source holds (a source may lack some, e.g. no test).
+        n_levels: number of distinct slice levels (slice_index in [0, n_levels)); 0 if unknown.
+    """
+
+    images: np.ndarray
+    split: np.ndarray
+    subject: np.ndarray
+    slice_index: np.ndarray
+    filename: np.ndarray
+    source: str
+    notes: tuple[str, ...] = ()
+    splits_present: tuple[str, ...] = SPLITS
+    n_levels: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.ndim != 3 or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"SliceSet.images must be (N, H, W) uint8, got {self.images.shape} {self.images.dtype}"
+            )
+        for name in ("split", "subject", "slice_index", "filename"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"SliceSet.{name} has {len(getattr(self, name))} entries, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        """Working size (images are square, size x size)."""
+        return int(self.images.shape[-1])
+
+    def require_split(self, split: str) -> SliceSet:
+        """The slices of `split`; ValueError naming the split and the source if it is absent."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+        mask = self.split == split
+        if split not in self.splits_present or not mask.any():
+            present = ", ".join(s for s in self.splits_present) or "none"
+            raise ValueError(
+                f"the source {self.source} has no {split!r} split (splits present: {present})"
+            )
+        return self.subset(mask)
+
+    def subset(self, mask: np.ndarray) -> SliceSet:
+        """The slices where `mask` (bool (N,) or int indices) selects."""
+        return SliceSet(
+            images=self.images[mask],
+            split=self.split[mask],
+            subject=self.subject[mask],
+            slice_index=self.slice_index[mask],
+            filename=self.filename[mask],
+            source=self.source,
+            notes=self.notes,
+            splits_present=self.splits_present,
+            n_levels=self.n_levels,
+            extra=dict(self.extra),
+        )
