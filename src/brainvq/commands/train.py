@@ -1,0 +1,85 @@
+"""`brainvq train vqvae|prior|all`: train one stage or both."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+STAGES = ("vqvae", "prior", "all")
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that trains (they override the config file)."""
+    p.add_argument("--config", type=Path, help="YAML config (see configs/); flags override it")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop a stage after this many minutes")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"])
+    p.add_argument("--devices", type=int, help="processes/GPUs per node (DDP when > 1)")
+    p.add_argument("--num-nodes", type=int)
+    p.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/<stage>/checkpoints/last.ckpt")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the VQ-VAE, the prior, or both")
+    p.add_argument("stage", choices=STAGES)
+    p.add_argument("--data", help="data source: demo, an OASIS folder/zip, a PNG folder or NIfTI folder")
+    p.add_argument("--size", type=int, help="working size (a positive multiple of 8; default 128)")
+    p.add_argument("--out", "--run", dest="run", type=Path, required=True, help="the run directory")
+    add_training_flags(p)
+    p.set_defaults(func=run)
+
+
+def stage_overrides(args: argparse.Namespace, stages: tuple[str, ...]) -> dict[str, Any]:
+    """Nested config overrides from the flags that were given."""
+    train = {
+        key: getattr(args, attr)
+        for key, attr in (
+            ("epochs", "epochs"),
+            ("max_minutes", "max_minutes"),
+            ("batch_size", "batch_size"),
+            ("lr", "lr"),
+            ("accelerator", "accelerator"),
+            ("devices", "devices"),
+            ("num_nodes", "num_nodes"),
+            ("precision", "precision"),
+            ("seed", "seed"),
+        )
+        if getattr(args, attr, None) is not None
+    }
+    out: dict[str, Any] = {f"{stage}_train": dict(train) for stage in stages}
+    data = {}
+    if getattr(args, "data", None):
+        data["source"] = args.data
+    if getattr(args, "size", None) is not None:
+        data["size"] = args.size
+    if data:
+        out["data"] = data
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from brainvq import pipeline
+    from brainvq.report.tables import print_metrics
+
+    stages = ("vqvae", "prior") if args.stage == "all" else (args.stage,)
+    overrides = stage_overrides(args, stages)
+    has_config = (args.run / pipeline.CONFIG_FILE).is_file()
+    if args.stage == "prior":
+        pipeline.load_run(args.run)  # the prior trains on an existing run's VQ-VAE
+    elif not (args.data or args.config or has_config):
+        raise ValueError("say which data to train on: --data SOURCE (or --config FILE with data.source)")
+    config = pipeline.prepare_run(args.run, args.config, overrides)
+    sliceset = pipeline.run_slices(config)
+    metrics: dict[str, Any] = {}
+    if "vqvae" in stages:
+        metrics = pipeline.train_vqvae(args.run, config, sliceset, resume=args.resume)
+    if "prior" in stages:
+        metrics = pipeline.train_prior(args.run, config, sliceset, resume=args.resume)
+    if metrics:
+        print_metrics(metrics, title=f"brainvq metrics ({args.run})")
+    return 0

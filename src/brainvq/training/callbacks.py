@@ -1,0 +1,99 @@
+"""Callbacks and plugins shared by both training stages."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from brainvq.atomic import atomic_path, atomic_write_json
+from brainvq.report.grid import image_grid, save_png
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written to a temporary file and renamed: a kill never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states in a form `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+
+
+class EpochHistory(Checkpoint):
+    """Keeps one row of epoch metrics per epoch (train and validation), in the checkpoint and
+    in `path` (JSON, rewritten atomically each epoch), so curves survive a resume.
+
+    It subclasses `Checkpoint` only for hook order: Lightning calls checkpoint-type callbacks'
+    `on_train_epoch_end` after the LightningModule's, where the epoch perplexity is logged.
+    Place it before ModelCheckpoint so the saved checkpoint holds the row of its epoch.
+    """
+
+    def __init__(self, path: Path, prefixes: tuple[str, ...] = ("train/", "val/")) -> None:
+        self.path = Path(path)
+        self.prefixes = prefixes
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        row: dict[str, float] = {"epoch": int(trainer.current_epoch)}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith(self.prefixes) and not key.endswith("_step"):
+                row[key.removesuffix("_epoch")] = float(value)
+        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        if trainer.is_global_zero:
+            atomic_write_json(self.path, self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": json.dumps(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = json.loads(state_dict["rows"])
+
+
+class ReconstructionFrames(L.Callback):
+    """Every validation epoch, reconstruct a fixed set of validation slices and save the grid
+    (originals on top, reconstructions below) as `frames/epoch_XXX.png` and to TensorBoard."""
+
+    def __init__(self, frames_dir: Path, images: torch.Tensor) -> None:
+        self.frames_dir = Path(frames_dir)
+        self.images = images  # (n, 1, H, W) float in [0, 1]
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            x = self.images.to(pl_module.device)
+            x_hat = pl_module.model.decode_indices(pl_module.model.encode(x)).float().clamp(0, 1)
+        pl_module.train(was_training)
+        both = torch.cat([x.float(), x_hat], dim=0)[:, 0].cpu().numpy()  # (2n, H, W)
+        grid = image_grid((both * 255).round().astype(np.uint8), ncols=len(x))
+        save_png(self.frames_dir / f"epoch_{trainer.current_epoch:03d}.png", grid)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("reconstructions", grid[None], trainer.current_epoch)

@@ -1,0 +1,79 @@
+"""Train the PixelCNN prior stage of a run on the code maps of its VQ-VAE."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from brainvq.bundle import PRIOR_FOLDER, load_vqvae, save_bundle
+from brainvq.codes import CodeSet, encode_splits
+from brainvq.config import to_dict
+from brainvq.data.sliceset import SliceSet
+from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.training.config import RunConfig
+from brainvq.training.prior_module import PriorModule
+from brainvq.training.trainer import load_model_weights, make_trainer, resume_checkpoint
+
+
+def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    data = TensorDataset(
+        torch.from_numpy(codes.codes.astype(np.int64)),  # (N, h, w)
+        torch.from_numpy(codes.levels.astype(np.int64)),  # (N,)
+    )
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def prior_levels(sliceset: SliceSet) -> int:
+    """Number of conditioning levels: the source's, or 0 (unconditional) when any is unknown."""
+    if sliceset.n_levels > 0 and (sliceset.slice_index >= 0).all():
+        return int(sliceset.n_levels)
+    return 0
+
+
+def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> Path:
+    """Encode every split with RUN/vqvae/VQVAE_Model (cached in RUN/codes/), train the prior,
+    and write RUN/prior/PixelCNN_Model/ (best by validation NLL). Returns the bundle folder."""
+    run_dir = Path(run_dir)
+    stage_dir = run_dir / "prior"
+    cfg = config.prior_train
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    vqvae = load_vqvae(run_dir / "vqvae")
+    codes = encode_splits(vqvae, sliceset, run_dir / "codes")
+    if "train" not in codes or "validate" not in codes:
+        raise ValueError(f"the source {sliceset.source} needs a train and a validate split to train the prior")
+    model_config = dataclasses.replace(
+        config.prior, num_codes=vqvae.config.codebook_size, n_levels=prior_levels(sliceset)
+    )
+    world = cfg.devices * cfg.num_nodes
+    steps = math.ceil(len(codes["train"].codes) / (cfg.batch_size * world))
+    if cfg.limit_train_batches:
+        steps = min(steps, cfg.limit_train_batches)
+    module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
+    trainer, _ = make_trainer(cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min")
+    ckpt_path = resume_checkpoint(stage_dir, resume)
+    trainer.fit(
+        module,
+        train_dataloaders=_loader(codes["train"], cfg.batch_size, True, cfg.seed),
+        val_dataloaders=_loader(codes["validate"], cfg.batch_size, False, cfg.seed),
+        ckpt_path=ckpt_path,
+        weights_only=True,
+    )
+    bundle = stage_dir / PRIOR_FOLDER
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path
+        model = load_model_weights(best, GatedPixelCNN(model_config)) if best else module.model
+        meta = {
+            "epochs_trained": int(trainer.current_epoch),
+            "vqvae_bundle": str(vqvae.path),
+            "latent_shape": list(codes["train"].codes.shape[1:]),
+            "train_config": to_dict(cfg),
+        }
+        save_bundle(bundle, model.eval(), model_config, kind="prior", meta=meta)
+    return bundle

@@ -1,0 +1,83 @@
+"""Train the VQ-VAE stage of a run and write its model bundle."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from brainvq.bundle import VQVAE_FOLDER, save_bundle
+from brainvq.config import to_dict
+from brainvq.data.dataset import SliceDataModule
+from brainvq.data.sliceset import SliceSet
+from brainvq.models.vqvae import VQVAE
+from brainvq.training.callbacks import ReconstructionFrames
+from brainvq.training.config import RunConfig
+from brainvq.training.trainer import load_model_weights, make_trainer, resume_checkpoint
+from brainvq.training.vqvae_module import VQVAEModule
+
+N_FRAME_SLICES = 8
+
+
+def frame_slices(sliceset: SliceSet, n: int = N_FRAME_SLICES) -> torch.Tensor:
+    """A fixed, evenly spaced set of validation slices: (n, 1, H, W) float in [0, 1]."""
+    val = sliceset.require_split("validate")
+    idx = np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int)
+    return torch.from_numpy(val.images[idx]).float().div(255).unsqueeze(1)  # (n, 1, H, W)
+
+
+def steps_per_epoch(n_train: int, batch_size: int, world: int, limit: int | None) -> int:
+    steps = math.ceil(n_train / (batch_size * world))
+    return min(steps, limit) if limit else steps
+
+
+def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> Path:
+    """Train (or resume) the VQ-VAE of `run_dir` on `sliceset`; returns the bundle folder.
+
+    Writes RUN/vqvae/checkpoints/{last,best}.ckpt, RUN/vqvae/frames/epoch_XXX.png,
+    RUN/vqvae/history.json, logs under RUN/logs/, and RUN/vqvae/VQVAE_Model/ (best by
+    validation SSIM).
+    """
+    run_dir = Path(run_dir)
+    stage_dir = run_dir / "vqvae"
+    cfg = config.vqvae_train
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    sliceset.require_split("train")
+    frames = frame_slices(sliceset)
+    datamodule = SliceDataModule(
+        sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
+    )
+    world = cfg.devices * cfg.num_nodes
+    n_train = int((sliceset.split == "train").sum())
+    total_steps = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size, world, cfg.limit_train_batches)
+    module = VQVAEModule(config.vqvae, cfg, augment=config.data.augment, total_steps=total_steps)
+    trainer, _ = make_trainer(
+        cfg,
+        stage_dir,
+        run_dir / "logs",
+        stage="vqvae",
+        monitor="val/ssim",
+        mode="max",
+        extra_callbacks=[ReconstructionFrames(stage_dir / "frames", frames)],
+    )
+    ckpt_path = resume_checkpoint(stage_dir, resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    bundle = stage_dir / VQVAE_FOLDER
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path
+        model = load_model_weights(best, VQVAE(config.vqvae)) if best else module.model
+        meta = {
+            "epochs_trained": int(trainer.current_epoch),
+            "best_checkpoint": Path(best).name if best else None,
+            "world_size": int(trainer.world_size),
+            "codebook_sync_max_diff": module.codebook_sync_max_diff,
+            "data_source": sliceset.source,
+            "n_levels": int(sliceset.n_levels),
+            "train_config": to_dict(cfg),
+        }
+        save_bundle(bundle, model, config.vqvae, kind="vqvae", meta=meta)
+    return bundle
+

@@ -1,0 +1,69 @@
+"""LightningModule for the PixelCNN prior: cross-entropy over code indices."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from brainvq.config import to_dict
+from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from brainvq.training.callbacks import rng_state, set_rng_state
+from brainvq.training.config import TrainConfig
+from brainvq.training.guards import check_finite
+from brainvq.training.schedule import warmup_cosine
+
+LN2 = math.log(2.0)
+
+
+class PriorModule(L.LightningModule):
+    """Trains a GatedPixelCNN on code maps (B, h, w) with their slice levels (B,).
+
+    Logs the loss as bits per code (cross-entropy in nats / ln 2), train and validation."""
+
+    def __init__(self, model_config: PixelCNNConfig, train_config: TrainConfig, total_steps: int = 1000) -> None:
+        super().__init__()
+        self.model_config = model_config
+        self.train_config = train_config
+        self.total_steps = total_steps
+        self.model = GatedPixelCNN(model_config)
+        self.save_hyperparameters({"prior": to_dict(model_config), "train": to_dict(train_config)})
+
+    def _cond(self, levels: torch.Tensor) -> torch.Tensor | None:
+        return levels.long() if self.model_config.n_levels > 0 else None
+
+    def _nll_nats(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        codes, levels = batch
+        codes = codes.long()
+        logits = self.model(codes, self._cond(levels))  # (B, K, h, w)
+        return F.cross_entropy(logits.float(), codes)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        nats = self._nll_nats(batch)
+        check_finite(self.global_step, {"nll": nats})
+        bs = batch[0].shape[0]
+        self.log("train/nll_bits", nats / LN2, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
+                 sync_dist=True)
+        return nats
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        nats = self._nll_nats(batch)
+        bs = batch[0].shape[0]
+        self.log("val/nll_bits", nats / LN2, prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("val/nll_nats", nats, on_epoch=True, batch_size=bs, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["brainvq_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "brainvq_rng" in checkpoint:
+            set_rng_state(checkpoint["brainvq_rng"])
+
+    def configure_optimizers(self):
+        cfg = self.train_config
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = warmup_cosine(opt, cfg, self.total_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

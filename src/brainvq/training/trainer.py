@@ -1,0 +1,86 @@
+"""Building a Lightning Trainer the same way for both stages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory
+from brainvq.training.config import TrainConfig
+
+
+def make_trainer(
+    cfg: TrainConfig,
+    stage_dir: Path,
+    logs_dir: Path,
+    stage: str,
+    monitor: str,
+    mode: str,
+    extra_callbacks: list[L.Callback] = (),
+) -> tuple[L.Trainer, EpochHistory]:
+    """A Trainer that checkpoints every epoch to `stage_dir/checkpoints/` (last.ckpt, and
+    best.ckpt by `monitor`), logs to TensorBoard and CSV under `logs_dir`, and keeps the
+    per-epoch history in `stage_dir/history.json`."""
+    history = EpochHistory(stage_dir / "history.json")
+    checkpoint = ModelCheckpoint(
+        dirpath=stage_dir / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    loggers = [
+        TensorBoardLogger(save_dir=str(logs_dir), name="tensorboard", version=stage, default_hp_metric=False),
+        CSVLogger(save_dir=str(logs_dir), name="csv", version=stage),
+    ]
+    max_time = {"seconds": int(cfg.max_minutes * 60)} if cfg.max_minutes else None
+    strategy = cfg.strategy
+    if strategy == "auto" and cfg.devices * cfg.num_nodes > 1:
+        strategy = "ddp"
+    progress = TQDMProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        max_time=max_time,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=cfg.precision,
+        gradient_clip_val=cfg.gradient_clip or None,
+        deterministic=cfg.deterministic,
+        log_every_n_steps=cfg.log_every_n_steps,
+        limit_train_batches=cfg.limit_train_batches,
+        callbacks=[history, checkpoint, LearningRateMonitor("step"), progress, *extra_callbacks],
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(stage_dir),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return trainer, history
+
+
+def resume_checkpoint(stage_dir: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from: `stage_dir/checkpoints/last.ckpt` when asked and present."""
+    if not resume:
+        return None
+    last = Path(stage_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return str(last)
+    print(f"--resume: no checkpoint at {last} yet; starting from scratch")
+    return None
+
+
+def load_model_weights(checkpoint: str | Path, model: torch.nn.Module) -> torch.nn.Module:
+    """Load the `model.*` weights of a Lightning checkpoint (weights_only=True) into `model`."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    return model.eval()

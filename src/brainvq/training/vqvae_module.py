@@ -1,0 +1,135 @@
+"""LightningModule for the VQ-VAE: loss = reconstruction + codebook + beta x commitment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from brainvq.config import to_dict
+from brainvq.data.dataset import AugmentConfig, augment_batch
+from brainvq.metrics import perplexity, psnr, ssim
+from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.training.callbacks import rng_state, set_rng_state
+from brainvq.training.config import TrainConfig
+from brainvq.training.guards import check_finite
+from brainvq.training.schedule import warmup_cosine
+
+
+class VQVAEModule(L.LightningModule):
+    """Trains a VQVAE. Logs per step and per epoch: total, reconstruction, VQ (codebook,
+    commitment), perplexity and codes used; validation SSIM/PSNR (data_range 1)."""
+
+    def __init__(
+        self,
+        model_config: VQVAEConfig,
+        train_config: TrainConfig,
+        augment: AugmentConfig | None = None,
+        total_steps: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.model_config = model_config
+        self.train_config = train_config
+        self.augment = augment or AugmentConfig()
+        self.total_steps = total_steps
+        self.model = VQVAE(model_config)
+        self.save_hyperparameters(
+            {
+                "vqvae": to_dict(model_config),
+                "train": to_dict(train_config),
+                "augment": to_dict(self.augment),
+            }
+        )
+        K = model_config.codebook_size
+        self.codebook_sync_max_diff: float | None = None
+        self.register_buffer("_epoch_counts", torch.zeros(K), persistent=False)
+        self.register_buffer("_val_counts", torch.zeros(K), persistent=False)
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x)
+
+    def _losses(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
+        x_hat, vq = self.model(x)
+        recon = F.mse_loss(x_hat.float(), x.float())
+        total = recon + vq.loss
+        losses = {
+            "loss": total,
+            "recon": recon,
+            "vq": vq.loss,
+            "codebook": vq.codebook_loss,
+            "commitment": vq.commitment_loss,
+        }
+        return losses, x_hat, vq
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, _level = batch
+        if self.augment.enabled:
+            x = augment_batch(x, self.augment)
+        losses, _, vq = self._losses(x)
+        check_finite(self.global_step, losses)
+        self._epoch_counts += vq.counts.detach().to(self._epoch_counts.dtype)
+        bs = x.shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        for name in ("recon", "vq", "codebook", "commitment"):
+            self.log(f"train/{name}", losses[name], prog_bar=name == "recon", on_step=True, on_epoch=True,
+                     batch_size=bs, sync_dist=True)
+        self.log("train/perplexity_step", vq.perplexity, prog_bar=True, on_step=True, on_epoch=False, batch_size=bs)
+        return losses["loss"]
+
+    def _usage(self, counts: torch.Tensor) -> tuple[float, float]:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            counts = self.all_gather(counts).sum(dim=0)
+        return perplexity(counts), float((counts > 0).float().mean())
+
+    def on_train_epoch_end(self) -> None:
+        ppl, used = self._usage(self._epoch_counts)
+        self.log("train/perplexity", ppl, on_epoch=True, sync_dist=False, rank_zero_only=False)
+        self.log("train/codes_used", used, on_epoch=True, sync_dist=False, rank_zero_only=False)
+        self._epoch_counts.zero_()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, _level = batch
+        losses, x_hat, vq = self._losses(x)
+        self._val_counts += vq.counts.detach().to(self._val_counts.dtype)
+        x_hat = x_hat.float().clamp(0, 1)
+        bs = x.shape[0]
+        for name in ("loss", "recon", "vq"):
+            self.log(f"val/{name}", losses[name], on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("val/ssim", ssim(x_hat, x.float()).mean(), prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("val/psnr", psnr(x_hat, x.float()).clamp(max=100).mean(), on_epoch=True, batch_size=bs,
+                 sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        ppl, used = self._usage(self._val_counts)
+        self.log("val/perplexity", ppl, sync_dist=False)
+        self.log("val/codes_used", used, sync_dist=False)
+        self._val_counts.zero_()
+
+    def on_train_end(self) -> None:
+        """Check that every DDP process ends with the same codebook (raises if not)."""
+        codebook = self.model.quantizer.codebook.detach()
+        if self.trainer.world_size > 1:
+            gathered = self.all_gather(codebook)  # (world, K, D)
+            self.codebook_sync_max_diff = float((gathered - gathered[0:1]).abs().max())
+            if self.codebook_sync_max_diff > 0:
+                raise RuntimeError(
+                    "codebooks differ across DDP processes after training "
+                    f"(max abs difference {self.codebook_sync_max_diff:.3g}); please report this bug"
+                )
+        else:
+            self.codebook_sync_max_diff = 0.0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["brainvq_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "brainvq_rng" in checkpoint:
+            set_rng_state(checkpoint["brainvq_rng"])
+
+    def configure_optimizers(self):
+        cfg = self.train_config
+        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = warmup_cosine(opt, cfg, self.total_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
