@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from brainvq import __version__
+from brainvq.training.guards import NonFiniteLossError
 
 COMMAND_MODULES = ("data", "train", "evaluate", "reconstruct", "sample", "report", "export", "demo")
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("brainvq: interrupted", file=sys.stderr)
         return 130
-    except (CliError, ValueError, FileNotFoundError, NotADirectoryError, OSError) as e:
+    except (CliError, NonFiniteLossError, ValueError, OSError) as e:
         print(f"brainvq {args.command}: error: {e}", file=sys.stderr)
         return 2
 

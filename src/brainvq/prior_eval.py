@@ -99,7 +99,7 @@ def evaluate_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, vqvae: 
     n_levels = max(int(sliceset.n_levels), 1)
     classifier = train_level_classifier(
         real_train.images, np.clip(real_train.slice_index, 0, None),
-        LevelClassifierConfig(n_levels=n_levels, seed=config.sample.seed), progress=True,
+        LevelClassifierConfig(image_size=min(64, sliceset.size), n_levels=n_levels, seed=config.sample.seed), progress=True,
     )
     report = generation_report(
         classifier, generated, levels, real_test.images, real_test.slice_index,

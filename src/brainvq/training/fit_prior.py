@@ -18,7 +18,7 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.training.config import RunConfig
 from brainvq.training.prior_module import PriorModule
-from brainvq.training.trainer import load_model_weights, make_trainer, resume_checkpoint
+from brainvq.training.trainer import best_checkpoint, load_model_weights, make_trainer, resume_checkpoint
 
 
 def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
@@ -67,7 +67,7 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     )
     bundle = stage_dir / PRIOR_FOLDER
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path
+        best = best_checkpoint(trainer)
         model = load_model_weights(best, GatedPixelCNN(model_config)) if best else module.model
         meta = {
             "epochs_trained": int(trainer.current_epoch),

@@ -16,7 +16,7 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.models.vqvae import VQVAE
 from brainvq.training.callbacks import ReconstructionFrames
 from brainvq.training.config import RunConfig
-from brainvq.training.trainer import load_model_weights, make_trainer, resume_checkpoint
+from brainvq.training.trainer import best_checkpoint, load_model_weights, make_trainer, resume_checkpoint
 from brainvq.training.vqvae_module import VQVAEModule
 
 N_FRAME_SLICES = 8
@@ -67,7 +67,7 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     bundle = stage_dir / VQVAE_FOLDER
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path
+        best = best_checkpoint(trainer)
         model = load_model_weights(best, VQVAE(config.vqvae)) if best else module.model
         meta = {
             "epochs_trained": int(trainer.current_epoch),

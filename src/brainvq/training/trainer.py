@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import lightning as L
@@ -74,6 +75,13 @@ def resume_checkpoint(stage_dir: Path, resume: bool) -> str | None:
         return None
     last = Path(stage_dir) / "checkpoints" / "last.ckpt"
     if last.is_file():
+        try:
+            torch.load(last, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            raise ValueError(
+                f"cannot resume from {last}: it is not a checkpoint that loads with weights_only=True "
+                f"(it may be damaged or hold code to run, which brainvq never executes): {e}"
+            ) from None
         return str(last)
     print(f"--resume: no checkpoint at {last} yet; starting from scratch")
     return None
@@ -84,3 +92,11 @@ def load_model_weights(checkpoint: str | Path, model: torch.nn.Module) -> torch.
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     return model.eval()
+
+
+def best_checkpoint(trainer: L.Trainer) -> str:
+    """Path of the best checkpoint by the monitored metric ('' if none was saved)."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            return callback.best_model_path
+    return ""
