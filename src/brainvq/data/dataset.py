@@ -1,0 +1,118 @@
+"""Torch datasets over a SliceSet and a LightningDataModule with train/validate/test loaders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from brainvq.data.augment import AugmentConfig, augment_batch
+from brainvq.data.sliceset import SliceSet
+
+__all__ = ["AugmentConfig", "SliceDataModule", "SliceDataset", "augment_batch"]
+
+
+class SliceDataset(Dataset):
+    """The slices of one split of a SliceSet.
+
+    Item i is (image (1, H, W) float32 in [0, 1], level int64 = slice index, -1 if unknown).
+    Raises ValueError naming the split and the source if the source has no such split.
+    """
+
+    def __init__(self, sliceset: SliceSet, split: str) -> None:
+        part = sliceset.require_split(split)
+        self.split = split
+        self.images = torch.from_numpy(np.ascontiguousarray(part.images))  # (N, H, W) uint8
+        self.levels = torch.from_numpy(part.slice_index.astype(np.int64))  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[i].unsqueeze(0).float().div_(255.0)  # (1, H, W)
+        return image, self.levels[i]
+
+
+class SliceDataModule(L.LightningDataModule):
+    """Train/validate/test loaders over a SliceSet.
+
+    Training batches are shuffled (seeded) and keep every slice (no drop_last); validation
+    and test batches are in order. When `augment` is given and enabled, training batches
+    are augmented on their device after transfer; validation and test never are. (A
+    LightningModule may instead call `augment_batch` itself: give `augment` to only one.)
+    """
+
+    def __init__(
+        self,
+        sliceset: SliceSet,
+        batch_size: int,
+        num_workers: int = 0,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if augment is not None:
+            augment.validate()
+        self.sliceset = sliceset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.seed = seed
+        self._datasets: dict[str, SliceDataset] = {}
+        self._generators: dict[str, torch.Generator] = {}
+
+    def dataset(self, split: str) -> SliceDataset:
+        """The dataset of `split` (built once)."""
+        if split not in self._datasets:
+            self._datasets[split] = SliceDataset(self.sliceset, split)
+        return self._datasets[split]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=generator,
+            drop_last=False,
+        )
+
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.global_rank) if trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validate", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if (
+            self.augment is None
+            or not self.augment.enabled
+            or trainer is None
+            or not trainer.training
+        ):
+            return batch
+        x, level = batch
+        device = x.device
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(
+                self.seed + 1000 + self._rank()
+            )
+        return augment_batch(x, self.augment, self._generators[key]), level

@@ -1,0 +1,147 @@
+"""load_slices: any supported source -> a cached SliceSet.
+
+The source is recognised (and checked) before anything is decoded or written, so a bad
+source fails fast with a message that names the path and what was expected, and leaves no
+cache entry behind.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import version
+from pathlib import Path
+
+from brainvq.data.cache import SliceCache, cache_key
+from brainvq.data.demo import build_demo
+from brainvq.data.folder import ImageFolderSource
+from brainvq.data.imaging import is_image_name
+from brainvq.data.nifti import NiftiSource, is_nifti_name
+from brainvq.data.oasis import EXPECTED, OasisSource
+from brainvq.data.sliceset import SliceSet
+
+DEMO = "demo"
+SUPPORTED = (
+    "expected 'demo', an OASIS folder or keras_png_slices_data.zip, a folder of PNG/JPEG "
+    "slices, a folder of NIfTI volumes, or a .nii/.nii.gz file"
+)
+
+Source = OasisSource | ImageFolderSource | NiftiSource
+
+
+def check_size(size: int) -> None:
+    """ValueError unless `size` is a positive multiple of 8 (the models downsample by 4 or 8)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % 8:
+        raise ValueError(f"size must be a positive multiple of 8, got {size!r}")
+
+
+def resolve_source(source: str | Path, n_slices: int = 32) -> Source:
+    """Recognise what `source` is without decoding anything.
+
+    Raises FileNotFoundError for a missing path and ValueError for anything that is not one
+    of the supported sources.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data source not found: {path} ({SUPPORTED})")
+    if path.is_file():
+        name = path.name.lower()
+        if name.endswith(".zip"):
+            return OasisSource.from_zip(path)
+        if is_nifti_name(name):
+            return NiftiSource(path, [path.name], [], n_slices=n_slices)
+        raise ValueError(f"{path}: unsupported file ({SUPPORTED})")
+    oasis = OasisSource.from_folder(path)
+    if oasis is not None:
+        return oasis
+    images, volumes, others = _scan(path)
+    if images and volumes:
+        raise ValueError(
+            f"{path}: holds both 2D images ({len(images)}) and NIfTI volumes ({len(volumes)}); "
+            "expected one kind of data per folder"
+        )
+    if volumes:
+        return NiftiSource(path, volumes, others, n_slices=n_slices)
+    if images:
+        return ImageFolderSource(path, images, others)
+    found = (
+        f" (only {len(others)} other files, e.g. {others[0]})"
+        if others
+        else " (the folder is empty)"
+    )
+    raise ValueError(
+        f"{path}: no images or volumes found{found}; {SUPPORTED}. For OASIS: {EXPECTED}"
+    )
+
+
+def _scan(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Files under `root` (hidden folders skipped), relative, as (images, volumes, others)."""
+    images, volumes, others = [], [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            if is_image_name(name):
+                images.append(rel)
+            elif is_nifti_name(name):
+                volumes.append(rel)
+            else:
+                others.append(rel)
+    return images, volumes, others
+
+
+def load_slices(
+    source: str | Path,
+    size: int = 128,
+    *,
+    cache_dir: Path | None = None,
+    n_slices: int = 32,
+    seed: int = 0,
+    demo_subjects: tuple[int, int, int] = (48, 8, 8),
+    progress: bool = True,
+) -> SliceSet:
+    """Load 2D brain slices from `source` at size x size, using the on-disk cache.
+
+    Args:
+        source: "demo" (the synthetic cohort), an OASIS folder (the split folders at any depth
+            below it) or keras_png_slices_data.zip, a folder of PNG/JPEG slices, a folder of
+            NIfTI volumes, or a single .nii/.nii.gz file.
+        size: working size, a positive multiple of 8 (images are size x size).
+        cache_dir: cache folder; default $BRAINVQ_CACHE, else ~/.cache/brainvq.
+        n_slices: axial slices per volume (NIfTI) or per virtual subject (demo).
+        seed: the demo cohort's seed.
+        demo_subjects: demo subjects in (train, validate, test).
+        progress: show progress bars on stderr while decoding.
+    Returns:
+        SliceSet with images (N, size, size) uint8 and per-image split, subject, slice index
+        and file name.
+    """
+    check_size(size)
+    if n_slices < 1:
+        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
+    cache = SliceCache(cache_dir)
+    if str(source) == DEMO:
+        subjects = tuple(int(n) for n in demo_subjects)
+        description = {
+            "kind": DEMO,
+            "size": size,
+            "n_slices": n_slices,
+            "seed": seed,
+            "subjects": subjects,
+            "template": f"nilearn {version('nilearn')}",
+        }
+        key = cache_key(description)
+        cached = cache.get(DEMO, key)
+        if cached is not None:
+            return cached
+        sliceset = build_demo(size, n_slices, subjects, seed, show_progress=progress)
+        cache.put(DEMO, key, sliceset, description)
+        return sliceset
+    resolved = resolve_source(source, n_slices=n_slices)
+    description = {"kind": resolved.kind, "size": size, "fingerprint": resolved.fingerprint()}
+    key = cache_key(description)
+    cached = cache.get(resolved.kind, key)
+    if cached is not None:
+        return cached
+    sliceset = resolved.load(size, show_progress=progress)
+    cache.put(resolved.kind, key, sliceset, description)
+    return sliceset
