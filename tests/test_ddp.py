@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from brainvq.bundle import load_vqvae
-from conftest import TINY_CONFIG
+from tiny import TINY_CONFIG
 
 
 def test_two_process_ddp_run_ends_with_identical_codebooks(tmp_path: Path) -> None:

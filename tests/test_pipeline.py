@@ -13,7 +13,7 @@ from PIL import Image
 
 from brainvq.bundle import load_prior, load_vqvae
 from brainvq.cli import main
-from conftest import TINY_CONFIG
+from tiny import TINY_CONFIG
 
 
 @pytest.fixture(scope="module")

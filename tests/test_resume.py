@@ -17,9 +17,9 @@ import torch
 
 from brainvq.bundle import load_vqvae
 from brainvq.cli import main
-from conftest import TINY_CONFIG
+from tiny import TINY_CONFIG
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def _train_cmd(run: Path, *flags: str) -> list[str]:
