@@ -317,7 +317,6 @@ def test_cli_run_export_and_missing_extra(small_bundle: Path, tmp_path: Path, ca
 
 
 def test_export_refuses_a_prior(tmp_path: Path) -> None:
-
     prior = GatedPixelCNN(TINY_PRIOR)
     folder = save_bundle(tmp_path / "PixelCNN_Model", prior, TINY_PRIOR, kind="prior")
     with pytest.raises(ValueError, match="expected 'vqvae'"):
