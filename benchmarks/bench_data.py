@@ -78,7 +78,7 @@ def main() -> None:
                 f"{t_cached:.3f}",
                 f"{t_first / t_cached:.0f}x",
             )
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":
