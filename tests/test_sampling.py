@@ -13,6 +13,16 @@ from brainvq.sampling import complete, draw_codes, sample, teacher_forced_logits
 K = 8
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are too small to gain from threads, and on a shared machine an OpenMP
+    barrier waiting for a descheduled thread makes each op up to 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(n_levels: int = 0, **overrides: int) -> GatedPixelCNN:
     """A random-init prior over K = 8 codes; deterministic weights."""
     torch.manual_seed(0)

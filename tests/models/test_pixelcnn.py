@@ -21,6 +21,16 @@ from brainvq.models.pixelcnn import (
 K = 8
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are too small to gain from threads, and on a shared machine an OpenMP
+    barrier waiting for a descheduled thread makes each op up to 20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(**overrides: object) -> PixelCNNConfig:
     """A prior small enough to run dozens of forward passes per second."""
     fields: dict[str, object] = dict(
