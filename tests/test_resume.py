@@ -19,7 +19,13 @@ from brainvq.bundle import load_vqvae
 from brainvq.cli import main
 from tiny import TINY_CONFIG
 
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+# The tiny config: 3 training subjects x 32 slices, batch size 16.
+STEPS_PER_EPOCH = 96 // 16
+
+
+def _env() -> dict[str, str]:
+    """The environment for child runs, read when called (the cache fixture sets BRAINVQ_CACHE)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def _train_cmd(run: Path, *flags: str) -> list[str]:
@@ -31,7 +37,7 @@ def _assert_complete(run: Path, epochs: int) -> None:
     bundle = load_vqvae(run / "vqvae" / "VQVAE_Model")
     assert bundle.meta["epochs_trained"] == epochs
     ckpt = torch.load(run / "vqvae" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["epoch"] == epochs - 1
+    assert ckpt["global_step"] == epochs * STEPS_PER_EPOCH
     history = json.loads((run / "vqvae" / "history.json").read_text())
     assert [row["epoch"] for row in history] == list(range(epochs))
     frames = sorted(p.name for p in (run / "vqvae" / "frames").glob("epoch_*.png"))
@@ -45,7 +51,7 @@ def _assert_complete(run: Path, epochs: int) -> None:
 def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     run = tmp_path / "killed"
     epochs = 6
-    proc = subprocess.Popen(_train_cmd(run, "--epochs", str(epochs)), env=ENV,
+    proc = subprocess.Popen(_train_cmd(run, "--epochs", str(epochs)), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = run / "vqvae" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
@@ -55,9 +61,9 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     time.sleep(0.5)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_epoch = torch.load(last, weights_only=True)["epoch"]
-    assert killed_epoch < epochs - 1, "the run finished before it could be killed; make it longer"
-    result = subprocess.run(_train_cmd(run, "--epochs", str(epochs), "--resume"), env=ENV,
+    killed_step = torch.load(last, weights_only=True)["global_step"]
+    assert killed_step < epochs * STEPS_PER_EPOCH, "the run finished before it could be killed"
+    result = subprocess.run(_train_cmd(run, "--epochs", str(epochs), "--resume"), env=_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_complete(run, epochs)
@@ -93,11 +99,11 @@ def _constant_lr_config(tmp_path: Path) -> Path:
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "nan"
-    assert subprocess.run(_train_cmd(run, "--epochs", "1"), env=ENV, capture_output=True).returncode == 0
+    assert subprocess.run(_train_cmd(run, "--epochs", "1"), env=_env(), capture_output=True).returncode == 0
     last = run / "vqvae" / "checkpoints" / "last.ckpt"
     before = hashlib.sha256(last.read_bytes()).hexdigest()
     bundle_before = hashlib.sha256((run / "vqvae" / "VQVAE_Model" / "model.safetensors").read_bytes()).hexdigest()
-    result = subprocess.run(_train_cmd(run, "--epochs", "2", "--lr", "1e30"), env=ENV,
+    result = subprocess.run(_train_cmd(run, "--epochs", "2", "--lr", "1e30"), env=_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "non-finite loss at step" in result.stderr and "recon=" in result.stderr

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brainvq.data.augment import AugmentConfig, augment_batch
 from brainvq.data.sliceset import SliceSet
 
-__all__ = ["AugmentConfig", "SliceDataModule", "SliceDataset", "augment_batch"]
+__all__ = [
+    "AugmentConfig",
+    "EpochShuffleSampler",
+    "SliceDataModule",
+    "SliceDataset",
+    "augment_batch",
+]
 
 
 class SliceDataset(Dataset):
@@ -34,6 +41,26 @@ class SliceDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.images[i].unsqueeze(0).float().div_(255.0)  # (1, H, W)
         return image, self.levels[i]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone: Lightning calls `set_epoch` before every
+    epoch, so a resumed run sees exactly the batches an uninterrupted run would have."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 class SliceDataModule(L.LightningDataModule):
@@ -75,14 +102,13 @@ class SliceDataModule(L.LightningDataModule):
         return self._datasets[split]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            generator=generator,
             drop_last=False,
         )
 

@@ -28,12 +28,20 @@ def make_trainer(
     best.ckpt by `monitor`), logs to TensorBoard and CSV under `logs_dir`, and keeps the
     per-epoch history in `stage_dir/history.json`."""
     history = EpochHistory(stage_dir / "history.json")
-    checkpoint = ModelCheckpoint(
+    # Two callbacks: Lightning >= 2.5 writes `save_last` only when the top-k one saved, but a
+    # resume needs the latest epoch whatever its score.
+    best = ModelCheckpoint(
         dirpath=stage_dir / "checkpoints",
         filename="best",
         monitor=monitor,
         mode=mode,
-        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    last = ModelCheckpoint(
+        dirpath=stage_dir / "checkpoints",
+        filename="last",
         save_top_k=1,
         enable_version_counter=False,
         auto_insert_metric_name=False,
@@ -59,7 +67,7 @@ def make_trainer(
         deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every_n_steps,
         limit_train_batches=cfg.limit_train_batches,
-        callbacks=[history, checkpoint, LearningRateMonitor("step"), progress, *extra_callbacks],
+        callbacks=[history, best, last, LearningRateMonitor("step"), progress, *extra_callbacks],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(stage_dir),
@@ -97,6 +105,6 @@ def load_model_weights(checkpoint: str | Path, model: torch.nn.Module) -> torch.
 def best_checkpoint(trainer: L.Trainer) -> str:
     """Path of the best checkpoint by the monitored metric ('' if none was saved)."""
     for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint):
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
             return callback.best_model_path
     return ""
