@@ -66,19 +66,20 @@ def run(args: argparse.Namespace) -> int:
     from brainvq import pipeline
     from brainvq.report.tables import print_metrics
 
-    stages = ("vqvae", "prior") if args.stage == "all" else (args.stage,)
-    overrides = stage_overrides(args, stages)
+    overrides = stage_overrides(args, ("vqvae", "prior") if args.stage == "all" else (args.stage,))
     has_config = (args.run / pipeline.CONFIG_FILE).is_file()
     if args.stage == "prior":
         pipeline.load_run(args.run)  # the prior trains on an existing run's VQ-VAE
     elif not (args.data or args.config or has_config):
         raise ValueError("say which data to train on: --data SOURCE (or --config FILE with data.source)")
     config = pipeline.prepare_run(args.run, args.config, overrides)
+    if args.stage == "all":
+        pipeline.train_all(args.run, config, resume=args.resume)
+        return 0
     sliceset = pipeline.run_slices(config)
-    metrics: dict[str, Any] = {}
-    if "vqvae" in stages:
+    if args.stage == "vqvae":
         metrics = pipeline.train_vqvae(args.run, config, sliceset, resume=args.resume)
-    if "prior" in stages:
+    else:
         metrics = pipeline.train_prior(args.run, config, sliceset, resume=args.resume)
     if metrics:
         print_metrics(metrics, title=f"brainvq metrics ({args.run})")
