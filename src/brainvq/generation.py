@@ -181,9 +181,9 @@ def load_level_classifier(folder: str | Path) -> LevelClassifier:
 
 
 @torch.no_grad()
-def _run_classifier(model: LevelClassifier, images: np.ndarray, name: str, logits: bool):
-    """Batched eval-mode pass; restores the model's train/eval mode afterwards."""
-    x = _classifier_input(images, model.config.image_size, name)
+def _run_classifier(model: LevelClassifier, images: np.ndarray, logits: bool) -> torch.Tensor:
+    """Batched eval-mode pass -> logits (N, n_levels) or features (N, F); keeps the model's mode."""
+    x = _classifier_input(images, model.config.image_size, "images")
     was_training = model.training
     model.eval()
     try:
@@ -196,12 +196,12 @@ def _run_classifier(model: LevelClassifier, images: np.ndarray, name: str, logit
 
 def extract_features(model: LevelClassifier, images: np.ndarray) -> np.ndarray:
     """images: (N, H, W) uint8 | float [0, 1] -> (N, F) float64 pooled penultimate features."""
-    return _run_classifier(model, images, "images", logits=False).double().numpy()
+    return _run_classifier(model, images, logits=False).double().numpy()
 
 
 def predict_levels(model: LevelClassifier, images: np.ndarray) -> np.ndarray:
     """images: (N, H, W) uint8 | float [0, 1] -> (N,) int64 most likely level."""
-    return _run_classifier(model, images, "images", logits=True).argmax(dim=1).numpy()
+    return _run_classifier(model, images, logits=True).argmax(dim=1).numpy()
 
 
 def level_accuracy(

@@ -85,10 +85,6 @@ class LevelClassifier(nn.Module):
         self.body = nn.Sequential(*blocks)
         self.head = nn.Linear(in_channels, config.n_levels)
 
-    @property
-    def feature_dim(self) -> int:
-        return self.config.channels[-1]
-
     def _check_input(self, x: torch.Tensor) -> None:
         size = self.config.image_size
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != size or x.shape[3] != size:
