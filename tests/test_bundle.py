@@ -14,13 +14,17 @@ from brainvq.bundle import BundleError, load_prior, load_vqvae, save_bundle
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 
-SMALL = VQVAEConfig(image_size=32, channels=(8, 16), res_blocks=1, res_channels=8, code_dim=8, codebook_size=16)
+SMALL = VQVAEConfig(
+    image_size=32, channels=(8, 16), res_blocks=1, res_channels=8, code_dim=8, codebook_size=16
+)
 
 
 @pytest.fixture
 def vq_bundle(tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    return save_bundle(tmp_path / "VQVAE_Model", VQVAE(SMALL), SMALL, kind="vqvae", meta={"note": "test"})
+    return save_bundle(
+        tmp_path / "VQVAE_Model", VQVAE(SMALL), SMALL, kind="vqvae", meta={"note": "test"}
+    )
 
 
 def test_vqvae_round_trip_is_bit_exact(vq_bundle: Path) -> None:
@@ -36,7 +40,9 @@ def test_vqvae_round_trip_is_bit_exact(vq_bundle: Path) -> None:
 
 
 def test_prior_round_trip_and_run_directory_lookup(tmp_path: Path) -> None:
-    cfg = PixelCNNConfig(num_codes=16, n_levels=4, embed_dim=8, channels=8, n_layers=2, head_channels=16)
+    cfg = PixelCNNConfig(
+        num_codes=16, n_levels=4, embed_dim=8, channels=8, n_layers=2, head_channels=16
+    )
     model = GatedPixelCNN(cfg)
     save_bundle(tmp_path / "run" / "prior" / "PixelCNN_Model", model, cfg, kind="prior")
     loaded = load_prior(tmp_path / "run")

@@ -7,17 +7,38 @@ import subprocess
 import sys
 from pathlib import Path
 
-from brainvq.bundle import load_vqvae
 from tiny import TINY_CONFIG
+
+from brainvq.bundle import load_vqvae
 
 
 def test_two_process_ddp_run_ends_with_identical_codebooks(tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "brainvq.cli", "train", "vqvae", "--data", "demo", "--config", str(TINY_CONFIG),
-         "--out", str(run), "--accelerator", "cpu", "--devices", "2", "--epochs", "2"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "brainvq.cli",
+            "train",
+            "vqvae",
+            "--data",
+            "demo",
+            "--config",
+            str(TINY_CONFIG),
+            "--out",
+            str(run),
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--epochs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     bundle = load_vqvae(run / "vqvae" / "VQVAE_Model")
@@ -25,4 +46,7 @@ def test_two_process_ddp_run_ends_with_identical_codebooks(tmp_path: Path) -> No
     # Every rank all-gathers its codebook at the end of training; the run fails if they differ.
     assert bundle.meta["codebook_sync_max_diff"] == 0.0
     assert bundle.meta["epochs_trained"] == 2
-    assert sorted(p.name for p in (run / "vqvae" / "frames").glob("*.png")) == ["epoch_000.png", "epoch_001.png"]
+    assert sorted(p.name for p in (run / "vqvae" / "frames").glob("*.png")) == [
+        "epoch_000.png",
+        "epoch_001.png",
+    ]

@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from tiny import TINY_CONFIG
 
 from brainvq.bundle import load_prior, load_vqvae
 from brainvq.cli import main
-from tiny import TINY_CONFIG
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run trained by `brainvq train vqvae` then `brainvq train prior` (one epoch each)."""
     run = tmp_path_factory.mktemp("run") / "tiny"
-    assert main(["train", "vqvae", "--data", "demo", "--config", str(TINY_CONFIG), "--out", str(run)]) == 0
+    assert (
+        main(["train", "vqvae", "--data", "demo", "--config", str(TINY_CONFIG), "--out", str(run)])
+        == 0
+    )
     assert main(["train", "prior", "--run", str(run)]) == 0
     return run
 
@@ -33,10 +36,19 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
     assert Image.open(frames[0]).size[0] > 32
     assert list((tiny_run / "logs" / "tensorboard" / "vqvae").glob("events.out.tfevents.*"))
     csv = (tiny_run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text()
-    for column in ("train/loss", "train/recon", "train/vq", "val/ssim", "val/psnr", "train/perplexity"):
+    for column in (
+        "train/loss",
+        "train/recon",
+        "train/vq",
+        "val/ssim",
+        "val/psnr",
+        "train/perplexity",
+    ):
         assert column in csv
     history = json.loads((tiny_run / "vqvae" / "history.json").read_text())
-    assert history[0]["epoch"] == 0 and "val/ssim" in history[0] and "train/codes_used" in history[0]
+    assert (
+        history[0]["epoch"] == 0 and "val/ssim" in history[0] and "train/codes_used" in history[0]
+    )
     bundle = load_vqvae(tiny_run / "vqvae" / "VQVAE_Model")
     assert bundle.config.codebook_size == 16 and bundle.meta["epochs_trained"] >= 1
     saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
@@ -46,15 +58,34 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
 def test_metrics_json_has_documented_keys(tiny_run: Path) -> None:
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     vq = metrics["vqvae"]
-    for key in ("split", "n_images", "ssim", "ssim_min", "psnr", "mae", "mse", "perplexity",
-                "codes_used", "codebook_size", "bits_per_pixel"):
+    for key in (
+        "split",
+        "n_images",
+        "ssim",
+        "ssim_min",
+        "psnr",
+        "mae",
+        "mse",
+        "perplexity",
+        "codes_used",
+        "codebook_size",
+        "bits_per_pixel",
+    ):
         assert key in vq
     assert vq["split"] == "test" and vq["n_images"] == 32
     assert 0 < vq["ssim"] <= 1 and vq["ssim_min"] <= vq["ssim"]
     assert vq["bits_per_pixel"] == pytest.approx(8 * 8 * 4 / (32 * 32))
     prior = metrics["prior"]
-    for key in ("nll_bits_per_code_val", "nll_bits_per_code_test", "fd", "fd_ceiling", "fd_floor",
-                "level_accuracy", "sharpness_ratio", "memorisation_ssim_mean"):
+    for key in (
+        "nll_bits_per_code_val",
+        "nll_bits_per_code_test",
+        "fd",
+        "fd_ceiling",
+        "fd_floor",
+        "level_accuracy",
+        "sharpness_ratio",
+        "memorisation_ssim_mean",
+    ):
         assert key in prior
     assert 0 < prior["nll_bits_per_code_test"] < 2 * np.log2(16)
 
@@ -81,8 +112,20 @@ def test_reconstruct_command_writes_pngs_named_like_inputs(tiny_run: Path, tmp_p
     for name in ("a.png", "b.png"):
         Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(src / name)
     out = tmp_path / "out"
-    assert main(["reconstruct", "--model", str(tiny_run / "vqvae" / "VQVAE_Model"),
-                 "--input", str(src / "a.png"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                "--model",
+                str(tiny_run / "vqvae" / "VQVAE_Model"),
+                "--input",
+                str(src / "a.png"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     img = Image.open(out / "a.png")
     assert img.size == (32, 32) and img.mode == "L"
     assert (out / "grid.png").is_file()
@@ -90,25 +133,67 @@ def test_reconstruct_command_writes_pngs_named_like_inputs(tiny_run: Path, tmp_p
 
 def test_sample_command_all_levels_and_one_level(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    assert main(["sample", "--run", str(tiny_run), "--n", "2", "--slices", "all", "--out", str(out)]) == 0
+    assert (
+        main(["sample", "--run", str(tiny_run), "--n", "2", "--slices", "all", "--out", str(out)])
+        == 0
+    )
     assert len(list(out.glob("sample_*.png"))) == 64 and (out / "levels.png").is_file()
     out1 = tmp_path / "s1"
-    assert main(["sample", "--run", str(tiny_run), "--n", "3", "--slice", "5", "--seed", "1",
-                 "--sampler", "naive", "--out", str(out1)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(tiny_run),
+                "--n",
+                "3",
+                "--slice",
+                "5",
+                "--seed",
+                "1",
+                "--sampler",
+                "naive",
+                "--out",
+                str(out1),
+            ]
+        )
+        == 0
+    )
     assert len(list(out1.glob("sample_*.png"))) == 3
-    assert main(["sample", "--run", str(tiny_run), "--n", "1", "--slice", "99", "--out", str(out1)]) == 2
+    assert (
+        main(["sample", "--run", str(tiny_run), "--n", "1", "--slice", "99", "--out", str(out1)])
+        == 2
+    )
 
 
 def test_complete_command(tiny_run: Path, tmp_path: Path) -> None:
     png = tmp_path / "case_001_slice_12.nii.png"
     Image.fromarray(np.full((64, 64), 90, dtype=np.uint8)).save(png)
     out = tmp_path / "c"
-    assert main(["complete", "--run", str(tiny_run), "--input", str(png), "--keep-rows", "4",
-                 "--n", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "complete",
+                "--run",
+                str(tiny_run),
+                "--input",
+                str(png),
+                "--keep-rows",
+                "4",
+                "--n",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "completion_0.png").is_file() and (out / "completion_1.png").is_file()
     assert (out / "grid.png").is_file()
 
 
-def test_train_prior_without_a_run_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_train_prior_without_a_run_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["train", "prior", "--run", str(tmp_path / "nope")]) == 2
     assert "config.yaml" in capsys.readouterr().err

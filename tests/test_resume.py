@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_CONFIG
 
 from brainvq.bundle import load_vqvae
 from brainvq.cli import main
-from tiny import TINY_CONFIG
 
 # The tiny config: 3 training subjects x 32 slices, batch size 16.
 STEPS_PER_EPOCH = 96 // 16
@@ -29,8 +29,22 @@ def _env() -> dict[str, str]:
 
 
 def _train_cmd(run: Path, *flags: str) -> list[str]:
-    return [sys.executable, "-m", "brainvq.cli", "train", "vqvae", "--data", "demo",
-            "--config", str(TINY_CONFIG), "--out", str(run), "--accelerator", "cpu", *flags]
+    return [
+        sys.executable,
+        "-m",
+        "brainvq.cli",
+        "train",
+        "vqvae",
+        "--data",
+        "demo",
+        "--config",
+        str(TINY_CONFIG),
+        "--out",
+        str(run),
+        "--accelerator",
+        "cpu",
+        *flags,
+    ]
 
 
 def _assert_complete(run: Path, epochs: int) -> None:
@@ -44,15 +58,21 @@ def _assert_complete(run: Path, epochs: int) -> None:
     assert frames == [f"epoch_{e:03d}.png" for e in range(epochs)]
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 < metrics["vqvae"]["ssim"] <= 1
-    leftovers = [p for p in run.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".VQVAE")]
+    leftovers = [
+        p for p in run.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".VQVAE")
+    ]
     assert not leftovers, leftovers
 
 
 def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     run = tmp_path / "killed"
     epochs = 6
-    proc = subprocess.Popen(_train_cmd(run, "--epochs", str(epochs)), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(run, "--epochs", str(epochs)),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = run / "vqvae" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 240
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -63,8 +83,13 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     proc.wait()
     killed_step = torch.load(last, weights_only=True)["global_step"]
     assert killed_step < epochs * STEPS_PER_EPOCH, "the run finished before it could be killed"
-    result = subprocess.run(_train_cmd(run, "--epochs", str(epochs), "--resume"), env=_env(),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        _train_cmd(run, "--epochs", str(epochs), "--resume"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _assert_complete(run, epochs)
 
@@ -78,9 +103,44 @@ def test_interrupted_plus_resume_equals_uninterrupted(tmp_path: Path) -> None:
     flags = ["--seed", "3"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     over = ["--config", str(_constant_lr_config(tmp_path))]
-    assert main(["train", "vqvae", "--data", "demo", "--out", str(straight), "--epochs", "3", *over, *flags]) == 0
-    assert main(["train", "vqvae", "--data", "demo", "--out", str(interrupted), "--epochs", "2", *over, *flags]) == 0
-    assert main(["train", "vqvae", "--out", str(interrupted), "--epochs", "3", "--resume", *flags]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "vqvae",
+                "--data",
+                "demo",
+                "--out",
+                str(straight),
+                "--epochs",
+                "3",
+                *over,
+                *flags,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "vqvae",
+                "--data",
+                "demo",
+                "--out",
+                str(interrupted),
+                "--epochs",
+                "2",
+                *over,
+                *flags,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["train", "vqvae", "--out", str(interrupted), "--epochs", "3", "--resume", *flags])
+        == 0
+    )
     a, b = _weights(straight), _weights(interrupted)
     assert a.keys() == b.keys()
     for key in a:
@@ -99,16 +159,28 @@ def _constant_lr_config(tmp_path: Path) -> Path:
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "nan"
-    assert subprocess.run(_train_cmd(run, "--epochs", "1"), env=_env(), capture_output=True).returncode == 0
+    assert (
+        subprocess.run(_train_cmd(run, "--epochs", "1"), env=_env(), capture_output=True).returncode
+        == 0
+    )
     last = run / "vqvae" / "checkpoints" / "last.ckpt"
     before = hashlib.sha256(last.read_bytes()).hexdigest()
-    bundle_before = hashlib.sha256((run / "vqvae" / "VQVAE_Model" / "model.safetensors").read_bytes()).hexdigest()
-    result = subprocess.run(_train_cmd(run, "--epochs", "2", "--lr", "1e30"), env=_env(),
-                            capture_output=True, text=True, timeout=300)
+    bundle_before = hashlib.sha256(
+        (run / "vqvae" / "VQVAE_Model" / "model.safetensors").read_bytes()
+    ).hexdigest()
+    result = subprocess.run(
+        _train_cmd(run, "--epochs", "2", "--lr", "1e30"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "non-finite loss at step" in result.stderr and "recon=" in result.stderr
     assert hashlib.sha256(last.read_bytes()).hexdigest() == before
-    after = hashlib.sha256((run / "vqvae" / "VQVAE_Model" / "model.safetensors").read_bytes()).hexdigest()
+    after = hashlib.sha256(
+        (run / "vqvae" / "VQVAE_Model" / "model.safetensors").read_bytes()
+    ).hexdigest()
     assert after == bundle_before
 
 
@@ -125,7 +197,10 @@ def test_resume_never_unpickles_code_from_a_planted_checkpoint(
 ) -> None:
     run = tmp_path / "planted"
     marker = tmp_path / "marker.txt"
-    assert main(["train", "vqvae", "--data", "demo", "--config", str(TINY_CONFIG), "--out", str(run)]) == 0
+    assert (
+        main(["train", "vqvae", "--data", "demo", "--config", str(TINY_CONFIG), "--out", str(run)])
+        == 0
+    )
     last = run / "vqvae" / "checkpoints" / "last.ckpt"
     torch.save({"epoch": 0, "exploit": _Exploit(marker)}, last)
     assert main(["train", "vqvae", "--out", str(run), "--epochs", "2", "--resume"]) == 2

@@ -1,4 +1,4 @@
-"""Paths shared by the tests that train tiny runs (importable because pytest puts tests/ on sys.path)."""
+"""Paths for the tests that train tiny runs (pytest puts tests/ on sys.path)."""
 
 from pathlib import Path
 

@@ -46,7 +46,7 @@ class Bundle:
 def save_bundle(
     folder: str | Path, model: torch.nn.Module, config: Any, kind: str, meta: dict | None = None
 ) -> Path:
-    """Write `model`'s weights and `config` to `folder` atomically (the folder is swapped in whole)."""
+    """Write `model`'s weights and `config` to `folder` atomically (swapped in whole)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"cannot write the model bundle to {folder}: it is a file")
@@ -91,10 +91,16 @@ def resolve_bundle(path: str | Path, folder_name: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"model bundle not found: {path}")
     if not path.is_dir():
-        raise BundleError(f"{path} is a file; expected a model folder holding {CONFIG_FILE} and {WEIGHTS_FILE}")
+        raise BundleError(
+            f"{path} is a file; expected a model folder holding {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
     if (path / CONFIG_FILE).exists() or (path / WEIGHTS_FILE).exists():
         return path
-    for candidate in (path / folder_name, path / "vqvae" / folder_name, path / "prior" / folder_name):
+    for candidate in (
+        path / folder_name,
+        path / "vqvae" / folder_name,
+        path / "prior" / folder_name,
+    ):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(
@@ -115,7 +121,9 @@ def read_bundle_config(folder: Path, kind: str, config_cls: type) -> tuple[Any, 
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise BundleError(f"{cfg_path}: expected an object with a 'config' mapping")
     if doc.get("kind") != kind:
-        raise BundleError(f"{cfg_path}: this bundle holds a {doc.get('kind')!r} model, expected {kind!r}")
+        raise BundleError(
+            f"{cfg_path}: this bundle holds a {doc.get('kind')!r} model, expected {kind!r}"
+        )
     if doc.get("format_version") != FORMAT_VERSION:
         raise BundleError(
             f"{cfg_path}: format_version {doc.get('format_version')!r}, expected {FORMAT_VERSION}"
@@ -155,9 +163,7 @@ def load_weights(folder: Path, model: torch.nn.Module) -> None:
             parts.append(f"unexpected {unexpected[:3]}")
         if wrong:
             parts.append(f"shape mismatch {wrong[:3]}")
-        raise BundleError(
-            f"{weights} does not match {folder / CONFIG_FILE}: " + "; ".join(parts)
-        )
+        raise BundleError(f"{weights} does not match {folder / CONFIG_FILE}: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
 
 

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print("brainvq: interrupted", file=sys.stderr)
         return 130
     except (CliError, NonFiniteLossError, ValueError, OSError) as e:
-        print(f"brainvq {args.command}: error: {e}", file=sys.stderr)
+        # Library messages may span lines (nibabel's do); the CLI promises one line.
+        message = " ".join(str(e).split())
+        print(f"brainvq {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -46,14 +46,19 @@ def encode_images(
 
 @torch.inference_mode()
 def decode_codes(
-    model: VQVAE, codes: np.ndarray | torch.Tensor, batch_size: int = 64, device: str | torch.device = "cpu"
+    model: VQVAE,
+    codes: np.ndarray | torch.Tensor,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Decode code maps (N, h, w) into uint8 images (N, H, W)."""
     model = model.to(device).eval()
     codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
     out = []
     for start in range(0, len(codes), batch_size):
-        x_hat = model.decode_indices(codes[start : start + batch_size].to(device)).float().clamp(0, 1)
+        x_hat = (
+            model.decode_indices(codes[start : start + batch_size].to(device)).float().clamp(0, 1)
+        )
         out.append((x_hat[:, 0] * 255).round().to(torch.uint8).cpu().numpy())  # (b, H, W)
     return np.concatenate(out) if out else np.zeros((0, 0, 0), dtype=np.uint8)
 
@@ -78,7 +83,9 @@ def encode_splits(
     present = [s for s in SPLITS if (sliceset.split == s).any()]
     if index_path.is_file():
         index = json.loads(index_path.read_text())
-        if index.get("fingerprint") == fingerprint and all((codes_dir / f"{s}.npz").is_file() for s in present):
+        if index.get("fingerprint") == fingerprint and all(
+            (codes_dir / f"{s}.npz").is_file() for s in present
+        ):
             return {s: load_codes(codes_dir, s) for s in present}
     result = {}
     for split in present:
@@ -87,13 +94,17 @@ def encode_splits(
         result[split] = CodeSet(codes=codes, levels=part.slice_index.astype(np.int16), split=split)
         with atomic_path(codes_dir / f"{split}.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, codes=codes, levels=result[split].levels)
-    atomic_write_json(index_path, {"fingerprint": fingerprint, "splits": present, "bundle": str(bundle.path)})
+    atomic_write_json(
+        index_path, {"fingerprint": fingerprint, "splits": present, "bundle": str(bundle.path)}
+    )
     return result
 
 
 def load_codes(codes_dir: Path, split: str) -> CodeSet:
     path = Path(codes_dir) / f"{split}.npz"
     if not path.is_file():
-        raise FileNotFoundError(f"no code maps for split {split!r} at {path}; run `brainvq train prior` first")
+        raise FileNotFoundError(
+            f"no code maps for split {split!r} at {path}; run `brainvq train prior` first"
+        )
     with np.load(path, allow_pickle=False) as f:
         return CodeSet(codes=f["codes"], levels=f["levels"], split=split)

@@ -24,7 +24,9 @@ def default_source() -> tuple[str, str]:
     for path in DEFAULT_OASIS:
         if path.exists():
             return str(path), f"found OASIS data at {path}"
-    return "demo", "no OASIS data at " + ", ".join(map(str, DEFAULT_OASIS)) + "; using the demo cohort"
+    return "demo", "no OASIS data at " + ", ".join(
+        map(str, DEFAULT_OASIS)
+    ) + "; using the demo cohort"
 
 
 def default_config(source: str) -> Path:
@@ -41,8 +43,12 @@ def train_main(argv: list[str] | None = None) -> int:
     """`python train.py`: the full pipeline (both stages, evaluation, report)."""
     from brainvq.pipeline import prepare_run, train_all
 
-    p = argparse.ArgumentParser(prog="train.py", description="Train the VQ-VAE and the PixelCNN prior.")
-    p.add_argument("--data", help="data source (default: OASIS at a default path if present, else demo)")
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train the VQ-VAE and the PixelCNN prior."
+    )
+    p.add_argument(
+        "--data", help="data source (default: OASIS at a default path if present, else demo)"
+    )
     p.add_argument("--size", type=int)
     p.add_argument("--out", type=Path, help="run directory (default: runs/run-<time>)")
     add_training_flags(p)
@@ -64,36 +70,58 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def latest_model() -> Path | None:
     """The VQVAE_Model of the most recently trained run under runs/, if any."""
-    found = sorted(RUNS_DIR.glob("*/vqvae/VQVAE_Model/model.safetensors"), key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        RUNS_DIR.glob("*/vqvae/VQVAE_Model/model.safetensors"), key=lambda p: p.stat().st_mtime
+    )
     return found[-1].parent if found else None
 
 
 def predict_main(argv: list[str] | None = None) -> int:
-    """`python predict.py [-m PATH]`: reconstruct the test split, sample, write figures, print metrics."""
+    """`python predict.py [-m PATH]`: reconstruct, sample, write figures, print metrics."""
     from brainvq.bundle import load_vqvae
     from brainvq.predict import predict
 
-    p = argparse.ArgumentParser(prog="predict.py", description="Reconstruct and generate with a trained model.")
-    p.add_argument("-m", "--model", type=Path, help="a VQVAE_Model folder or a run directory (default: latest run)")
+    p = argparse.ArgumentParser(
+        prog="predict.py", description="Reconstruct and generate with a trained model."
+    )
+    p.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        help="a VQVAE_Model folder or a run directory (default: latest run)",
+    )
     p.add_argument("--data", help="data to reconstruct (default: the run's)")
-    p.add_argument("--split", default=None, help="split to reconstruct (default: test, else validate)")
+    p.add_argument(
+        "--split", default=None, help="split to reconstruct (default: test, else validate)"
+    )
     p.add_argument("--out", type=Path, help="output folder (default: RUN/predict)")
-    p.add_argument("--strict", action="store_true", help="fail instead of falling back to the default model")
+    p.add_argument(
+        "--strict", action="store_true", help="fail instead of falling back to the default model"
+    )
     args = p.parse_args(argv)
     fallback = latest_model()
     model_path = args.model or fallback
     if model_path is None:
-        print("predict.py: error: no trained model found under runs/; train one first with "
-              "`python train.py` (or `brainvq demo`), or pass -m PATH/VQVAE_Model", file=sys.stderr)
+        print(
+            "predict.py: error: no trained model found under runs/; train one first with "
+            "`python train.py` (or `brainvq demo`), or pass -m PATH/VQVAE_Model",
+            file=sys.stderr,
+        )
         return 2
     try:
         bundle = load_vqvae(model_path)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        if args.strict or args.model is None or fallback is None or Path(fallback) == Path(model_path):
+        if (
+            args.strict
+            or args.model is None
+            or fallback is None
+            or Path(fallback) == Path(model_path)
+        ):
             print(f"predict.py: error: cannot load the model at {model_path}: {e}", file=sys.stderr)
             return 2
         print(
-            f"predict.py: WARNING: cannot load the model at {model_path} ({e}); falling back to the "
+            f"predict.py: WARNING: cannot load the model at {model_path} ({e}); "
+            "falling back to the "
             f"default model {fallback} (pass --strict to make this an error)",
             file=sys.stderr,
         )

@@ -27,7 +27,13 @@ def reconstruct(
     model = bundle.model.to(device).eval()
     recons, codes = [], []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start : start + batch_size]).to(device).float().div(255).unsqueeze(1)
+        x = (
+            torch.from_numpy(images[start : start + batch_size])
+            .to(device)
+            .float()
+            .div(255)
+            .unsqueeze(1)
+        )
         idx = model.encode(x)  # (b, h, w)
         x_hat = model.decode_indices(idx).float().clamp(0, 1)  # (b, 1, H, W)
         recons.append(x_hat[:, 0].cpu().numpy())
@@ -43,13 +49,15 @@ def evaluate_vqvae(
     Returns (metrics, arrays). metrics: split, n_images, ssim, ssim_min, psnr, mae, mse,
     perplexity, codes_used, codebook_size, bits_per_pixel (SSIM: 11x11 Gaussian window,
     sigma 1.5, data_range 1 on images in [0, 1]; PSNR in dB, mean over images).
-    arrays: originals (N, H, W) float, recons (N, H, W) float, ssim (N,), counts (K,), codes (N, h, w).
+    arrays: originals (N, H, W) float, recons (N, H, W) float, ssim (N,), counts (K,),
+    codes (N, h, w).
     """
     part = sliceset.require_split(split)
-    if part.size != bundle.config.image_size:
+    size = bundle.config.image_size
+    if part.size != size:
         raise ValueError(
-            f"the model works at {bundle.config.image_size}x{bundle.config.image_size} but the slices "
-            f"of {sliceset.source} are {part.size}x{part.size}; load them with --size {bundle.config.image_size}"
+            f"the model works at {size}x{size} but the slices of {sliceset.source} are "
+            f"{part.size}x{part.size}; load them with --size {size}"
         )
     recons, codes = reconstruct(bundle, part.images, device=device)
     originals = part.images.astype(np.float32) / 255.0

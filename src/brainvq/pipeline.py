@@ -43,7 +43,9 @@ def load_run(run_dir: Path, overrides: dict[str, Any] | None = None) -> RunConfi
     run_dir = check_run_dir(run_dir)
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a brainvq run: {saved} is missing (train one first)")
+        raise FileNotFoundError(
+            f"{run_dir} is not a brainvq run: {saved} is missing (train one first)"
+        )
     return load_run_config(saved, overrides)
 
 
@@ -69,7 +71,9 @@ def eval_split(sliceset: SliceSet, wanted: str | None = None) -> str:
     for split in ("test", "validate"):
         if (sliceset.split == split).any():
             return split
-    raise ValueError(f"the source {sliceset.source} has neither a test nor a validate split to evaluate on")
+    raise ValueError(
+        f"the source {sliceset.source} has neither a test nor a validate split to evaluate on"
+    )
 
 
 def record_timing(run_dir: Path, name: str, seconds: float) -> None:
@@ -88,7 +92,9 @@ def evaluate_run(run_dir: Path, sliceset: SliceSet, split: str | None = None) ->
     return update_metrics(run_dir, "vqvae", metrics)
 
 
-def train_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> dict[str, Any]:
+def train_vqvae(
+    run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False
+) -> dict[str, Any]:
     from brainvq.training.fit_vqvae import fit_vqvae
 
     start = time.perf_counter()
@@ -99,7 +105,9 @@ def train_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bo
     return evaluate_run(run_dir, sliceset)
 
 
-def train_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> dict[str, Any]:
+def train_prior(
+    run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False
+) -> dict[str, Any]:
     from brainvq.prior_eval import evaluate_prior
     from brainvq.training.fit_prior import fit_prior
 
@@ -109,7 +117,13 @@ def train_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bo
     if not is_global_zero():
         return {}
     start = time.perf_counter()
-    metrics = evaluate_prior(run_dir, config, sliceset, load_vqvae(Path(run_dir) / "vqvae"), load_prior(Path(run_dir) / "prior"))
+    metrics = evaluate_prior(
+        run_dir,
+        config,
+        sliceset,
+        load_vqvae(Path(run_dir) / "vqvae"),
+        load_prior(Path(run_dir) / "prior"),
+    )
     record_timing(run_dir, "evaluate_prior_s", time.perf_counter() - start)
     return update_metrics(run_dir, "prior", metrics)
 

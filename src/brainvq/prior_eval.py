@@ -1,4 +1,7 @@
-"""Evaluation of a trained prior: NLL in bits per code and generation quality (metrics.json `prior`)."""
+"""Evaluation of a trained prior: NLL in bits per code and generation quality.
+
+The results go to metrics.json under `prior`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from brainvq.atomic import atomic_path
 from brainvq.bundle import Bundle
 from brainvq.codes import CodeSet, decode_codes, load_codes
 from brainvq.data.sliceset import SliceSet
-from brainvq.generation import generation_report, train_level_classifier, LevelClassifierConfig
+from brainvq.generation import LevelClassifierConfig, generation_report, train_level_classifier
 from brainvq.metrics import perplexity
 from brainvq.models.pixelcnn import nll_bits_per_code
 from brainvq.sampling import sample
@@ -50,19 +53,44 @@ def generation_levels(n: int, n_levels: int) -> np.ndarray | None:
     return (np.arange(n) * n_levels // n).astype(np.int64)
 
 
-def generate(prior: Bundle, vqvae: Bundle, n: int, levels: np.ndarray | None, config: RunConfig,
-             latent_hw: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sample n code maps with the cached sampler and decode them: (codes (n, h, w), images uint8 (n, H, W))."""
+def generate(
+    prior: Bundle,
+    vqvae: Bundle,
+    n: int,
+    levels: np.ndarray | None,
+    config: RunConfig,
+    latent_hw: tuple[int, int],
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample n code maps (cached sampler) and decode them.
+
+    Returns (codes (n, h, w), images uint8 (n, H, W)).
+    """
     cond = torch.from_numpy(levels) if levels is not None else None
     codes = sample(
-        prior.model, n, latent_hw, cond=cond, temperature=config.sample.temperature,
-        top_k=config.sample.top_k, seed=seed, progress=True,
+        prior.model,
+        n,
+        latent_hw,
+        cond=cond,
+        temperature=config.sample.temperature,
+        top_k=config.sample.top_k,
+        seed=seed,
+        progress=True,
     )
     return codes.numpy(), decode_codes(vqvae.model, codes)
 
 
-def evaluate_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, vqvae: Bundle, prior: Bundle) -> dict[str, Any]:
-    """NLL (val/test) and generation metrics; the generated slices go to RUN/samples/generated.npz."""
+def _at_most(part: SliceSet, n: int, rng: np.random.Generator) -> SliceSet:
+    """`part`, or a random subset of n of its slices when it has more."""
+    if len(part) <= n:
+        return part
+    return part.subset(np.sort(rng.choice(len(part), n, replace=False)))
+
+
+def evaluate_prior(
+    run_dir: Path, config: RunConfig, sliceset: SliceSet, vqvae: Bundle, prior: Bundle
+) -> dict[str, Any]:
+    """NLL (val/test) and generation metrics; generated slices go to RUN/samples/."""
     run_dir = Path(run_dir)
     codes_dir = run_dir / "codes"
     train = load_codes(codes_dir, "train")
@@ -78,15 +106,22 @@ def evaluate_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, vqvae: 
     if (codes_dir / "test.npz").is_file():
         metrics["nll_bits_per_code_test"] = code_nll_bits(prior, load_codes(codes_dir, "test"))
     n = config.sample.n_generation_eval
-    if n == 0:
+    if n == 0 or prior.config.n_levels < 2:
+        # The generation metrics live in the features of a slice-level classifier: a source
+        # without slice levels has none to train.
         return metrics
     latent_hw = tuple(train.codes.shape[1:])
     levels = generation_levels(n, prior.config.n_levels)
     gen_codes, generated = generate(prior, vqvae, n, levels, config, latent_hw, config.sample.seed)
     floor = decode_codes(vqvae.model, histogram_floor_codes(train.codes, K, n, config.sample.seed))
     with atomic_path(run_dir / "samples" / GENERATED_FILE) as tmp, open(tmp, "wb") as f:
-        np.savez(f, codes=gen_codes.astype(np.int16), images=generated,
-                 levels=levels if levels is not None else np.full(n, -1), floor=floor)
+        np.savez(
+            f,
+            codes=gen_codes.astype(np.int16),
+            images=generated,
+            levels=levels if levels is not None else np.full(n, -1),
+            floor=floor,
+        )
     real_train = sliceset.require_split("train")
     real_val = sliceset.require_split("validate")
     test_split = "test" if (sliceset.split == "test").any() else "validate"
@@ -96,14 +131,28 @@ def evaluate_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, vqvae: 
         subjects = np.unique(real_val.subject)
         half = np.isin(real_val.subject, subjects[: len(subjects) // 2])
         real_test, real_val = real_val.subset(~half), real_val.subset(half)
-    n_levels = max(int(sliceset.n_levels), 1)
+    # The Frechet distance shrinks with sample size: compare equal-sized sets.
+    rng = np.random.default_rng(config.sample.seed)
+    real_val, real_test = _at_most(real_val, n, rng), _at_most(real_test, n, rng)
     classifier = train_level_classifier(
-        real_train.images, np.clip(real_train.slice_index, 0, None),
-        LevelClassifierConfig(image_size=min(64, sliceset.size), n_levels=n_levels, seed=config.sample.seed), progress=True,
+        real_train.images,
+        real_train.slice_index,
+        LevelClassifierConfig(
+            image_size=min(64, sliceset.size),
+            n_levels=int(sliceset.n_levels),
+            seed=config.sample.seed,
+        ),
+        progress=True,
     )
     report = generation_report(
-        classifier, generated, levels, real_test.images, real_test.slice_index,
-        real_val.images, real_train.images, floor,
+        classifier,
+        generated,
+        levels,
+        real_test.images,
+        real_test.slice_index,
+        real_val.images,
+        real_train.images,
+        floor,
     )
     metrics.update(report)
     metrics["generation_reference_split"] = test_split

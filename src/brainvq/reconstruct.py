@@ -13,7 +13,6 @@ from brainvq.evaluation import reconstruct
 from brainvq.report.grid import image_grid, save_png
 
 
-
 def reconstruct_to_folder(
     model_path: Path, source: str | Path, out_dir: Path, limit: int | None = None
 ) -> tuple[list[Path], Path]:
@@ -39,11 +38,11 @@ def reconstruct_to_folder(
     recons, _ = reconstruct(bundle, images)
     recon_u8 = (recons * 255).round().astype(np.uint8)  # (N, H, W)
     written = []
-    for name, img in zip(names, recon_u8):
+    for name, img in zip(names, recon_u8, strict=True):
         stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
         written.append(save_png(out_dir / f"{stem}.png", img))
     n = min(8, len(images))
-    grid = save_png(out_dir / "grid.png", image_grid(np.concatenate([images[:n], recon_u8[:n]]), ncols=n))
+    grid = save_png(
+        out_dir / "grid.png", image_grid(np.concatenate([images[:n], recon_u8[:n]]), ncols=n)
+    )
     return written, grid
-
-

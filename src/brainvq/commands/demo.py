@@ -7,9 +7,13 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on the demo cohort and write report.html")
+    p = sub.add_parser(
+        "demo", help="run the whole pipeline on the demo cohort and write report.html"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.add_argument("--quick", action="store_true", help="a smoke run of about a minute (tiny models)")
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run of about a minute (tiny models)"
+    )
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 

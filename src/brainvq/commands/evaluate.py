@@ -10,7 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="SSIM/PSNR/MAE, code usage and rate of a run's VQ-VAE")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--data", help="data source (default: the run's)")
-    p.add_argument("--split", choices=["train", "validate", "test"], help="default: test, else validate")
+    p.add_argument(
+        "--split", choices=["train", "validate", "test"], help="default: test, else validate"
+    )
     p.set_defaults(func=run)
 
 
@@ -21,5 +23,7 @@ def run(args: argparse.Namespace) -> int:
     config = pipeline.load_run(args.run)
     sliceset = pipeline.run_slices(config, source=args.data)
     doc = pipeline.evaluate_run(args.run, sliceset, args.split)
-    print_metrics({"vqvae": doc["vqvae"]}, title=f"VQ-VAE on {doc['vqvae']['split']} ({sliceset.source})")
+    print_metrics(
+        {"vqvae": doc["vqvae"]}, title=f"VQ-VAE on {doc['vqvae']['split']} ({sliceset.source})"
+    )
     return 0

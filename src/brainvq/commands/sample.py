@@ -11,7 +11,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--n", type=int, default=16, help="samples (per level with --slices all)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--slice", type=int, dest="level", help="axial level to generate (conditional priors)")
+    which.add_argument(
+        "--slice", type=int, dest="level", help="axial level to generate (conditional priors)"
+    )
     which.add_argument("--slices", choices=["all"], help="one row of samples per axial level")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int)
@@ -20,12 +22,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=run_sample)
 
-    c = sub.add_parser("complete", help="keep the top latent rows of a real slice and sample the rest")
+    c = sub.add_parser(
+        "complete", help="keep the top latent rows of a real slice and sample the rest"
+    )
     c.add_argument("--run", type=Path, required=True)
     c.add_argument("--input", type=Path, required=True, help="a PNG slice")
     c.add_argument("--keep-rows", type=int, required=True, help="latent rows to keep")
     c.add_argument("--n", type=int, default=4)
-    c.add_argument("--slice", type=int, dest="level", help="level of the input (default: from its name)")
+    c.add_argument(
+        "--slice", type=int, dest="level", help="level of the input (default: from its name)"
+    )
     c.add_argument("--temperature", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", type=Path, required=True)
@@ -36,8 +42,15 @@ def run_sample(args: argparse.Namespace) -> int:
     from brainvq.generate import sample_to_folder
 
     written = sample_to_folder(
-        args.run, args.out, n=args.n, level=args.level, all_levels=args.slices == "all",
-        temperature=args.temperature, top_k=args.top_k, seed=args.seed, sampler=args.sampler,
+        args.run,
+        args.out,
+        n=args.n,
+        level=args.level,
+        all_levels=args.slices == "all",
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        sampler=args.sampler,
     )
     print(f"wrote {len(written)} files to {args.out}")
     return 0
@@ -47,8 +60,14 @@ def run_complete(args: argparse.Namespace) -> int:
     from brainvq.generate import complete_to_folder
 
     written = complete_to_folder(
-        args.run, args.input, args.out, keep_rows=args.keep_rows, n=args.n, level=args.level,
-        temperature=args.temperature, seed=args.seed,
+        args.run,
+        args.input,
+        args.out,
+        keep_rows=args.keep_rows,
+        n=args.n,
+        level=args.level,
+        temperature=args.temperature,
+        seed=args.seed,
     )
     print(f"wrote {len(written)} files to {args.out}")
     return 0

@@ -21,13 +21,17 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-nodes", type=int)
     p.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"])
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue from RUN/<stage>/checkpoints/last.ckpt")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from RUN/<stage>/checkpoints/last.ckpt"
+    )
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the VQ-VAE, the prior, or both")
     p.add_argument("stage", choices=STAGES)
-    p.add_argument("--data", help="data source: demo, an OASIS folder/zip, a PNG folder or NIfTI folder")
+    p.add_argument(
+        "--data", help="data source: demo, an OASIS folder/zip, a PNG folder or NIfTI folder"
+    )
     p.add_argument("--size", type=int, help="working size (a positive multiple of 8; default 128)")
     p.add_argument("--out", "--run", dest="run", type=Path, required=True, help="the run directory")
     add_training_flags(p)
@@ -71,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "prior":
         pipeline.load_run(args.run)  # the prior trains on an existing run's VQ-VAE
     elif not (args.data or args.config or has_config):
-        raise ValueError("say which data to train on: --data SOURCE (or --config FILE with data.source)")
+        raise ValueError(
+            "say which data to train on: --data SOURCE (or --config FILE with data.source)"
+        )
     config = pipeline.prepare_run(args.run, args.config, overrides)
     if args.stage == "all":
         pipeline.train_all(args.run, config, resume=args.resume)

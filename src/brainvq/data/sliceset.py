@@ -40,11 +40,13 @@ class SliceSet:
         n = len(self.images)
         if self.images.ndim != 3 or self.images.dtype != np.uint8:
             raise ValueError(
-                f"SliceSet.images must be (N, H, W) uint8, got {self.images.shape} {self.images.dtype}"
+                "SliceSet.images must be (N, H, W) uint8, "
+                f"got {self.images.shape} {self.images.dtype}"
             )
         for name in ("split", "subject", "slice_index", "filename"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"SliceSet.{name} has {len(getattr(self, name))} entries, expected {n}")
+                got = len(getattr(self, name))
+                raise ValueError(f"SliceSet.{name} has {got} entries, expected {n}")
 
     def __len__(self) -> int:
         return len(self.images)

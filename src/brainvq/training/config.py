@@ -32,12 +32,17 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def validate(self) -> None:
-        require(self.size > 0 and self.size % 8 == 0, "size", f"must be a positive multiple of 8, got {self.size}")
+        require(
+            self.size > 0 and self.size % 8 == 0,
+            "size",
+            f"must be a positive multiple of 8, got {self.size}",
+        )
         require(self.n_slices >= 1, "n_slices", f"must be >= 1, got {self.n_slices}")
         require(
             len(self.demo_subjects) == 3 and all(n >= 1 for n in self.demo_subjects),
             "demo_subjects",
-            f"expected three positive counts (train, validate, test), got {list(self.demo_subjects)}",
+            "expected three positive counts (train, validate, test), "
+            f"got {list(self.demo_subjects)}",
         )
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
 
@@ -75,7 +80,11 @@ class TrainConfig:
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        require(
+            0 <= self.min_lr_ratio <= 1,
+            "min_lr_ratio",
+            f"must be in [0, 1], got {self.min_lr_ratio}",
+        )
         require(self.gradient_clip >= 0, "gradient_clip", f"must be >= 0, got {self.gradient_clip}")
         require(
             self.accelerator in ACCELERATORS,
@@ -144,7 +153,8 @@ class RunConfig:
         require(
             self.prior.num_codes == self.vqvae.codebook_size,
             "prior.num_codes",
-            f"must equal vqvae.codebook_size ({self.vqvae.codebook_size}), got {self.prior.num_codes}",
+            f"must equal vqvae.codebook_size ({self.vqvae.codebook_size}), "
+            f"got {self.prior.num_codes}",
         )
 
 
@@ -159,7 +169,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_run_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_run_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
     """Defaults, then the YAML file at `path`, then `overrides` (nested dict); validated."""
     data = to_dict(RunConfig())
     if path is not None:
@@ -182,4 +194,3 @@ def sync_derived(data: dict[str, Any]) -> dict[str, Any]:
 
 def save_run_config(config: RunConfig, path: str | Path) -> Path:
     return atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
-

@@ -18,7 +18,12 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.training.config import RunConfig
 from brainvq.training.prior_module import PriorModule
-from brainvq.training.trainer import best_checkpoint, load_model_weights, make_trainer, resume_checkpoint
+from brainvq.training.trainer import (
+    best_checkpoint,
+    load_model_weights,
+    make_trainer,
+    resume_checkpoint,
+)
 
 
 def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
@@ -47,7 +52,9 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     vqvae = load_vqvae(run_dir / "vqvae")
     codes = encode_splits(vqvae, sliceset, run_dir / "codes")
     if "train" not in codes or "validate" not in codes:
-        raise ValueError(f"the source {sliceset.source} needs a train and a validate split to train the prior")
+        raise ValueError(
+            f"the source {sliceset.source} needs a train and a validate split to train the prior"
+        )
     model_config = dataclasses.replace(
         config.prior, num_codes=vqvae.config.codebook_size, n_levels=prior_levels(sliceset)
     )
@@ -56,7 +63,9 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     if cfg.limit_train_batches:
         steps = min(steps, cfg.limit_train_batches)
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
-    trainer, _ = make_trainer(cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min")
+    trainer, _ = make_trainer(
+        cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min"
+    )
     ckpt_path = resume_checkpoint(stage_dir, resume)
     trainer.fit(
         module,

@@ -16,7 +16,12 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.models.vqvae import VQVAE
 from brainvq.training.callbacks import ReconstructionFrames
 from brainvq.training.config import RunConfig
-from brainvq.training.trainer import best_checkpoint, load_model_weights, make_trainer, resume_checkpoint
+from brainvq.training.trainer import (
+    best_checkpoint,
+    load_model_weights,
+    make_trainer,
+    resume_checkpoint,
+)
 from brainvq.training.vqvae_module import VQVAEModule
 
 N_FRAME_SLICES = 8
@@ -52,7 +57,9 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     )
     world = cfg.devices * cfg.num_nodes
     n_train = int((sliceset.split == "train").sum())
-    total_steps = cfg.epochs * steps_per_epoch(n_train, cfg.batch_size, world, cfg.limit_train_batches)
+    total_steps = cfg.epochs * steps_per_epoch(
+        n_train, cfg.batch_size, world, cfg.limit_train_batches
+    )
     module = VQVAEModule(config.vqvae, cfg, augment=config.data.augment, total_steps=total_steps)
     trainer, _ = make_trainer(
         cfg,
@@ -80,4 +87,3 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
         }
         save_bundle(bundle, model, config.vqvae, kind="vqvae", meta=meta)
     return bundle
-

@@ -24,7 +24,9 @@ class PriorModule(L.LightningModule):
 
     Logs the loss as bits per code (cross-entropy in nats / ln 2), train and validation."""
 
-    def __init__(self, model_config: PixelCNNConfig, train_config: TrainConfig, total_steps: int = 1000) -> None:
+    def __init__(
+        self, model_config: PixelCNNConfig, train_config: TrainConfig, total_steps: int = 1000
+    ) -> None:
         super().__init__()
         self.model_config = model_config
         self.train_config = train_config
@@ -45,14 +47,23 @@ class PriorModule(L.LightningModule):
         nats = self._nll_nats(batch)
         check_finite(self.global_step, {"nll": nats})
         bs = batch[0].shape[0]
-        self.log("train/nll_bits", nats / LN2, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs,
-                 sync_dist=True)
+        self.log(
+            "train/nll_bits",
+            nats / LN2,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
         return nats
 
     def validation_step(self, batch, batch_idx: int) -> None:
         nats = self._nll_nats(batch)
         bs = batch[0].shape[0]
-        self.log("val/nll_bits", nats / LN2, prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log(
+            "val/nll_bits", nats / LN2, prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True
+        )
         self.log("val/nll_nats", nats, on_epoch=True, batch_size=bs, sync_dist=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

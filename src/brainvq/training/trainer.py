@@ -47,7 +47,9 @@ def make_trainer(
         auto_insert_metric_name=False,
     )
     loggers = [
-        TensorBoardLogger(save_dir=str(logs_dir), name="tensorboard", version=stage, default_hp_metric=False),
+        TensorBoardLogger(
+            save_dir=str(logs_dir), name="tensorboard", version=stage, default_hp_metric=False
+        ),
         CSVLogger(save_dir=str(logs_dir), name="csv", version=stage),
     ]
     max_time = {"seconds": int(cfg.max_minutes * 60)} if cfg.max_minutes else None
@@ -87,7 +89,8 @@ def resume_checkpoint(stage_dir: Path, resume: bool) -> str | None:
             torch.load(last, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
             raise ValueError(
-                f"cannot resume from {last}: it is not a checkpoint that loads with weights_only=True "
+                f"cannot resume from {last}: it is not a checkpoint that loads with "
+                "weights_only=True "
                 f"(it may be damaged or hold code to run, which brainvq never executes): {e}"
             ) from None
         return str(last)
@@ -98,7 +101,9 @@ def resume_checkpoint(stage_dir: Path, resume: bool) -> str | None:
 def load_model_weights(checkpoint: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     """Load the `model.*` weights of a Lightning checkpoint (weights_only=True) into `model`."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    )
     return model.eval()
 
 

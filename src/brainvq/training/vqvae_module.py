@@ -63,7 +63,9 @@ class VQVAEModule(L.LightningModule):
         }
         return losses, x_hat, vq
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         x, _level = batch
         if self.augment.enabled:
             x = augment_batch(x, self.augment)
@@ -71,11 +73,33 @@ class VQVAEModule(L.LightningModule):
         check_finite(self.global_step, losses)
         self._epoch_counts += vq.counts.detach().to(self._epoch_counts.dtype)
         bs = x.shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log(
+            "train/loss",
+            losses["loss"],
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
         for name in ("recon", "vq", "codebook", "commitment"):
-            self.log(f"train/{name}", losses[name], prog_bar=name == "recon", on_step=True, on_epoch=True,
-                     batch_size=bs, sync_dist=True)
-        self.log("train/perplexity_step", vq.perplexity, prog_bar=True, on_step=True, on_epoch=False, batch_size=bs)
+            self.log(
+                f"train/{name}",
+                losses[name],
+                prog_bar=name == "recon",
+                on_step=True,
+                on_epoch=True,
+                batch_size=bs,
+                sync_dist=True,
+            )
+        self.log(
+            "train/perplexity_step",
+            vq.perplexity,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=bs,
+        )
         return losses["loss"]
 
     def _usage(self, counts: torch.Tensor) -> tuple[float, float]:
@@ -97,9 +121,21 @@ class VQVAEModule(L.LightningModule):
         bs = x.shape[0]
         for name in ("loss", "recon", "vq"):
             self.log(f"val/{name}", losses[name], on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("val/ssim", ssim(x_hat, x.float()).mean(), prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True)
-        self.log("val/psnr", psnr(x_hat, x.float()).clamp(max=100).mean(), on_epoch=True, batch_size=bs,
-                 sync_dist=True)
+        self.log(
+            "val/ssim",
+            ssim(x_hat, x.float()).mean(),
+            prog_bar=True,
+            on_epoch=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
+        self.log(
+            "val/psnr",
+            psnr(x_hat, x.float()).clamp(max=100).mean(),
+            on_epoch=True,
+            batch_size=bs,
+            sync_dist=True,
+        )
 
     def on_validation_epoch_end(self) -> None:
         ppl, used = self._usage(self._val_counts)
@@ -116,7 +152,8 @@ class VQVAEModule(L.LightningModule):
             if self.codebook_sync_max_diff > 0:
                 raise RuntimeError(
                     "codebooks differ across DDP processes after training "
-                    f"(max abs difference {self.codebook_sync_max_diff:.3g}); please report this bug"
+                    f"(max abs difference {self.codebook_sync_max_diff:.3g}); "
+                    "please report this bug"
                 )
         else:
             self.codebook_sync_max_diff = 0.0
