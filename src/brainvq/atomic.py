@@ -7,12 +7,15 @@ file, never a half-written one under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 @contextlib.contextmanager
@@ -37,6 +40,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in DISK_FULL:  # the writer (PIL, numpy...) names no file: name the target
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror} (is the disk full?)") from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

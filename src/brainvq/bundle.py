@@ -54,7 +54,10 @@ def save_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "kind": kind})
+        try:
+            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "kind": kind})
+        except SafetensorError as e:  # a full disk surfaces as this, not as an OSError
+            raise OSError(f"cannot write the model bundle {folder}: {e}") from None
         doc = {
             "kind": kind,
             "format_version": FORMAT_VERSION,

@@ -92,9 +92,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     if validate is not None:
         try:
             validate()
-        except ConfigError:
-            raise
-        except ValueError as e:
+        except ValueError as e:  # require() names the field; the prefix makes it `vqvae.field`
             raise ConfigError(f"{prefix}{e}") from None
     return obj
 

@@ -12,6 +12,7 @@ indexed (x: left -> right, y: posterior -> anterior), which is exactly that pict
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import nibabel as nib
@@ -70,9 +71,14 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str
         raise ValueError(
             f"{path}: NIfTI image has {len(shape)} dimensions (shape {shape}); expected a 3D volume"
         )
-    img = nib.as_closest_canonical(img)
-    data = np.asarray(img.get_fdata(dtype=np.float32))
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    try:  # a corrupt affine fails to reorient; truncated voxel data fails to read
+        img = nib.as_closest_canonical(img)
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    except (OSError, EOFError, ValueError, zlib.error) as e:
+        raise ValueError(
+            f"{path}: cannot read the volume ({e}); expected a complete .nii or .nii.gz volume"
+        ) from None
     return data, zooms, note
 
 

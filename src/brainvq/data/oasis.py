@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -180,8 +181,8 @@ class OasisSource:
             for e in progress(
                 self.entries, len(self.entries), "decoding OASIS slices", show_progress
             ):
-                data = zf.read(e.location) if zf else Path(e.location).read_bytes()
                 shown = f"{self.path}:{e.location}" if zf else e.location
+                data = _read_member(zf, e.location, shown) if zf else Path(e.location).read_bytes()
                 pixels, notes = prepare_slice(data, shown, size)
                 for note in notes:
                     builder.count(note, e.name)
@@ -190,6 +191,17 @@ class OasisSource:
             if zf:
                 zf.close()
         return builder.build(str(self.path), splits_present=self.splits_present)
+
+
+def _read_member(zf: zipfile.ZipFile, member: str, shown: str) -> bytes:
+    """The bytes of `member`; a corrupt entry (bad CRC, bad deflate data) is a ValueError."""
+    try:
+        return zf.read(member)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        raise ValueError(
+            f"{shown}: cannot read this zip entry ({e}); "
+            "expected an intact keras_png_slices_data.zip"
+        ) from None
 
 
 def _classify(
