@@ -52,6 +52,9 @@ def save_bundle(
         raise NotADirectoryError(f"cannot write the model bundle to {folder}: it is a file")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         try:
