@@ -1,0 +1,282 @@
+"""The VQ-VAE: a convolutional encoder, the vector quantizer and a decoder mirroring the encoder.
+
+Images are (B, C, H, W) float in [0, 1]; the encoder downsamples by 4 (default: 128x128 ->
+32x32 code maps) or 8 with stride-2 convolutions, the decoder upsamples with stride-2
+transposed convolutions. Only plain modules live here: losses are combined and optimised by
+the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from brainvq.config import require
+from brainvq.models.quantizer import UPDATE_MODES, VectorQuantizer, VQOutput
+
+NORMS = ("none", "group", "batch")
+DOWNSAMPLE_FACTORS = (4, 8)
+# GroupNorm uses this many groups, or the largest divisor of the width below it.
+MAX_NORM_GROUPS = 32
+
+
+@dataclass
+class VQVAEConfig:
+    """Architecture and codebook of a VQ-VAE; saved with every model so it can be rebuilt.
+
+    channels holds one width per downsampling stage (log2(downsample) of them, finest first);
+    the residual blocks run at the last width with res_channels hidden channels.
+    """
+
+    image_size: int = 128
+    in_channels: int = 1
+    downsample: int = 4
+    channels: tuple[int, ...] = (32, 64)
+    res_blocks: int = 2
+    res_channels: int = 32
+    code_dim: int = 64
+    codebook_size: int = 512
+    beta: float = 0.25
+    update: str = "ema"
+    decay: float = 0.99
+    eps: float = 1e-5
+    kmeans_init: bool = True
+    kmeans_iters: int = 10
+    dead_code_steps: int = 100
+    restart_buffer: int = 4096
+    restart_noise: float = 0.01
+    norm: str = "none"
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        require(self.in_channels >= 1, "in_channels", f"must be >= 1, got {self.in_channels}")
+        require(
+            self.downsample in DOWNSAMPLE_FACTORS,
+            "downsample",
+            f"must be one of {list(DOWNSAMPLE_FACTORS)}, got {self.downsample}",
+        )
+        require(
+            self.image_size >= self.downsample and self.image_size % self.downsample == 0,
+            "image_size",
+            f"must be a positive multiple of downsample={self.downsample}, got {self.image_size}",
+        )
+        stages = int(math.log2(self.downsample))
+        require(
+            len(self.channels) == stages,
+            "channels",
+            f"needs {stages} widths for downsample={self.downsample}, got {list(self.channels)}",
+        )
+        require(
+            all(c >= 1 for c in self.channels),
+            "channels",
+            f"widths must be >= 1, got {list(self.channels)}",
+        )
+        require(self.res_blocks >= 0, "res_blocks", f"must be >= 0, got {self.res_blocks}")
+        require(self.res_channels >= 1, "res_channels", f"must be >= 1, got {self.res_channels}")
+        require(self.code_dim >= 1, "code_dim", f"must be >= 1, got {self.code_dim}")
+        require(self.codebook_size >= 2, "codebook_size", f"must be >= 2, got {self.codebook_size}")
+        require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        require(
+            self.update in UPDATE_MODES,
+            "update",
+            f"must be one of {list(UPDATE_MODES)}, got {self.update!r}",
+        )
+        require(0 < self.decay < 1, "decay", f"must be in (0, 1), got {self.decay}")
+        require(self.eps > 0, "eps", f"must be > 0, got {self.eps}")
+        require(self.kmeans_iters >= 1, "kmeans_iters", f"must be >= 1, got {self.kmeans_iters}")
+        require(
+            self.dead_code_steps >= 0,
+            "dead_code_steps",
+            f"must be >= 0 (0 turns restarts off), got {self.dead_code_steps}",
+        )
+        require(
+            self.restart_buffer >= 1, "restart_buffer", f"must be >= 1, got {self.restart_buffer}"
+        )
+        require(self.restart_noise >= 0, "restart_noise", f"must be >= 0, got {self.restart_noise}")
+        require(self.norm in NORMS, "norm", f"must be one of {list(NORMS)}, got {self.norm!r}")
+        require(0 <= self.dropout < 1, "dropout", f"must be in [0, 1), got {self.dropout}")
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the square code map: image_size // downsample."""
+        return self.image_size // self.downsample
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """The normalisation layer named by VQVAEConfig.norm for a feature map of this width."""
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(MAX_NORM_GROUPS, channels), channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {list(NORMS)}, got {kind!r}")
+
+
+class ResidualBlock(nn.Module):
+    """x + conv1x1(dropout(relu(norm(conv3x3(relu(norm(x))))))): (B, C, h, w) -> (B, C, h, w)."""
+
+    def __init__(self, channels: int, hidden: int, norm: str = "none", dropout: float = 0.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            make_norm(norm, channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            make_norm(norm, hidden),
+            nn.ReLU(),
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _residual_stack(config: VQVAEConfig, width: int) -> list[nn.Module]:
+    return [
+        ResidualBlock(width, config.res_channels, config.norm, config.dropout)
+        for _ in range(config.res_blocks)
+    ]
+
+
+class Encoder(nn.Module):
+    """Stride-2 4x4 convolutions (one per width), a 3x3 convolution, residual blocks and a 1x1
+    projection to code_dim.
+
+    x: (B, C, H, W) -> z: (B, code_dim, H / downsample, W / downsample), unbounded floats.
+    """
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = config.in_channels
+        for width in config.channels:
+            layers += [
+                nn.Conv2d(previous, width, 4, stride=2, padding=1),
+                make_norm(config.norm, width),
+                nn.ReLU(),
+            ]
+            previous = width
+        layers.append(nn.Conv2d(previous, previous, 3, padding=1))
+        layers += _residual_stack(config, previous)
+        layers += [
+            make_norm(config.norm, previous),
+            nn.ReLU(),
+            nn.Conv2d(previous, config.code_dim, 1),
+        ]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class Decoder(nn.Module):
+    """The encoder in reverse: a 3x3 convolution from code_dim, residual blocks, then stride-2
+    4x4 transposed convolutions back to the image, ending in a sigmoid.
+
+    z: (B, code_dim, h, w) -> x_hat: (B, C, h * downsample, w * downsample) float in (0, 1).
+    """
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__()
+        widths = list(reversed(config.channels))
+        layers: list[nn.Module] = [nn.Conv2d(config.code_dim, widths[0], 3, padding=1)]
+        layers += _residual_stack(config, widths[0])
+        layers += [make_norm(config.norm, widths[0]), nn.ReLU()]
+        for width, next_width in zip(widths[:-1], widths[1:], strict=True):
+            layers += [
+                nn.ConvTranspose2d(width, next_width, 4, stride=2, padding=1),
+                make_norm(config.norm, next_width),
+                nn.ReLU(),
+            ]
+        layers += [
+            nn.ConvTranspose2d(widths[-1], config.in_channels, 4, stride=2, padding=1),
+            nn.Sigmoid(),
+        ]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layers(z)
+
+
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Run module in eval mode without gradients, then restore each submodule's mode."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class VQVAE(nn.Module):
+    """Encoder -> VectorQuantizer -> Decoder.
+
+    The decoder ends in a sigmoid, so x_hat is always a valid image in (0, 1); the reconstruction
+    loss is the MSE between x_hat and x.
+    """
+
+    def __init__(self, config: VQVAEConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = VectorQuantizer(
+            num_codes=config.codebook_size,
+            code_dim=config.code_dim,
+            beta=config.beta,
+            update=config.update,
+            decay=config.decay,
+            eps=config.eps,
+            kmeans_init=config.kmeans_init,
+            kmeans_iters=config.kmeans_iters,
+            dead_code_steps=config.dead_code_steps,
+            restart_buffer=config.restart_buffer,
+            restart_noise=config.restart_noise,
+        )
+        self.decoder = Decoder(config)
+
+    def _check_images(self, x: Tensor) -> None:
+        c, f = self.config.in_channels, self.config.downsample
+        if x.ndim != 4 or x.shape[1] != c or x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"expected images of shape (B, {c}, H, W) with H and W multiples of {f}, "
+                f"got {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, VQOutput]:
+        """Reconstruct x; in training mode the quantizer also updates its codebook.
+
+        x: (B, C, H, W) float in [0, 1]. Returns x_hat (B, C, H, W) float in (0, 1) and the
+        quantizer's VQOutput (indices (B, H/f, W/f), losses, usage statistics).
+        """
+        self._check_images(x)
+        z = self.encoder(x)  # (B, D, h, w)
+        vq = self.quantizer(z)
+        return self.decoder(vq.quantized), vq
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Code maps of x; never changes the model (eval-mode layers, no codebook update).
+
+        x: (B, C, H, W) float in [0, 1]. Returns (B, H/f, W/f) int64 in [0, codebook_size).
+        """
+        self._check_images(x)
+        with _frozen(self):
+            return self.quantizer.lookup(self.encoder(x))
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """Images of code maps, with eval-mode layers and no gradients.
+
+        indices: (B, h, w) integer in [0, codebook_size). Returns (B, C, h*f, w*f) float in
+        (0, 1), equal to the eval-mode forward's x_hat for indices = encode(x).
+        """
+        with _frozen(self):
+            return self.decoder(self.quantizer.embed(indices))
