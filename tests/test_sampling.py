@@ -55,8 +55,18 @@ def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
         (4, {"first_kernel": 7}, {"cond": torch.tensor([0, 3, 1]), "top_k": 5}),
         (4, {"n_layers": 2}, {"cond": 1, "keep_rows": 2, "temperature": 0.8}),
         (0, {}, {"keep_rows": 4, "top_k": 2}),
+        (0, {"position_frequencies": 0}, {}),
     ],
-    ids=["plain", "k5-temp", "temp-topk", "cond-int", "cond-tensor-topk", "cond-keep", "keep"],
+    ids=[
+        "plain",
+        "k5-temp",
+        "temp-topk",
+        "cond-int",
+        "cond-tensor-topk",
+        "cond-keep",
+        "keep",
+        "no-position",
+    ],
 )
 def test_cached_equals_naive(n_levels: int, overrides: dict, kwargs: dict) -> None:
     model = tiny_model(n_levels, **overrides)
@@ -172,7 +182,10 @@ def test_draw_codes_frequencies_follow_softmax() -> None:
         (dict(keep_rows=5, init_codes=torch.zeros(2, 4, 4, dtype=torch.int64)), "^keep_rows:"),
         (dict(keep_rows=2), "^init_codes:"),
         (dict(keep_rows=2, init_codes=torch.zeros(2, 3, 4, dtype=torch.int64)), "^init_codes:"),
-        (dict(keep_rows=1, init_codes=torch.full((2, 4, 4), K, dtype=torch.int64)), "^codes:"),
+        (
+            dict(keep_rows=1, init_codes=torch.full((2, 4, 4), K, dtype=torch.int64)),
+            "^init_codes: expected values",
+        ),
         (dict(sampler="fast"), "^sampler:"),
         (dict(cond=1), "^cond: this model is unconditional"),
     ],

@@ -73,7 +73,13 @@ def sample(
                 f"init_codes: expected an ({n}, {h}, {w}) int64 tensor, "
                 f"got {tuple(init_codes.shape)} {init_codes.dtype}"
             )
-        codes[:, :keep_rows] = init_codes[:, :keep_rows].to(device)
+        kept = init_codes[:, :keep_rows]  # (n, keep_rows, w)
+        if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= k):
+            raise ValueError(
+                f"init_codes: expected values in [0, {k}) in the kept rows, "
+                f"got [{int(kept.min())}, {int(kept.max())}]"
+            )
+        codes[:, :keep_rows] = kept.to(device)
     elif keep_rows > 0:
         raise ValueError(f"init_codes: keep_rows={keep_rows} needs the code maps to keep")
     cond_t = _cond_tensor(model, cond, n, device)
@@ -312,6 +318,7 @@ class _RowCache:
             for layer, level in zip(model.layers, self.level, strict=True)
         ]
         self.first_row: Tensor | None = None
+        self.position = model.position_bias(h, w).permute(1, 2, 0)  # (h, w, C)
 
     def _v_to_h(self, li: int, v_pre: Tensor) -> Tensor:
         """v_pre: (n, 2C, 1, w) raw vertical pre-activation -> (n, w, 2C) horizontal input."""
@@ -336,7 +343,7 @@ class _RowCache:
         p, fh, w = self.pad, self.fh, self.w
         window = self.v_in[0][:, :, i + p - fh : i + p, p - fh : p + w + fh]  # (n, E, fh, w + 2fh)
         above = F.conv2d(window, self.first_above, self.model.first_conv.bias)  # (n, C, 1, w)
-        self.first_row = above[:, :, 0].transpose(1, 2)  # (n, w, C)
+        self.first_row = above[:, :, 0].transpose(1, 2) + self.position[i]  # (n, w, C)
         self.row_emb.zero_()
         for buf in self.h_in:
             buf.zero_()
