@@ -201,6 +201,8 @@ def test_input_errors() -> None:
     vq = VectorQuantizer(16, 8)
     with pytest.raises(ValueError, match=r"\(B, 8, h, w\)"):
         vq(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"\(B, 8, h, w\)"):
+        vq.lookup(torch.zeros(8, 4, 4))
     with pytest.raises(ValueError, match=r"\[0, 16\)"):
         vq.embed(torch.full((1, 2, 2), 16))
     with pytest.raises(ValueError, match="integer"):
@@ -216,7 +218,9 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(100 + rank)  # different initial codebooks, data and restart draws
-        vq = VectorQuantizer(16, 4, update="ema", dead_code_steps=2, kmeans_init=True).train()
+        vq = VectorQuantizer(
+            16, 4, update="ema", dead_code_steps=2, kmeans_init=True, restart_buffer=32
+        ).train()  # the buffer holds one batch (2 * 4 * 4 latents): restarts use the latest
         centre = torch.full((4,), 5.0)
         for step in range(6):
             z = torch.randn(2, 4, 4, 4)  # (B, D, h, w)

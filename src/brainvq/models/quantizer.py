@@ -10,7 +10,7 @@ Two ways to learn the codebook:
 Against codebook collapse, both modes initialise the codebook by k-means on the first training
 batch's latents (once; a buffer records it, so a reloaded model is not re-initialised) and
 re-seed codes that no latent chose for ``dead_code_steps`` training steps from a buffer of recent
-encoder outputs.
+encoder outputs, drawn k-means++ style far from the codes still in use.
 
 Mixed precision and DDP: the quantizer always computes in fp32 with autocast disabled. When
 ``torch.distributed`` is initialised, the per-step statistics (code counts, EMA sums, usage) are
@@ -64,24 +64,39 @@ def _nearest(flat: Tensor, codebook: Tensor) -> Tensor:
 
     flat: (N, D) float; codebook: (K, D) float. Returns (N,) int64.
     """
-    distances = (
-        flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t() + codebook.pow(2).sum(1)[None, :]
-    )  # (N, K)
-    return distances.argmin(1)
+    # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2, and ||x||^2 is the same for every code.
+    scores = torch.addmm(codebook.pow(2).sum(1)[None, :], flat, codebook.t(), alpha=-2)  # (N, K)
+    return scores.argmin(1)
 
 
-def _kmeans_plus_plus(data: Tensor, num_clusters: int) -> Tensor:
-    """k-means++ seeding: each next centre is a data row drawn with probability proportional
-    to its squared distance from the nearest centre so far. data: (N, D). Returns (K, D)."""
+def _squared_distances(data: Tensor, centres: Tensor) -> Tensor:
+    """data: (N, D), centres: (M, D). Returns (N, M) squared Euclidean distances, >= 0."""
+    return torch.addmm(
+        data.pow(2).sum(1, keepdim=True) + centres.pow(2).sum(1)[None, :],
+        data,
+        centres.t(),
+        alpha=-2,
+    ).clamp_min(0)
+
+
+def _kmeans_plus_plus(data: Tensor, num: int, existing: Tensor | None = None) -> Tensor:
+    """k-means++ seeding: `num` rows of data, each drawn with probability proportional to its
+    squared distance from the nearest centre chosen so far (or in `existing`).
+
+    data: (N, D); existing: (L, D) centres already in use, or None. Returns (num, D).
+    Far-apart picks matter for brain slices, where the background gives thousands of identical
+    latents that uniform sampling would pick over and over.
+    """
     n = data.shape[0]
+    chosen = torch.empty(num, dtype=torch.long, device=data.device)
+    if existing is not None and existing.shape[0] > 0:
+        closest = _squared_distances(data, existing).min(1).values  # (N,)
+    else:
+        closest = torch.ones(n, device=data.device)
     norms = data.pow(2).sum(1)  # (N,)
-    chosen = torch.empty(num_clusters, dtype=torch.long, device=data.device)
-    chosen[0] = torch.randint(0, n, (1,), device=data.device)
-    closest = torch.full((n,), float("inf"), device=data.device)
-    for i in range(num_clusters):
-        if i > 0:
-            # The tiny floor turns all-zero weights (every point already a centre) into uniform.
-            chosen[i] = torch.multinomial(closest + 1e-12, 1)
+    for i in range(num):
+        # The tiny floor turns all-zero weights (every point already a centre) into uniform.
+        chosen[i] = torch.multinomial(closest + 1e-12, 1)
         centre = data[chosen[i]]  # (D,)
         distance = (norms - 2 * (data @ centre) + centre.pow(2).sum()).clamp_min(0)  # (N,)
         closest = torch.minimum(closest, distance)
@@ -125,8 +140,9 @@ class VectorQuantizer(nn.Module):
         dead_code_steps: re-seed a code after this many training steps without any latent
             choosing it; 0 disables restarts.
         restart_buffer: how many recent encoder outputs to keep for restarts.
-        restart_noise: restarted codes are a buffered latent plus Gaussian noise of this
-            fraction of the buffer's per-dimension standard deviation.
+        restart_noise: a restarted code is a buffered latent (drawn k-means++ style, far from
+            the live codes) plus Gaussian noise of this fraction of the buffer's per-dimension
+            standard deviation.
     """
 
     def __init__(
@@ -139,7 +155,7 @@ class VectorQuantizer(nn.Module):
         eps: float = 1e-5,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
-        dead_code_steps: int = 100,
+        dead_code_steps: int = 10,
         restart_buffer: int = 4096,
         restart_noise: float = 0.01,
     ) -> None:
@@ -197,22 +213,23 @@ class VectorQuantizer(nn.Module):
             f"beta={self.beta}, dead_code_steps={self.dead_code_steps}"
         )
 
-    def _flatten(self, z: Tensor) -> Tensor:
+    def _flatten(self, z: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """z: (B, D, h, w) any float dtype -> fp32 (B*h*w, D) and (B, h, w)."""
         if z.ndim != 4 or z.shape[1] != self.code_dim:
             raise ValueError(
                 f"expected latents of shape (B, {self.code_dim}, h, w), got {tuple(z.shape)}"
             )
-        return z.float().permute(0, 2, 3, 1).reshape(-1, self.code_dim)  # (B*h*w, D)
+        b, _, h, w = z.shape
+        return z.float().permute(0, 2, 3, 1).reshape(-1, self.code_dim), (b, h, w)  # (N, D)
 
     def lookup(self, z: Tensor) -> Tensor:
         """Nearest-code indices; never changes any state (train or eval mode).
 
         z: (B, D, h, w) float. Returns (B, h, w) int64 in [0, K).
         """
-        b, _, h, w = z.shape
         with torch.no_grad(), torch.autocast(device_type=z.device.type, enabled=False):
-            flat = self._flatten(z)  # (B*h*w, D)
-            return _nearest(flat, self.embedding.float()).view(b, h, w)
+            flat, shape = self._flatten(z)  # (B*h*w, D)
+            return _nearest(flat, self.embedding.float()).view(shape)
 
     def embed(self, indices: Tensor) -> Tensor:
         """The codes of a code map.
@@ -237,9 +254,8 @@ class VectorQuantizer(nn.Module):
         z: (B, D, h, w) float, any dtype (computed in fp32). Returns a VQOutput whose
         `quantized` has z's dtype and passes gradients straight through to z.
         """
-        b, _, h, w = z.shape
         with torch.autocast(device_type=z.device.type, enabled=False):
-            flat = self._flatten(z)  # (N, D), N = B*h*w
+            flat, (b, h, w) = self._flatten(z)  # (N, D), N = B*h*w
             if self.training:
                 self._initialise_once(flat.detach())
             indices = _nearest(flat.detach(), self.embedding.detach().float())  # (N,)
@@ -342,13 +358,10 @@ class VectorQuantizer(nn.Module):
         dead_idx = dead.nonzero().squeeze(1)  # (M,)
         if _is_rank_zero():
             pool = self._recent[: self._recent_filled]  # (R, D)
-            m = dead_idx.numel()
-            if pool.shape[0] >= m:
-                pick = torch.randperm(pool.shape[0], device=pool.device)[:m]
-            else:
-                pick = torch.randint(0, pool.shape[0], (m,), device=pool.device)
-            noise = torch.randn(m, self.code_dim, device=pool.device) * pool.std(0, correction=0)
-            fresh = pool[pick] + self.restart_noise * noise  # (M, D)
+            live = self.embedding.detach()[~dead].float()  # (K - M, D)
+            seeds = _kmeans_plus_plus(pool, dead_idx.numel(), existing=live)  # (M, D)
+            noise = torch.randn_like(seeds) * pool.std(0, correction=0)
+            fresh = seeds + self.restart_noise * noise  # (M, D)
             self.embedding.data[dead_idx] = fresh
             if self.update == "ema":
                 self.ema_count[dead_idx] = 1.0
