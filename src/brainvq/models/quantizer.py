@@ -332,9 +332,9 @@ class VectorQuantizer(nn.Module):
             self.embedding.copy_(torch.where(used[:, None], updated, self.embedding))
 
         self.steps_unused.add_(1).masked_fill_(used, 0)
-        if _is_rank_zero():  # only rank 0 draws restarts
-            self._remember(flat)
         if self.dead_code_steps > 0:
+            if _is_rank_zero():  # only rank 0 draws restarts
+                self._remember(flat)
             dead = self.steps_unused >= self.dead_code_steps
             # `dead` is identical on every rank (it derives from reduced counts), so every rank
             # takes this branch together and the broadcast inside cannot deadlock.
