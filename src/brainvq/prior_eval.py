@@ -23,6 +23,7 @@ from brainvq.sampling import sample
 from brainvq.training.config import RunConfig
 
 GENERATED_FILE = "generated.npz"
+CLASSIFIER_PRESENTATIONS = 20_000
 
 
 @torch.inference_mode()
@@ -140,6 +141,8 @@ def evaluate_prior(
         LevelClassifierConfig(
             image_size=min(64, sliceset.size),
             n_levels=int(sliceset.n_levels),
+            # about 20k slice presentations whatever the cohort size (4 epochs of OASIS's 4,800)
+            epochs=max(4, math.ceil(CLASSIFIER_PRESENTATIONS / len(real_train))),
             seed=config.sample.seed,
         ),
         progress=True,
