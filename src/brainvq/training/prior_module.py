@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from brainvq.config import to_dict
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from brainvq.training.callbacks import rng_state, set_rng_state
+from brainvq.training.base_module import StageModule
 from brainvq.training.config import TrainConfig
 from brainvq.training.guards import check_finite
-from brainvq.training.schedule import warmup_cosine
 
 LN2 = math.log(2.0)
 
 
-class PriorModule(L.LightningModule):
+class PriorModule(StageModule):
     """Trains a GatedPixelCNN on code maps (B, h, w) with their slice levels (B,).
 
     Logs the loss as bits per code (cross-entropy in nats / ln 2), train and validation."""
@@ -65,16 +62,3 @@ class PriorModule(L.LightningModule):
             "val/nll_bits", nats / LN2, prog_bar=True, on_epoch=True, batch_size=bs, sync_dist=True
         )
         self.log("val/nll_nats", nats, on_epoch=True, batch_size=bs, sync_dist=True)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["brainvq_rng"] = rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "brainvq_rng" in checkpoint:
-            set_rng_state(checkpoint["brainvq_rng"])
-
-    def configure_optimizers(self):
-        cfg = self.train_config
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = warmup_cosine(opt, cfg, self.total_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

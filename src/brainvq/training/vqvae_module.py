@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
@@ -12,13 +11,12 @@ from brainvq.config import to_dict
 from brainvq.data.dataset import AugmentConfig, augment_batch
 from brainvq.metrics import perplexity, psnr, ssim
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.training.callbacks import rng_state, set_rng_state
+from brainvq.training.base_module import StageModule
 from brainvq.training.config import TrainConfig
 from brainvq.training.guards import check_finite
-from brainvq.training.schedule import warmup_cosine
 
 
-class VQVAEModule(L.LightningModule):
+class VQVAEModule(StageModule):
     """Trains a VQVAE. Logs per step and per epoch: total, reconstruction, VQ (codebook,
     commitment), perplexity and codes used; validation SSIM/PSNR (data_range 1)."""
 
@@ -157,16 +155,3 @@ class VQVAEModule(L.LightningModule):
                 )
         else:
             self.codebook_sync_max_diff = 0.0
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["brainvq_rng"] = rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "brainvq_rng" in checkpoint:
-            set_rng_state(checkpoint["brainvq_rng"])
-
-    def configure_optimizers(self):
-        cfg = self.train_config
-        opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = warmup_cosine(opt, cfg, self.total_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
