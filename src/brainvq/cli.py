@@ -28,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"brainvq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"brainvq.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"brainvq.commands.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"brainvq.commands.{name}").add_parser(sub)
     return parser
 
 
