@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from brainvq.atomic import remove_stale_temporaries
 from brainvq.bundle import PRIOR_FOLDER, load_vqvae, save_bundle
 from brainvq.codes import CodeSet, encode_splits
 from brainvq.config import to_dict
@@ -66,6 +67,8 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     trainer, _ = make_trainer(
         cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min"
     )
+    if trainer.is_global_zero:
+        remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
     ckpt_path = resume_checkpoint(stage_dir, resume)
     trainer.fit(
         module,

@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from brainvq.atomic import remove_stale_temporaries
 from brainvq.bundle import VQVAE_FOLDER, save_bundle
 from brainvq.config import to_dict
 from brainvq.data.dataset import SliceDataModule
@@ -70,6 +71,8 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
         mode="max",
         extra_callbacks=[ReconstructionFrames(stage_dir / "frames", frames)],
     )
+    if trainer.is_global_zero:
+        remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
     ckpt_path = resume_checkpoint(stage_dir, resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     bundle = stage_dir / VQVAE_FOLDER

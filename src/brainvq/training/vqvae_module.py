@@ -100,16 +100,11 @@ class VQVAEModule(StageModule):
         )
         return losses["loss"]
 
-    def _usage(self, counts: torch.Tensor) -> tuple[float, float]:
-        if self.trainer is not None and self.trainer.world_size > 1:
-            counts = self.all_gather(counts).sum(dim=0)
-        return perplexity(counts), float((counts > 0).float().mean())
-
-    def on_train_epoch_end(self) -> None:
-        ppl, used = self._usage(self._epoch_counts)
-        self.log("train/perplexity", ppl, on_epoch=True, sync_dist=False, rank_zero_only=False)
-        self.log("train/codes_used", used, on_epoch=True, sync_dist=False, rank_zero_only=False)
-        self._epoch_counts.zero_()
+    def _log_usage(self, prefix: str, counts: torch.Tensor) -> None:
+        """Log perplexity and the fraction of codes used for `counts` (K,) summed over ranks."""
+        if counts.sum() > 0:
+            self.log(f"{prefix}/perplexity", perplexity(counts))
+        self.log(f"{prefix}/codes_used", float((counts > 0).float().mean()))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, _level = batch
@@ -136,9 +131,17 @@ class VQVAEModule(StageModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        ppl, used = self._usage(self._val_counts)
-        self.log("val/perplexity", ppl, sync_dist=False)
-        self.log("val/codes_used", used, sync_dist=False)
+        # Code usage of the training epoch is logged here too, not in on_train_epoch_end:
+        # there, rank 0's progress bar syncs the epoch metrics before this module's hook runs,
+        # while the other ranks go straight to the hook, and mismatched collectives deadlock.
+        # Validation runs once at the end of every training epoch, so the counts are complete.
+        counts = torch.stack([self._epoch_counts, self._val_counts])  # (2, K)
+        if self.trainer.world_size > 1:
+            counts = self.all_gather(counts).sum(dim=0)  # (2, K) summed over ranks
+        if not self.trainer.sanity_checking:
+            self._log_usage("train", counts[0])
+        self._log_usage("val", counts[1])
+        self._epoch_counts.zero_()
         self._val_counts.zero_()
 
     def on_train_end(self) -> None:
