@@ -7,33 +7,9 @@ import re
 from pathlib import Path
 
 from PIL import Image
+from tiny import PRIOR_KEYS, VQVAE_KEYS
 
 from brainvq.cli import main
-
-VQVAE_KEYS = (
-    "split",
-    "n_images",
-    "ssim",
-    "ssim_min",
-    "psnr",
-    "mae",
-    "mse",
-    "perplexity",
-    "codes_used",
-    "codebook_size",
-    "bits_per_pixel",
-)
-PRIOR_KEYS = (
-    "nll_bits_per_code_val",
-    "nll_bits_per_code_test",
-    "fd",
-    "fd_ceiling",
-    "fd_floor",
-    "level_accuracy",
-    "sharpness_ratio",
-    "memorisation_ssim_mean",
-    "memorisation_ssim_real_mean",
-)
 
 
 def test_quick_demo_writes_every_figure_report_and_metrics(tmp_path: Path, capsys) -> None:

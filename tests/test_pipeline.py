@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from tiny import TINY_CONFIG
+from tiny import PRIOR_KEYS, TINY_CONFIG, VQVAE_KEYS
 
 from brainvq.bundle import load_prior, load_vqvae
 from brainvq.cli import main
@@ -58,35 +58,12 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
 def test_metrics_json_has_documented_keys(tiny_run: Path) -> None:
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     vq = metrics["vqvae"]
-    for key in (
-        "split",
-        "n_images",
-        "ssim",
-        "ssim_min",
-        "psnr",
-        "mae",
-        "mse",
-        "perplexity",
-        "codes_used",
-        "codebook_size",
-        "bits_per_pixel",
-    ):
-        assert key in vq
+    assert all(key in vq for key in VQVAE_KEYS)
     assert vq["split"] == "test" and vq["n_images"] == 32
     assert 0 < vq["ssim"] <= 1 and vq["ssim_min"] <= vq["ssim"]
     assert vq["bits_per_pixel"] == pytest.approx(8 * 8 * 4 / (32 * 32))
     prior = metrics["prior"]
-    for key in (
-        "nll_bits_per_code_val",
-        "nll_bits_per_code_test",
-        "fd",
-        "fd_ceiling",
-        "fd_floor",
-        "level_accuracy",
-        "sharpness_ratio",
-        "memorisation_ssim_mean",
-    ):
-        assert key in prior
+    assert all(key in prior for key in PRIOR_KEYS)
     assert 0 < prior["nll_bits_per_code_test"] < 2 * np.log2(16)
 
 

@@ -4,3 +4,29 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
+
+# The keys metrics.json documents under `vqvae` and `prior`.
+VQVAE_KEYS = (
+    "split",
+    "n_images",
+    "ssim",
+    "ssim_min",
+    "psnr",
+    "mae",
+    "mse",
+    "perplexity",
+    "codes_used",
+    "codebook_size",
+    "bits_per_pixel",
+)
+PRIOR_KEYS = (
+    "nll_bits_per_code_val",
+    "nll_bits_per_code_test",
+    "fd",
+    "fd_ceiling",
+    "fd_floor",
+    "level_accuracy",
+    "sharpness_ratio",
+    "memorisation_ssim_mean",
+    "memorisation_ssim_real_mean",
+)
