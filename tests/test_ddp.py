@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tiny import TINY_CONFIG
+from tiny import train_cmd
 
 from brainvq.bundle import load_vqvae
 
@@ -16,25 +15,7 @@ def test_two_process_ddp_run_ends_with_identical_codebooks(tmp_path: Path) -> No
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "brainvq.cli",
-            "train",
-            "vqvae",
-            "--data",
-            "demo",
-            "--config",
-            str(TINY_CONFIG),
-            "--out",
-            str(run),
-            "--accelerator",
-            "cpu",
-            "--devices",
-            "2",
-            "--epochs",
-            "2",
-        ],
+        train_cmd(run, "--devices", "2", "--epochs", "2"),
         capture_output=True,
         text=True,
         env=env,

@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_CONFIG
+from tiny import TINY_CONFIG, train_cmd
 
 from brainvq.bundle import load_vqvae
 from brainvq.cli import main
@@ -26,25 +25,6 @@ STEPS_PER_EPOCH = 96 // 16
 def _env() -> dict[str, str]:
     """The environment for child runs, read when called (the cache fixture sets BRAINVQ_CACHE)."""
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def _train_cmd(run: Path, *flags: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "brainvq.cli",
-        "train",
-        "vqvae",
-        "--data",
-        "demo",
-        "--config",
-        str(TINY_CONFIG),
-        "--out",
-        str(run),
-        "--accelerator",
-        "cpu",
-        *flags,
-    ]
 
 
 def _assert_complete(run: Path, epochs: int) -> None:
@@ -68,7 +48,7 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     run = tmp_path / "killed"
     epochs = 6
     proc = subprocess.Popen(
-        _train_cmd(run, "--epochs", str(epochs)),
+        train_cmd(run, "--epochs", str(epochs)),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -84,7 +64,7 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     killed_step = torch.load(last, weights_only=True)["global_step"]
     assert killed_step < epochs * STEPS_PER_EPOCH, "the run finished before it could be killed"
     result = subprocess.run(
-        _train_cmd(run, "--epochs", str(epochs), "--resume"),
+        train_cmd(run, "--epochs", str(epochs), "--resume"),
         env=_env(),
         capture_output=True,
         text=True,
@@ -160,7 +140,7 @@ def _constant_lr_config(tmp_path: Path) -> Path:
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "nan"
     assert (
-        subprocess.run(_train_cmd(run, "--epochs", "1"), env=_env(), capture_output=True).returncode
+        subprocess.run(train_cmd(run, "--epochs", "1"), env=_env(), capture_output=True).returncode
         == 0
     )
     last = run / "vqvae" / "checkpoints" / "last.ckpt"
@@ -169,7 +149,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path: Pa
         (run / "vqvae" / "VQVAE_Model" / "model.safetensors").read_bytes()
     ).hexdigest()
     result = subprocess.run(
-        _train_cmd(run, "--epochs", "2", "--lr", "1e30"),
+        train_cmd(run, "--epochs", "2", "--lr", "1e30"),
         env=_env(),
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ report.html. Nothing outside it is written except the data cache.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,6 @@ def eval_split(sliceset: SliceSet, wanted: str | None = None) -> str:
 
 
 def record_timing(run_dir: Path, name: str, seconds: float) -> None:
-    import json
-
     path = Path(run_dir) / TIMINGS_FILE
     timings = json.loads(path.read_text()) if path.is_file() else {}
     timings[name] = round(seconds, 2)
@@ -99,9 +98,9 @@ def train_vqvae(
 
     start = time.perf_counter()
     fit_vqvae(run_dir, config, sliceset, resume=resume)
-    record_timing(run_dir, "train_vqvae_s", time.perf_counter() - start)
     if not is_global_zero():
         return {}
+    record_timing(run_dir, "train_vqvae_s", time.perf_counter() - start)
     return evaluate_run(run_dir, sliceset)
 
 
@@ -113,9 +112,9 @@ def train_prior(
 
     start = time.perf_counter()
     fit_prior(run_dir, config, sliceset, resume=resume)
-    record_timing(run_dir, "train_prior_s", time.perf_counter() - start)
     if not is_global_zero():
         return {}
+    record_timing(run_dir, "train_prior_s", time.perf_counter() - start)
     start = time.perf_counter()
     metrics = evaluate_prior(
         run_dir,
