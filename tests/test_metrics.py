@@ -112,6 +112,23 @@ def test_ssim_mixed_precision_inputs() -> None:
     torch.testing.assert_close(half, ssim(as_batch(refs), as_batch(dist)), atol=2e-3, rtol=0)
 
 
+def test_ssim_inside_autocast_stays_fp32() -> None:
+    # under bf16 autocast (Lightning's bf16-mixed validation) the blur must not run in bf16
+    refs, dist = variants(seed=6)
+    x, y = as_batch(refs), as_batch(dist)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = ssim(x, y)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, ssim(x, y), atol=1e-6, rtol=0)
+
+
+def test_one_minus_ssim_is_a_loss_with_gradients() -> None:
+    refs, dist = variants(seed=7)
+    y = as_batch(dist).requires_grad_(True)
+    (1 - ssim(as_batch(refs), y)).mean().backward()
+    assert y.grad is not None and y.grad.abs().max() > 0
+
+
 def test_ssim_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.rand(1, 1, 8, 32), torch.rand(1, 1, 8, 32))
