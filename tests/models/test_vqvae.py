@@ -124,6 +124,7 @@ def test_config_round_trips_through_a_dict(make_config) -> None:
         ("dropout", 1.0),
         ("decay", 1.0),
         ("beta", -0.1),
+        ("ssim_weight", -0.5),
         ("code_dim", 0),
         ("in_channels", 0),
         ("res_blocks", -1),

@@ -34,6 +34,10 @@ class VQVAEConfig:
     widths are small on purpose: on a CPU, (16, 32) trains 2.4x more images per CPU second than
     (32, 64) and reached validation SSIM 0.88 on OASIS 128x128 after 100 single-core CPU seconds
     (0.82 for (32, 64)) and 0.93 after 300. Wider models (e.g. (64, 128)) are for GPUs.
+
+    The trainer's reconstruction loss is MSE + ssim_weight x (1 - SSIM) (the SSIM of
+    `brainvq.metrics`); beta weighs the commitment loss. Both are kept here, with the
+    architecture, so a bundle says how its model was trained.
     """
 
     image_size: int = 128
@@ -45,6 +49,7 @@ class VQVAEConfig:
     code_dim: int = 64
     codebook_size: int = 512
     beta: float = 0.25
+    ssim_weight: float = 0.1
     update: str = "ema"
     decay: float = 0.99
     eps: float = 1e-5
@@ -84,6 +89,7 @@ class VQVAEConfig:
         require(self.code_dim >= 1, "code_dim", f"must be >= 1, got {self.code_dim}")
         require(self.codebook_size >= 2, "codebook_size", f"must be >= 2, got {self.codebook_size}")
         require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        require(self.ssim_weight >= 0, "ssim_weight", f"must be >= 0, got {self.ssim_weight}")
         require(
             self.update in UPDATE_MODES,
             "update",

@@ -1,0 +1,42 @@
+"""The VQ-VAE training loss: reconstruction (MSE + ssim_weight x (1 - SSIM)) + VQ terms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from brainvq.metrics import ssim
+from brainvq.models.vqvae import VQVAEConfig
+from brainvq.training.config import TrainConfig
+from brainvq.training.vqvae_module import VQVAEModule
+
+
+def smooth_batch(seed: int = 0) -> torch.Tensor:
+    """(4, 1, 32, 32) float in [0, 1] with some structure."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(4, 1, 8, 8, generator=g)
+    return F.interpolate(x, size=32, mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3])
+def test_reconstruction_loss_is_mse_plus_weighted_ssim(weight: float) -> None:
+    torch.manual_seed(0)
+    config = VQVAEConfig(
+        image_size=32,
+        channels=(8, 16),
+        res_channels=8,
+        code_dim=8,
+        codebook_size=16,
+        ssim_weight=weight,
+        restart_buffer=64,
+    )
+    module = VQVAEModule(config, TrainConfig(), total_steps=1).eval()
+    x = smooth_batch()
+    losses, x_hat, vq = module._losses(x)
+    mse = F.mse_loss(x_hat, x)
+    expected = mse + weight * (1 - ssim(x_hat, x).mean())
+    torch.testing.assert_close(losses["mse"], mse)
+    torch.testing.assert_close(losses["recon"], expected)
+    torch.testing.assert_close(losses["loss"], expected + vq.loss)
+    assert (losses["recon"] > losses["mse"]) == (weight > 0)
