@@ -14,6 +14,8 @@ from tiny import PRIOR_KEYS, TINY_CONFIG, VQVAE_KEYS
 
 from brainvq.bundle import load_prior, load_vqvae
 from brainvq.cli import main
+from brainvq.training.config import TrainConfig
+from brainvq.training.trainer import resolve_precision
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,7 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
     for column in (
         "train/loss",
         "train/recon",
+        "train/mse",
         "train/vq",
         "val/ssim",
         "val/psnr",
@@ -51,6 +54,7 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
     )
     bundle = load_vqvae(tiny_run / "vqvae" / "VQVAE_Model")
     assert bundle.config.codebook_size == 16 and bundle.meta["epochs_trained"] >= 1
+    assert bundle.meta["precision"] == resolve_precision(TrainConfig())  # "auto", resolved
     saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert saved["vqvae"]["codebook_size"] == 16 and saved["data"]["size"] == 32
 

@@ -19,7 +19,11 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu", "cuda", "mps"])
     p.add_argument("--devices", type=int, help="processes/GPUs per node (DDP when > 1)")
     p.add_argument("--num-nodes", type=int)
-    p.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"])
+    p.add_argument(
+        "--precision",
+        choices=["auto", "32", "16-mixed", "bf16-mixed"],
+        help="auto (default): bf16-mixed on GPUs and on CPUs with hardware bf16, else 32",
+    )
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--resume", action="store_true", help="continue from RUN/<stage>/checkpoints/last.ckpt"

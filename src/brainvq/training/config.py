@@ -14,7 +14,7 @@ from brainvq.data.dataset import AugmentConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
 
-PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
@@ -63,7 +63,7 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32"
+    precision: str = "auto"  # see brainvq.training.trainer.resolve_precision
     seed: int = 0
     deterministic: bool = False
     log_every_n_steps: int = 10

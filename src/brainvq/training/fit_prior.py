@@ -86,6 +86,7 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "vqvae_bundle": str(vqvae.path),
             "latent_shape": list(codes["train"].codes.shape[1:]),
             "train_config": to_dict(cfg),
+            "precision": str(trainer.precision),
         }
         save_bundle(bundle, model.eval(), model_config, kind="prior", meta=meta)
     return bundle

