@@ -56,6 +56,8 @@ def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
         (4, {"n_layers": 2}, {"cond": 1, "keep_rows": 2, "temperature": 0.8}),
         (0, {}, {"keep_rows": 4, "top_k": 2}),
         (0, {"position_frequencies": 0}, {}),
+        (4, {"position_frequencies": 0}, {"cond": torch.tensor([0, 3, 1])}),
+        (4, {"cond_channels": 5, "kernel_size": 5}, {"cond": torch.tensor([2, 2, 0])}),
     ],
     ids=[
         "plain",
@@ -66,6 +68,8 @@ def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
         "cond-keep",
         "keep",
         "no-position",
+        "cond-no-position",
+        "cond-map-k5",
     ],
 )
 def test_cached_equals_naive(n_levels: int, overrides: dict, kwargs: dict) -> None:

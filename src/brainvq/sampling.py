@@ -277,7 +277,7 @@ class _RowCache:
 
     def __init__(self, model: GatedPixelCNN, n: int, h: int, w: int, cond: Tensor | None) -> None:
         cfg = model.config
-        self.model, self.n, self.w = model, n, w
+        self.model, self.n, self.h, self.w = model, n, h, w
         self.fh, self.half = cfg.first_kernel // 2, cfg.kernel_size // 2
         self.pad = max(self.fh, self.half)
         dev, dt = model.embedding.weight.device, model.embedding.weight.dtype
@@ -295,10 +295,15 @@ class _RowCache:
         first = model.first_conv.masked_weight()  # (C, E, fk, fk)
         self.first_above = first[:, :, : self.fh]  # (C, E, fh, fk): rows above the centre
         self.first_left = first[:, :, self.fh, : self.fh].permute(0, 2, 1).reshape(c, -1).t()
-        self.level = [
-            torch.zeros(n, 2 * c, device=dev, dtype=dt)
-            if layer.level_bias is None
-            else layer.level_bias(cond)  # (n, 2C)
+        if model.cond_in is not None:
+            self.cond_in_weight = model.cond_in.weight[:, :, 0, 0].t()  # (Cc, C)
+        cond_map = model.condition_map(cond, h, w)  # (n or 1, Cc, h, w) or None
+        # the map row by row, channels last: (h, n, w, Cc)
+        self.cond_rows = (
+            None if cond_map is None else cond_map.expand(n, -1, -1, -1).permute(2, 0, 3, 1)
+        )
+        self.cond_weight = [
+            None if layer.cond is None else layer.cond.weight[:, :, 0, 0].t()  # (Cc, 2C)
             for layer in model.layers
         ]
         self.h_weight = [
@@ -314,28 +319,38 @@ class _RowCache:
         self.head += (head[3].weight[:, :, 0, 0].t(), head[3].bias)
         # the horizontal stacks' row inputs: v_to_h of the vertical stack one row up, plus biases
         self.v_to_h = [  # row 0: no row above, only the biases
-            (layer.h_conv.bias + level)[:, None].expand(n, w, 2 * c)
-            for layer, level in zip(model.layers, self.level, strict=True)
+            (layer.h_conv.bias + self._cond_bias(li, 0)).expand(n, w, 2 * c)
+            for li, layer in enumerate(model.layers)
         ]
         self.first_row: Tensor | None = None
-        self.position = model.position_bias(h, w).permute(1, 2, 0)  # (h, w, C)
 
-    def _v_to_h(self, li: int, v_pre: Tensor) -> Tensor:
-        """v_pre: (n, 2C, 1, w) raw vertical pre-activation -> (n, w, 2C) horizontal input."""
+    def _cond_bias(self, li: int, r: int) -> Tensor:
+        """Layer li's projection of the ConditionMap at row r: (n, w, 2C), or a zero scalar."""
+        weight = self.cond_weight[li]
+        if weight is None or self.cond_rows is None:
+            return torch.zeros((), device=self.v_in[0].device, dtype=self.v_in[0].dtype)
+        return self.cond_rows[r] @ weight  # (n, w, 2C)
+
+    def _v_to_h(self, li: int, v_pre: Tensor, r: int) -> Tensor:
+        """v_pre: (n, 2C, 1, w) raw vertical pre-activation of row r - 1 -> (n, w, 2C), the
+        horizontal stack's input at row r."""
         layer = self.model.layers[li]
         out = layer.v_to_h(v_pre)[:, :, 0].transpose(1, 2)  # (n, w, 2C)
-        return out + layer.h_conv.bias + self.level[li][:, None]
+        return out + layer.h_conv.bias + self._cond_bias(li, r)
 
     def finish_row(self, r: int, row_codes: Tensor) -> None:
         """row_codes: (n, w) int64, final -> vertical stacks of row r, horizontal input of r + 1."""
         p, half, w = self.pad, self.half, self.w
+        last = r + 1 == self.h  # no row below to prepare
         self.v_in[0][:, :, r + p, p : p + w] = self.model.embedding(row_codes).transpose(1, 2)
         for li, layer in enumerate(self.model.layers):
             window = self.v_in[li][:, :, r + p - half : r + p + 1, p - half : p + w + half]
             v_pre = layer.v_conv(window)  # (n, 2C, 1, w)
-            self.v_to_h[li] = self._v_to_h(li, v_pre)
+            if not last:
+                self.v_to_h[li] = self._v_to_h(li, v_pre, r + 1)
             if li + 1 < len(self.v_in):
-                v_pre = v_pre + self.level[li][:, :, None, None]
+                bias = self._cond_bias(li, r)  # (n, w, 2C) or a zero scalar
+                v_pre = v_pre + (bias.transpose(1, 2)[:, :, None] if bias.dim() else bias)
                 self.v_in[li + 1][:, :, r + p, p : p + w] = gate(v_pre)[:, :, 0]
 
     def start_row(self, i: int) -> None:
@@ -343,7 +358,9 @@ class _RowCache:
         p, fh, w = self.pad, self.fh, self.w
         window = self.v_in[0][:, :, i + p - fh : i + p, p - fh : p + w + fh]  # (n, E, fh, w + 2fh)
         above = F.conv2d(window, self.first_above, self.model.first_conv.bias)  # (n, C, 1, w)
-        self.first_row = above[:, :, 0].transpose(1, 2) + self.position[i]  # (n, w, C)
+        self.first_row = above[:, :, 0].transpose(1, 2)  # (n, w, C)
+        if self.cond_rows is not None:
+            self.first_row = self.first_row + self.cond_rows[i] @ self.cond_in_weight
         self.row_emb.zero_()
         for buf in self.h_in:
             buf.zero_()

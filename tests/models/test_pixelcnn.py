@@ -163,6 +163,26 @@ def test_conditioning_changes_the_logits() -> None:
     assert (logits[0] - logits[1]).abs().amin(dim=0).min() > 0  # every position, even (0, 0)
 
 
+def test_level_effect_depends_on_the_position() -> None:
+    # the level acts through a map over positions, not one bias for the whole map
+    torch.manual_seed(0)
+    model = GatedPixelCNN(tiny(n_levels=4)).eval()
+    codes = torch.zeros(2, 8, 8, dtype=torch.int64)
+    with torch.no_grad():
+        cond_map = model.condition_map(torch.tensor([0, 3]), 8, 8)  # (2, Cc, 8, 8)
+        effect = model(codes, torch.tensor([0, 3])).diff(dim=0)[0]  # (K, 8, 8)
+    assert cond_map.shape == (2, model.config.cond_channels, 8, 8)
+    assert (cond_map[0] - cond_map[1]).abs().max() > 1e-3
+    # two interior positions with the same codes around them: different level effects
+    assert (effect[:, 5, 4] - effect[:, 3, 2]).abs().max() > 1e-3
+
+
+def test_model_without_levels_or_positions_has_no_condition_map() -> None:
+    model = GatedPixelCNN(tiny(position_frequencies=0))
+    assert model.condition_map(None, 4, 4) is None
+    assert not any("cond" in name for name, _ in model.named_parameters())
+
+
 @pytest.mark.parametrize("frequencies", [0, 4])
 def test_position_features_tell_positions_apart(frequencies: int) -> None:
     # two interior positions whose receptive fields hold the same codes and no padding
@@ -225,6 +245,7 @@ def test_training_reduces_nll() -> None:
         ({"head_channels": 0}, "head_channels"),
         ({"embed_dim": 0}, "embed_dim"),
         ({"position_frequencies": -1}, "position_frequencies"),
+        ({"cond_channels": 0}, "cond_channels"),
         ({"kernel_sise": 3}, "kernel_sise"),
         ({"channels": 8.5}, "channels"),
     ],

@@ -14,10 +14,19 @@ full kernel width, so its receptive field grows to the right as well as to the l
 to the horizontal stack shifted down by one row keeps the current row hidden. That removes the
 blind spot of a plain stack of masked convolutions.
 
-The slices are atlas-registered, so where a code sits says much about what it can be (background
-outside the head, tissue inside): the horizontal stack starts with a learned linear map of
-sin/cos features of the position's normalised coordinates. It depends on no code, so it keeps
-the model causal, and it works for any map size.
+The slices are atlas-registered, so where a code sits, and at which axial level, says much about
+what it can be (background outside the head, ventricles near the centre at the upper levels). A
+small ConditionMap turns sin/cos features of each position's normalised coordinates and the
+slice level's embedding into a map of features; every gated layer adds its own 1x1 projection of
+that map to its pre-activations (a learned per-layer bias that varies with level and position),
+and the horizontal stack starts with one. The map depends on no code, so it keeps the model
+causal, and it works for any map size. With position_frequencies=0 it reduces to a per-layer
+level bias that is the same everywhere; an unconditional model without position features has
+no map.
+
+A plain stack of 3x3 layers lets a position see only n_layers rows up, a third of a 32x32 map;
+the anatomy it draws then loses its global shape. The map carries that shape, and the vertical
+stack's kernel (kernel_size) sets how far up the local context reaches.
 """
 
 from __future__ import annotations
@@ -36,10 +45,8 @@ from brainvq.config import require
 class PixelCNNConfig:
     """Size of a GatedPixelCNN.
 
-    The default (0.28 M parameters) takes about 0.6 s per training step of 32 maps of 32x32
-    codes on two CPU cores, so a few hundred steps in 3-4 minutes. A GPU-sized prior:
-    embed_dim=64, channels=128, n_layers=15, kernel_size=5, first_kernel=7, head_channels=512,
-    dropout=0.1 (about 50 times the compute per step).
+    A GPU-sized prior: embed_dim=64, channels=128, n_layers=15, kernel_size=5, first_kernel=7,
+    head_channels=512, cond_channels=64, dropout=0.1.
     """
 
     num_codes: int = 512
@@ -52,11 +59,12 @@ class PixelCNNConfig:
     head_channels: int = 64
     dropout: float = 0.0
     position_frequencies: int = 8  # sin/cos frequencies per axis; 0: translation invariant
+    cond_channels: int = 32  # width of the ConditionMap (level x position features)
 
     def validate(self) -> None:
         require(self.num_codes >= 2, "num_codes", f"must be >= 2, got {self.num_codes}")
         require(self.n_levels >= 0, "n_levels", f"must be >= 0, got {self.n_levels}")
-        for key in ("embed_dim", "channels", "n_layers", "head_channels"):
+        for key in ("embed_dim", "channels", "n_layers", "head_channels", "cond_channels"):
             value = getattr(self, key)
             require(value >= 1, key, f"must be >= 1, got {value}")
         for key in ("kernel_size", "first_kernel"):
@@ -122,18 +130,48 @@ def gate(x: Tensor) -> Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
+class ConditionMap(nn.Module):
+    """Features of where a code sits and at which slice level: (B or 1, cond_channels, h, w).
+
+    relu(W2 relu(W_pos p(y, x) + W_level e(level) + b1) + b2) at every position, where p are the
+    sin/cos position features and e a learned level embedding; a pointwise MLP, so any map size
+    works. Without levels the map is the same for every sample and comes back with batch 1.
+    """
+
+    def __init__(self, n_levels: int, frequencies: int, channels: int) -> None:
+        super().__init__()
+        if n_levels == 0 and frequencies == 0:
+            raise ValueError("ConditionMap needs slice levels, position features or both")
+        self.frequencies = frequencies
+        self.position = nn.Conv2d(4 * frequencies, channels, 1) if frequencies > 0 else None
+        self.level = nn.Embedding(n_levels, channels) if n_levels > 0 else None
+        self.mix = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, cond: Tensor | None, h: int, w: int) -> Tensor:
+        """cond: (B,) int64 levels, or None for a model without levels -> (B or 1, Cc, h, w)."""
+        weight = self.mix.weight
+        first = torch.zeros(1, weight.shape[1], 1, 1, device=weight.device, dtype=weight.dtype)
+        if self.position is not None:
+            features = position_features(h, w, self.frequencies, weight.device)  # (4F, h, w)
+            first = first + self.position(features.to(weight.dtype)[None])  # (1, Cc, h, w)
+        if self.level is not None:
+            first = first + self.level(cond)[:, :, None, None]  # (B, Cc, 1 or h, 1 or w)
+        first = first.expand(-1, -1, h, w)  # (B or 1, Cc, h, w)
+        return torch.relu(self.mix(torch.relu(first)))
+
+
 class GatedLayer(nn.Module):
     """One gated layer: vertical and horizontal stacks, residual on the horizontal one.
 
     v_conv sees rows r - k//2 .. r (all k columns) through top padding, so the vertical stack at
     row r never sees rows below r; its pre-activation reaches the horizontal stack through a 1x1
     convolution, shifted down one row. The horizontal stack is a 1 x k type-B masked
-    convolution. The slice-level bias (one learned vector of size 2C per level) is added to both
-    pre-activations before the gate.
+    convolution. The layer's projection of the ConditionMap (when the model has one) is added to
+    both pre-activations before the gate.
     """
 
     def __init__(
-        self, v_in: int, channels: int, kernel_size: int, n_levels: int, dropout: float
+        self, v_in: int, channels: int, kernel_size: int, cond_channels: int, dropout: float
     ) -> None:
         super().__init__()
         self.half = kernel_size // 2
@@ -142,16 +180,17 @@ class GatedLayer(nn.Module):
         self.h_conv = MaskedConv2d(channels, 2 * channels, (1, kernel_size), "B")
         self.h_out = nn.Conv2d(channels, channels, 1)
         self.dropout = nn.Dropout(dropout)
-        self.level_bias = nn.Embedding(n_levels, 2 * channels) if n_levels > 0 else None
+        self.cond = nn.Conv2d(cond_channels, 2 * channels, 1, bias=False) if cond_channels else None
 
-    def forward(self, v: Tensor, h: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-        """v: (B, Cv, H, W), h: (B, C, H, W), cond: (B,) int64 or None -> (v', h'), both C."""
+    def forward(self, v: Tensor, h: Tensor, cond_map: Tensor | None) -> tuple[Tensor, Tensor]:
+        """v: (B, Cv, H, W), h: (B, C, H, W), cond_map: (B or 1, Cc, H, W) or None -> (v', h'),
+        both with C channels."""
         half = self.half
         v_pre = self.v_conv(F.pad(v, (half, half, half, 0)))  # (B, 2C, H, W)
         v_down = F.pad(self.v_to_h(v_pre), (0, 0, 1, -1))  # row r holds row r - 1; row 0 zeros
         h_pre = self.h_conv(h) + v_down  # (B, 2C, H, W)
-        if self.level_bias is not None:
-            bias = self.level_bias(cond)[:, :, None, None]  # (B, 2C, 1, 1)
+        if self.cond is not None and cond_map is not None:
+            bias = self.cond(cond_map)  # (B or 1, 2C, H, W)
             v_pre = v_pre + bias
             h_pre = h_pre + bias
         return gate(v_pre), h + self.h_out(self.dropout(gate(h_pre)))
@@ -167,16 +206,14 @@ class GatedPixelCNN(nn.Module):
         c = config.channels
         self.embedding = nn.Embedding(config.num_codes, config.embed_dim)
         self.first_conv = MaskedConv2d(config.embed_dim, c, config.first_kernel, "A")
-        f = config.position_frequencies
-        self.position = nn.Conv2d(4 * f, c, 1, bias=False) if f > 0 else None
+        has_map = config.n_levels > 0 or config.position_frequencies > 0
+        cc = config.cond_channels if has_map else 0
+        self.condition = (
+            ConditionMap(config.n_levels, config.position_frequencies, cc) if has_map else None
+        )
+        self.cond_in = nn.Conv2d(cc, c, 1, bias=False) if has_map else None
         self.layers = nn.ModuleList(
-            GatedLayer(
-                config.embed_dim if i == 0 else c,
-                c,
-                config.kernel_size,
-                config.n_levels,
-                config.dropout,
-            )
+            GatedLayer(config.embed_dim if i == 0 else c, c, config.kernel_size, cc, config.dropout)
             for i in range(config.n_layers)
         )
         self.head = nn.Sequential(
@@ -218,14 +255,10 @@ class GatedPixelCNN(nn.Module):
                 f"got [{int(cond.min())}, {int(cond.max())}]"
             )
 
-    def position_bias(self, h: int, w: int) -> Tensor:
-        """(C, h, w): what the horizontal stack learns about each position of an h x w map
-        (zeros when position_frequencies is 0)."""
-        weight = self.first_conv.weight
-        if self.position is None:
-            return torch.zeros(self.config.channels, h, w, device=weight.device, dtype=weight.dtype)
-        features = position_features(h, w, self.config.position_frequencies, weight.device)
-        return self.position(features.to(weight.dtype))
+    def condition_map(self, cond: Tensor | None, h: int, w: int) -> Tensor | None:
+        """(B or 1, cond_channels, h, w): the ConditionMap for levels cond (B,) or None, or None
+        for a model without one (unconditional, no position features)."""
+        return None if self.condition is None else self.condition(cond, h, w)
 
     def forward(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
         """codes: (B, h, w) int64 in [0, K); cond: (B,) int64 level or None -> (B, K, h, w).
@@ -234,10 +267,13 @@ class GatedPixelCNN(nn.Module):
         """
         self.check_inputs(codes, cond)
         emb = self.embedding(codes).permute(0, 3, 1, 2)  # (B, E, h, w)
-        h = self.first_conv(emb) + self.position_bias(codes.shape[1], codes.shape[2])
-        v = emb  # (B, E, h, w); h: (B, C, h, w)
+        cond_map = self.condition_map(cond, codes.shape[1], codes.shape[2])
+        h = self.first_conv(emb)  # (B, C, h, w)
+        if cond_map is not None:
+            h = h + self.cond_in(cond_map)
+        v = emb  # (B, E, h, w)
         for layer in self.layers:
-            v, h = layer(v, h, cond)
+            v, h = layer(v, h, cond_map)
         return self.head(h)  # (B, K, h, w)
 
 
