@@ -54,14 +54,22 @@ SHARPEN = (1.0, 1.5)
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Ranges of the per-subject random variation (each value drawn uniformly)."""
+    """Ranges of the per-subject random variation (each value drawn uniformly).
+
+    The axial variation (z_shift_mm, z_warp_mm) is small because OASIS is atlas-registered: a
+    level classifier trained on 150 real OASIS subjects places 96% of real validate slices
+    within 2 levels (0.65 mm each) of their own. With +-1 mm the demo's real test slices score
+    94% on the same measure; with the former +-4 mm shift and 2.5 mm warp they scored 41%, so
+    "slice k" meant no anatomical level and level accuracy could not be measured.
+    """
 
     rotate_deg: float = 5.0
     scale: float = 0.06
     aspect: float = 0.04
     shift_mm: float = 3.0
-    z_shift_mm: float = 4.0
+    z_shift_mm: float = 1.0
     warp_mm: float = 2.5
+    z_warp_mm: float = 1.0
     warp_grid: int = 5
     gamma: tuple[float, float] = (1.0, 1.6)
     brightness: tuple[float, float] = (0.34, 0.48)
@@ -168,7 +176,7 @@ def render_subject(
     coords = np.empty((3, *shape), dtype=np.float32)
     coords[0] = x[None] + s.warp_mm * _smooth_field(rng, s.warp_grid, shape)
     coords[1] = y[None] + s.warp_mm * _smooth_field(rng, s.warp_grid, shape)
-    coords[2] = (levels - template.z0_mm)[:, None, None] + s.warp_mm * _smooth_field(
+    coords[2] = (levels - template.z0_mm)[:, None, None] + s.z_warp_mm * _smooth_field(
         rng, s.warp_grid, shape
     )
     t1 = ndimage.map_coordinates(template.t1, coords, order=1, mode="constant")

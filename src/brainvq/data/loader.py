@@ -7,12 +7,13 @@ cache entry behind.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from importlib.metadata import version
 from pathlib import Path
 
 from brainvq.data.cache import SliceCache, cache_key
-from brainvq.data.demo import build_demo
+from brainvq.data.demo import DemoSettings, build_demo
 from brainvq.data.folder import ImageFolderSource
 from brainvq.data.imaging import is_image_name
 from brainvq.data.nifti import NiftiSource, is_nifti_name
@@ -128,6 +129,8 @@ def load_slices(
             "seed": seed,
             "subjects": subjects,
             "template": f"nilearn {version('nilearn')}",
+            # a change to the cohort's variation must not hit an old cache
+            "settings": dataclasses.asdict(DemoSettings()),
         }
         key = cache_key(description)
         cached = cache.get(DEMO, key)
