@@ -3,7 +3,7 @@
 Builds the VQ-VAE of a run config (default: the packaged demo config) at 128x128 with random
 weights and measures, on the chosen device, precision and thread count:
 
-1. training: images/s of full steps (forward, MSE + VQ loss, backward, gradient clipping as
+1. training: images/s of full steps (forward, the trainer's loss, backward, gradient clipping as
    the config's trainer does, AdamW step), median over timed windows after warm-up steps (the
    first one runs the k-means codebook init), and the peak memory of that phase (CUDA:
    torch.cuda.max_memory_allocated; CPU: growth of the process's peak resident set, VmHWM,
@@ -18,7 +18,7 @@ on the device, so data loading is not part of the timings (benchmarks/bench_data
 that).
 
     .venv/bin/python benchmarks/bench_vqvae.py [--config demo|PATH.yaml] [--device cpu|cuda]
-        [--precision 32|bf16-mixed|16-mixed] [--channels-last] [--batch-size 32] [--threads N]
+        [--precision auto|32|bf16-mixed|16-mixed] [--channels-last] [--batch-size 32] [--threads N]
         [--matmul-size N] [--quick]
 """
 
@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
@@ -44,6 +43,8 @@ from brainvq.data import load_slices
 from brainvq.models.vqvae import VQVAE
 from brainvq.pipeline import packaged_config
 from brainvq.training.config import PRECISIONS, RunConfig, TrainConfig, load_run_config
+from brainvq.training.trainer import resolve_precision
+from brainvq.training.vqvae_module import VQVAEModule
 
 IMAGE_SIZE = 128
 INFER_BATCH = 64
@@ -139,16 +140,17 @@ def demo_images(n: int, device: torch.device, channels_last: bool) -> list[torch
 
 
 def make_train_step(
-    model: VQVAE, train: TrainConfig, device: torch.device, precision: str
+    module: VQVAEModule, train: TrainConfig, device: torch.device, precision: str
 ) -> Callable[[torch.Tensor], None]:
-    """One optimisation step as the trainer runs it: loss = MSE(x_hat, x) + VQ loss."""
+    """One optimisation step as the trainer runs it, with the trainer's loss
+    (MSE + ssim_weight x (1 - SSIM) + VQ loss)."""
+    model = module.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
 
     def step(x: torch.Tensor) -> None:
         with autocast(device, precision):
-            x_hat, vq = model(x)
-            loss = F.mse_loss(x_hat.float(), x.float()) + vq.loss
+            loss = module.losses(x)[0]["loss"]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if train.gradient_clip > 0:
@@ -173,16 +175,16 @@ def median_seconds(fn: Callable[[], object], calls: int, device: torch.device) -
 
 
 def bench_training(
-    model: VQVAE, config: RunConfig, batches: list[torch.Tensor], args: argparse.Namespace
+    module: VQVAEModule, config: RunConfig, batches: list[torch.Tensor], args: argparse.Namespace
 ) -> dict[str, float | None]:
     """Train img/s, seconds per step, peak MB and FLOPs of one step (forward + backward)."""
     device, repeats = torch.device(args.device), args.repeats
     result: dict[str, float | None] = {}
     with peak_memory(device, result):
-        model.to(device).train()
+        module.to(device).train()
         if args.channels_last:
-            model.to(memory_format=torch.channels_last)
-        step = make_train_step(model, config.vqvae_train, device, args.precision)
+            module.to(memory_format=torch.channels_last)
+        step = make_train_step(module, config.vqvae_train, device, args.precision)
         for i in range(repeats.warmup_steps):
             step(batches[i % len(batches)])
         cursor = iter(range(repeats.windows * repeats.steps_per_window))
@@ -246,7 +248,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help="packaged config name or YAML path")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--precision", default="32", choices=PRECISIONS)
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="auto: as training resolves it"
+    )
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory")
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -265,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    args.precision = resolve_precision(
+        TrainConfig(precision=args.precision, accelerator=args.device)
+    )
     if args.matmul_size is None:
         args.matmul_size = 8192 if args.device == "cuda" else 2048
     args.repeats = QUICK if args.quick else FULL
@@ -276,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
 
     torch.manual_seed(SEED)
-    model = VQVAE(config.vqvae)
+    module = VQVAEModule(config.vqvae, config.vqvae_train)
+    model = module.model
     batches = demo_images(args.batch_size, device, args.channels_last)
-    train = bench_training(model, config, batches, args)
+    train = bench_training(module, config, batches, args)
     infer_images = demo_images(INFER_BATCH, device, args.channels_last)[0]
     infer = bench_inference(model, infer_images, args)
     matmul_flops, matmul_dtype = bench_matmul(args)

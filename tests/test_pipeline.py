@@ -178,3 +178,32 @@ def test_train_prior_without_a_run_is_a_clear_error(
 ) -> None:
     assert main(["train", "prior", "--run", str(tmp_path / "nope")]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_max_minutes_ends_the_learning_rate_schedule_in_time(tmp_path: Path) -> None:
+    # 1000 epochs could never finish in 4 seconds: the cosine must follow the clock instead
+    run = tmp_path / "budget"
+    flags = ["--epochs", "1000", "--max-minutes", str(4 / 60), "--lr", "0.003"]
+    assert (
+        main(
+            [
+                "train",
+                "vqvae",
+                "--data",
+                "demo",
+                "--config",
+                str(TINY_CONFIG),
+                "--out",
+                str(run),
+                *flags,
+            ]
+        )
+        == 0
+    )
+    history = json.loads((run / "vqvae" / "history.json").read_text())
+    assert 1 <= len(history) < 1000
+    rows = (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("lr-AdamW")
+    lrs = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
+    assert max(lrs) == pytest.approx(0.003, rel=0.05)  # reached after warm-up
+    assert lrs[-1] < 0.25 * 0.003  # and annealed near the floor (0.05 x lr) when time ran out

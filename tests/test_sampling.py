@@ -58,6 +58,8 @@ def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
         (0, {"position_frequencies": 0}, {}),
         (4, {"position_frequencies": 0}, {"cond": torch.tensor([0, 3, 1])}),
         (4, {"cond_channels": 5, "kernel_size": 5}, {"cond": torch.tensor([2, 2, 0])}),
+        (4, {"map_size": 6, "position_frequencies": 0}, {"cond": torch.tensor([3, 1, 0])}),
+        (0, {"map_size": 7, "position_frequencies": 0}, {}),
     ],
     ids=[
         "plain",
@@ -70,6 +72,8 @@ def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
         "no-position",
         "cond-no-position",
         "cond-map-k5",
+        "level-maps-only",
+        "position-map-only",
     ],
 )
 def test_cached_equals_naive(n_levels: int, overrides: dict, kwargs: dict) -> None:

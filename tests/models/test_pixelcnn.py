@@ -177,10 +177,41 @@ def test_level_effect_depends_on_the_position() -> None:
     assert (effect[:, 5, 4] - effect[:, 3, 2]).abs().max() > 1e-3
 
 
-def test_model_without_levels_or_positions_has_no_condition_map() -> None:
-    model = GatedPixelCNN(tiny(position_frequencies=0))
+def test_model_without_levels_positions_or_level_maps_has_no_condition_map() -> None:
+    model = GatedPixelCNN(tiny(position_frequencies=0, level_maps=False))
     assert model.condition_map(None, 4, 4) is None
     assert not any("cond" in name for name, _ in model.named_parameters())
+
+
+def test_a_level_map_acts_on_its_own_level_only() -> None:
+    torch.manual_seed(0)
+    model = GatedPixelCNN(tiny(n_levels=4, map_size=6)).eval()
+    codes = random_codes(2, 6, 6)
+    cond = torch.tensor([1, 3])
+    with torch.no_grad():
+        before = model(codes, cond)
+        model.condition.maps[3, :, 2, 4] += 1.0  # level 3's features at one position
+        after = model(codes, cond)
+    assert torch.equal(after[0], before[0])  # level 1: untouched
+    changed = (after[1] - before[1]).abs().sum(0) > 0  # (6, 6)
+    assert changed[2, 4] and not changed[:2].any() and not changed[2, :4].any()  # never before
+
+
+def test_level_maps_are_resized_for_other_map_sizes() -> None:
+    model = GatedPixelCNN(tiny(n_levels=2, map_size=8))
+    assert model.condition.maps.shape[-2:] == (8, 8)
+    assert model(random_codes(2, 5, 7), torch.tensor([0, 1])).shape == (2, K, 5, 7)
+
+
+def test_init_output_bias_starts_at_the_code_histogram() -> None:
+    torch.manual_seed(0)
+    model = GatedPixelCNN(tiny()).eval()
+    counts = torch.tensor([70, 10, 10, 5, 5, 0, 0, 0])
+    model.init_output_bias(counts)
+    expected = (counts + 1.0) / (counts.sum() + K)
+    assert torch.allclose(model.head[3].bias.exp(), expected.float(), atol=1e-6)
+    with pytest.raises(ValueError, match="code_counts"):
+        model.init_output_bias(torch.ones(K + 1))
 
 
 @pytest.mark.parametrize("frequencies", [0, 4])
@@ -246,6 +277,7 @@ def test_training_reduces_nll() -> None:
         ({"embed_dim": 0}, "embed_dim"),
         ({"position_frequencies": -1}, "position_frequencies"),
         ({"cond_channels": 0}, "cond_channels"),
+        ({"map_size": 0}, "map_size"),
         ({"kernel_sise": 3}, "kernel_sise"),
         ({"channels": 8.5}, "channels"),
     ],

@@ -33,7 +33,7 @@ def test_reconstruction_loss_is_mse_plus_weighted_ssim(weight: float) -> None:
     )
     module = VQVAEModule(config, TrainConfig(), total_steps=1).eval()
     x = smooth_batch()
-    losses, x_hat, vq = module._losses(x)
+    losses, x_hat, vq = module.losses(x)
     mse = F.mse_loss(x_hat, x)
     expected = mse + weight * (1 - ssim(x_hat, x).mean())
     torch.testing.assert_close(losses["mse"], mse)

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from brainvq.training.callbacks import rng_state, set_rng_state
 from brainvq.training.config import TrainConfig
@@ -29,8 +30,27 @@ class StageModule(L.LightningModule):
         if "brainvq_rng" in checkpoint:
             set_rng_state(checkpoint["brainvq_rng"])
 
+    _budget_used = 0.0
+
+    def budget_used(self) -> float:
+        """Share of the --max-minutes budget spent (0..1) as of this step; 0 without a budget."""
+        return self._budget_used
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if not self.train_config.max_minutes:
+            return
+        used = 0.0
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, Timer):  # Lightning's, from max_time; it counts resumed time
+                elapsed = callback.time_elapsed("train")
+                remaining = callback.time_remaining("train") or 0.0
+                used = elapsed / max(elapsed + remaining, 1e-9)
+        # every DDP process must follow rank 0's clock, or their learning rates would differ
+        self._budget_used = float(self.trainer.strategy.broadcast(used, src=0))
+
     def configure_optimizers(self):
         cfg = self.train_config
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = warmup_cosine(opt, cfg, self.total_steps)
+        budget = self.budget_used if cfg.max_minutes else None
+        sched = warmup_cosine(opt, cfg, self.total_steps, budget)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

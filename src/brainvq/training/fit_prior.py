@@ -57,13 +57,18 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             f"the source {sliceset.source} needs a train and a validate split to train the prior"
         )
     model_config = dataclasses.replace(
-        config.prior, num_codes=vqvae.config.codebook_size, n_levels=prior_levels(sliceset)
+        config.prior,
+        num_codes=vqvae.config.codebook_size,
+        n_levels=prior_levels(sliceset),
+        map_size=int(codes["train"].codes.shape[1]),
     )
     world = cfg.devices * cfg.num_nodes
     steps = math.ceil(len(codes["train"].codes) / (cfg.batch_size * world))
     if cfg.limit_train_batches:
         steps = min(steps, cfg.limit_train_batches)
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
+    counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.num_codes)
+    module.model.init_output_bias(torch.from_numpy(counts))  # a resume loads its own weights
     trainer, _ = make_trainer(
         cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min"
     )

@@ -54,7 +54,12 @@ class VQVAEModule(StageModule):
     def forward(self, x: torch.Tensor):
         return self.model(x)
 
-    def _losses(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
+    def losses(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
+        """The training loss and its parts for images x: (B, 1, H, W) float in [0, 1].
+
+        Returns ({loss, recon, mse, vq, codebook, commitment}: scalars, x_hat (B, 1, H, W) fp32
+        not clamped, the quantizer's VQOutput). In training mode the codebook updates.
+        """
         x_hat, vq = self.model(x)
         x_hat, x = x_hat.float(), x.float()
         mse = F.mse_loss(x_hat, x)
@@ -78,7 +83,7 @@ class VQVAEModule(StageModule):
         x, _level = batch
         if self.augment.enabled:
             x = augment_batch(x, self.augment)
-        losses, _, vq = self._losses(x)
+        losses, _, vq = self.losses(x)
         check_finite(self.global_step, losses)
         self._epoch_counts += vq.counts.detach().to(self._epoch_counts.dtype)
         bs = x.shape[0]
@@ -119,7 +124,7 @@ class VQVAEModule(StageModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, _level = batch
-        losses, x_hat, vq = self._losses(x)
+        losses, x_hat, vq = self.losses(x)
         self._val_counts += vq.counts.detach().to(self._val_counts.dtype)
         x_hat = x_hat.float().clamp(0, 1)
         bs = x.shape[0]
