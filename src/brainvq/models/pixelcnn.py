@@ -46,18 +46,20 @@ from brainvq.config import require
 class PixelCNNConfig:
     """Size of a GatedPixelCNN.
 
-    A GPU-sized prior: embed_dim=64, channels=128, n_layers=15, kernel_size=5, first_kernel=7,
-    head_channels=512, cond_channels=64, dropout=0.1.
+    The default with 32 levels (2.0 M parameters, 1.05 M of them the level maps) trains at about
+    4 steps of 8 maps of 32x32 codes per second on two CPU cores in bf16. A GPU-sized prior:
+    embed_dim=64, channels=128, n_layers=15, kernel_size=5, first_kernel=7, head_channels=512,
+    cond_channels=64, dropout=0.1.
     """
 
     num_codes: int = 512
     n_levels: int = 0  # 0: unconditional; else conditioned on a slice level in [0, n_levels)
     embed_dim: int = 32
-    channels: int = 32
+    channels: int = 64
     n_layers: int = 8
     kernel_size: int = 3  # gated layers (type B), odd
     first_kernel: int = 5  # first masked convolution (type A), odd
-    head_channels: int = 64
+    head_channels: int = 128
     dropout: float = 0.0
     position_frequencies: int = 8  # sin/cos frequencies per axis; 0: translation invariant
     cond_channels: int = 32  # width of the ConditionMap (level x position features)
