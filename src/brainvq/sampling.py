@@ -302,6 +302,7 @@ class _RowCache:
         self.cond_rows = (
             None if cond_map is None else cond_map.expand(n, -1, -1, -1).permute(2, 0, 3, 1)
         )
+        self.no_bias = torch.zeros(n, w, 2 * c, device=dev, dtype=dt)
         self.cond_weight = [
             None if layer.cond is None else layer.cond.weight[:, :, 0, 0].t()  # (Cc, 2C)
             for layer in model.layers
@@ -319,16 +320,15 @@ class _RowCache:
         self.head += (head[3].weight[:, :, 0, 0].t(), head[3].bias)
         # the horizontal stacks' row inputs: v_to_h of the vertical stack one row up, plus biases
         self.v_to_h = [  # row 0: no row above, only the biases
-            (layer.h_conv.bias + self._cond_bias(li, 0)).expand(n, w, 2 * c)
-            for li, layer in enumerate(model.layers)
+            layer.h_conv.bias + self._cond_bias(li, 0) for li, layer in enumerate(model.layers)
         ]
         self.first_row: Tensor | None = None
 
     def _cond_bias(self, li: int, r: int) -> Tensor:
-        """Layer li's projection of the ConditionMap at row r: (n, w, 2C), or a zero scalar."""
+        """Layer li's projection of the ConditionMap at row r: (n, w, 2C) (zeros without one)."""
         weight = self.cond_weight[li]
         if weight is None or self.cond_rows is None:
-            return torch.zeros((), device=self.v_in[0].device, dtype=self.v_in[0].dtype)
+            return self.no_bias
         return self.cond_rows[r] @ weight  # (n, w, 2C)
 
     def _v_to_h(self, li: int, v_pre: Tensor, r: int) -> Tensor:
@@ -349,8 +349,7 @@ class _RowCache:
             if not last:
                 self.v_to_h[li] = self._v_to_h(li, v_pre, r + 1)
             if li + 1 < len(self.v_in):
-                bias = self._cond_bias(li, r)  # (n, w, 2C) or a zero scalar
-                v_pre = v_pre + (bias.transpose(1, 2)[:, :, None] if bias.dim() else bias)
+                v_pre = v_pre + self._cond_bias(li, r).transpose(1, 2)[:, :, None]  # (n, 2C, 1, w)
                 self.v_in[li + 1][:, :, r + p, p : p + w] = gate(v_pre)[:, :, 0]
 
     def start_row(self, i: int) -> None:

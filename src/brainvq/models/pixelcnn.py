@@ -6,7 +6,8 @@ level when the model is conditional):
 
     embedding -> MaskedConv2d type A (horizontal stack input, current position hidden)
               + a projection of the ConditionMap (slice level x position)
-              -> n_layers x GatedLayer (each adds its own projection of the ConditionMap) (vertical + horizontal stacks, type-B horizontal mask)
+              -> n_layers x GatedLayer (vertical + horizontal stacks, type-B horizontal mask,
+                 each adding its own projection of the ConditionMap)
               -> head: ReLU, 1x1, ReLU, 1x1 -> K logits
 
 The vertical stack starts from the embedding and sees, at row r, the rows r - k//2 .. r over the
@@ -160,10 +161,10 @@ class ConditionMap(nn.Module):
         if n_levels == 0 and frequencies == 0 and not level_maps:
             raise ValueError("ConditionMap needs slice levels, position features or level maps")
         self.frequencies = frequencies
-        self.mlp = n_levels > 0 or frequencies > 0
         self.position = nn.Conv2d(4 * frequencies, channels, 1) if frequencies > 0 else None
         self.level = nn.Embedding(n_levels, channels) if n_levels > 0 else None
-        self.mix = nn.Conv2d(channels, channels, 1) if self.mlp else None
+        has_mlp = n_levels > 0 or frequencies > 0
+        self.mix = nn.Conv2d(channels, channels, 1) if has_mlp else None
         self.maps = (
             nn.Parameter(torch.zeros(max(n_levels, 1), channels, map_size, map_size))
             if level_maps
@@ -172,7 +173,7 @@ class ConditionMap(nn.Module):
 
     def forward(self, cond: Tensor | None, h: int, w: int) -> Tensor:
         """cond: (B,) int64 levels, or None for a model without levels -> (B or 1, Cc, h, w)."""
-        out = 0.0
+        parts = []
         if self.mix is not None:
             weight = self.mix.weight
             first = torch.zeros(1, weight.shape[1], 1, 1, device=weight.device, dtype=weight.dtype)
@@ -182,13 +183,13 @@ class ConditionMap(nn.Module):
             if self.level is not None:
                 first = first + self.level(cond)[:, :, None, None]  # (B, Cc, 1 or h, 1 or w)
             first = first.expand(-1, -1, h, w)  # (B or 1, Cc, h, w)
-            out = torch.relu(self.mix(torch.relu(first)))
+            parts.append(torch.relu(self.mix(torch.relu(first))))
         if self.maps is not None:
             maps = self.maps[cond] if self.level is not None else self.maps  # (B or 1, Cc, S, S)
             if maps.shape[-2:] != (h, w):
                 maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
-            out = out + maps
-        return out
+            parts.append(maps)
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 class GatedLayer(nn.Module):
