@@ -18,7 +18,8 @@ on the device, so data loading is not part of the timings (benchmarks/bench_data
 that).
 
     .venv/bin/python benchmarks/bench_vqvae.py [--config demo|PATH.yaml] [--device cpu|cuda]
-        [--precision auto|32|bf16-mixed|16-mixed] [--channels-last] [--batch-size 32] [--threads N]
+        [--precision auto|32|bf16-mixed|16-mixed] [--memory-format config|channels_last|contiguous]
+        [--batch-size 32] [--threads N]
         [--matmul-size N] [--quick]
 """
 
@@ -181,9 +182,7 @@ def bench_training(
     device, repeats = torch.device(args.device), args.repeats
     result: dict[str, float | None] = {}
     with peak_memory(device, result):
-        module.to(device).train()
-        if args.channels_last:
-            module.to(memory_format=torch.channels_last)
+        module.to(device).train()  # channels_last weights already when the config says so
         step = make_train_step(module, config.vqvae_train, device, args.precision)
         for i in range(repeats.warmup_steps):
             step(batches[i % len(batches)])
@@ -251,7 +250,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="auto: as training resolves it"
     )
-    parser.add_argument("--channels-last", action="store_true", help="channels_last memory")
+    parser.add_argument(
+        "--memory-format",
+        default="config",
+        choices=("config", "channels_last", "contiguous"),
+        help="config: as training uses it (channels_last by default)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument(
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--config {args.config}: {error}", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    if args.memory_format != "config":
+        config.vqvae_train.channels_last = args.memory_format == "channels_last"
+    args.channels_last = config.vqvae_train.channels_last
 
     torch.manual_seed(SEED)
     module = VQVAEModule(config.vqvae, config.vqvae_train)

@@ -40,3 +40,34 @@ def test_reconstruction_loss_is_mse_plus_weighted_ssim(weight: float) -> None:
     torch.testing.assert_close(losses["recon"], expected)
     torch.testing.assert_close(losses["loss"], expected + vq.loss)
     assert (losses["recon"] > losses["mse"]) == (weight > 0)
+
+
+def test_channels_last_changes_the_layout_not_the_losses() -> None:
+    """TrainConfig.channels_last puts the conv weights in channels_last; the losses and the
+    gradients match the contiguous layout's from the same initial weights."""
+    config = VQVAEConfig(
+        image_size=32, channels=(8, 16), res_channels=8, code_dim=8, codebook_size=16
+    )
+    modules = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        modules.append(VQVAEModule(config, TrainConfig(channels_last=channels_last)).eval())
+    plain, fast = modules
+    weights = [p for p in fast.model.parameters() if p.dim() == 4]
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert not all(
+        p.is_contiguous(memory_format=torch.channels_last)
+        for p in plain.model.parameters()
+        if p.dim() == 4
+    )
+    x = smooth_batch(1)
+    results = []
+    for module in (plain, fast):
+        losses, _, _ = module.losses(x)
+        losses["loss"].backward()
+        grads = [p.grad.clone() for p in module.model.parameters() if p.grad is not None]
+        results.append((losses, grads))
+    for name in ("loss", "mse", "recon", "vq"):
+        torch.testing.assert_close(results[0][0][name], results[1][0][name], rtol=1e-4, atol=1e-6)
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

@@ -23,6 +23,16 @@ class StageModule(L.LightningModule):
     train_config: TrainConfig
     total_steps: int
 
+    def use_memory_format(self) -> None:
+        """Put the model's weights in channels_last when the config asks for it. Called from
+        the subclass's __init__, before Lightning wraps the model (DDP) or builds optimisers."""
+        if self.train_config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.train_config.channels_last else torch.contiguous_format
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["brainvq_rng"] = rng_state()
 

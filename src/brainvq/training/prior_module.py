@@ -29,6 +29,7 @@ class PriorModule(StageModule):
         self.train_config = train_config
         self.total_steps = total_steps
         self.model = GatedPixelCNN(model_config)
+        self.use_memory_format()  # the embedding's permuted output is channels_last already
         self.save_hyperparameters({"prior": to_dict(model_config), "train": to_dict(train_config)})
 
     def _cond(self, levels: torch.Tensor) -> torch.Tensor | None:

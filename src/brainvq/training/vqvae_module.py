@@ -39,6 +39,7 @@ class VQVAEModule(StageModule):
         self.augment = augment or AugmentConfig()
         self.total_steps = total_steps
         self.model = VQVAE(model_config)
+        self.use_memory_format()
         self.save_hyperparameters(
             {
                 "vqvae": to_dict(model_config),
@@ -60,7 +61,7 @@ class VQVAEModule(StageModule):
         Returns ({loss, recon, mse, vq, codebook, commitment}: scalars, x_hat (B, 1, H, W) fp32
         not clamped, the quantizer's VQOutput). In training mode the codebook updates.
         """
-        x_hat, vq = self.model(x)
+        x_hat, vq = self.model(x.contiguous(memory_format=self.memory_format))
         x_hat, x = x_hat.float(), x.float()
         mse = F.mse_loss(x_hat, x)
         recon = mse
