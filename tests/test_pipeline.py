@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from tiny import PRIOR_KEYS, TINY_CONFIG, VQVAE_KEYS
+from tiny import PRIOR_KEYS, TINY_CONFIG, VQVAE_KEYS, train_cmd
 
 from brainvq.bundle import load_prior, load_vqvae
 from brainvq.cli import main
@@ -184,22 +184,7 @@ def test_max_minutes_ends_the_learning_rate_schedule_in_time(tmp_path: Path) -> 
     # 1000 epochs could never finish in 4 seconds: the cosine must follow the clock instead
     run = tmp_path / "budget"
     flags = ["--epochs", "1000", "--max-minutes", str(4 / 60), "--lr", "0.003"]
-    assert (
-        main(
-            [
-                "train",
-                "vqvae",
-                "--data",
-                "demo",
-                "--config",
-                str(TINY_CONFIG),
-                "--out",
-                str(run),
-                *flags,
-            ]
-        )
-        == 0
-    )
+    assert main(train_cmd(run, *flags)[3:]) == 0  # without `python -m brainvq.cli`
     history = json.loads((run / "vqvae" / "history.json").read_text())
     assert 1 <= len(history) < 1000
     rows = (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text().splitlines()
