@@ -57,10 +57,11 @@ class DemoSettings:
     """Ranges of the per-subject random variation (each value drawn uniformly).
 
     The axial variation (z_shift_mm, z_warp_mm) is small because OASIS is atlas-registered: a
-    level classifier trained on 150 real OASIS subjects places 96% of real validate slices
-    within 2 levels (0.65 mm each) of their own. With +-1 mm the demo's real test slices score
-    94% on the same measure; with the former +-4 mm shift and 2.5 mm warp they scored 41%, so
-    "slice k" meant no anatomical level and level accuracy could not be measured.
+    level classifier trained on 150 real OASIS subjects places 84-96% (across runs) of real
+    validate slices within 2 levels (0.65 mm each) of their own. With +-1 mm the demo's real
+    test slices score 94% on the same measure; with the former +-4 mm shift and 2.5 mm warp
+    they scored 41%, so "slice k" meant no anatomical level and level accuracy could not be
+    measured.
     """
 
     rotate_deg: float = 5.0

@@ -26,8 +26,7 @@ class StageModule(L.LightningModule):
     def use_memory_format(self) -> None:
         """Put the model's weights in channels_last when the config asks for it. Called from
         the subclass's __init__, before Lightning wraps the model (DDP) or builds optimisers."""
-        if self.train_config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=self.memory_format)
 
     @property
     def memory_format(self) -> torch.memory_format:

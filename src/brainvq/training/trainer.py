@@ -25,14 +25,13 @@ def resolve_precision(cfg: TrainConfig) -> str:
     """The Lightning precision for cfg.precision; "auto" picks the fastest one that is safe.
 
     On a CUDA GPU: bf16-mixed where supported, else 16-mixed. On a CPU with hardware bf16
-    (AVX512-BF16/AMX): bf16-mixed, which trained the default VQ-VAE 1.4-1.5x faster here with
-    the same SSIM at equal steps. Elsewhere (older CPUs, where bf16 is emulated and slow; MPS):
+    (AVX512-BF16/AMX): bf16-mixed, which trained the VQ-VAE about 1.4x faster here with the
+    same SSIM at equal steps. Elsewhere (older CPUs, where bf16 is emulated and slow; MPS):
     32. The quantizer and every metric run in fp32 whatever the precision.
     """
     if cfg.precision != "auto":
         return cfg.precision
-    wants_gpu = cfg.accelerator in ("gpu", "cuda") or cfg.accelerator == "auto"
-    if wants_gpu and torch.cuda.is_available():
+    if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     if cfg.accelerator in ("auto", "cpu") and cpu_has_native_bf16():
         return "bf16-mixed"
