@@ -6,17 +6,12 @@ import pytest
 import torch
 
 from brainvq.training.config import TrainConfig
-from brainvq.training.trainer import cpu_has_native_bf16, resolve_precision
+from brainvq.training.trainer import resolve_precision
 
 
 @pytest.mark.parametrize("precision", ["32", "16-mixed", "bf16-mixed"])
 def test_explicit_precision_is_kept(precision: str) -> None:
     assert resolve_precision(TrainConfig(precision=precision, accelerator="cpu")) == precision
-
-
-def test_auto_on_cpu_uses_bf16_only_with_hardware_support() -> None:
-    expected = "bf16-mixed" if cpu_has_native_bf16() else "32"
-    assert resolve_precision(TrainConfig(precision="auto", accelerator="cpu")) == expected
 
 
 def test_auto_on_mps_is_full_precision() -> None:

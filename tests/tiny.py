@@ -52,3 +52,28 @@ PRIOR_KEYS = (
     "memorisation_ssim_mean",
     "memorisation_ssim_real_mean",
 )
+
+
+def assert_codes_agree(got, model, x, rel_margin: float = 1e-4) -> None:
+    """`got` (B, h, w) code indices from another runtime (ONNX, another layout) must equal
+    model.encode(x) wherever the nearest code is clearly nearest.
+
+    Two kernels that round differently can only swap codes that tie: where the two smallest
+    squared distances of an encoder output differ by less than rel_margin of their size.
+    Anywhere else a difference is a real bug."""
+    import numpy as np
+    import torch
+
+    expected = model.encode(x).numpy()
+    got = np.asarray(got)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    with torch.no_grad():
+        z = model.eval().encoder(x).permute(0, 2, 3, 1).double()  # (B, h, w, D)
+        codebook = model.quantizer.embedding.double()  # (K, D)
+        dist = ((z[..., None, :] - codebook) ** 2).sum(-1)  # (B, h, w, K)
+        two = dist.topk(2, dim=-1, largest=False).values  # (B, h, w, 2)
+        tie = ((two[..., 1] - two[..., 0]) <= rel_margin * two[..., 1].clamp_min(1e-12)).numpy()
+    differ = got != expected
+    assert not (differ & ~tie).any(), (
+        f"{int((differ & ~tie).sum())} codes differ where the nearest code is clear"
+    )

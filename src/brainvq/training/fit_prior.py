@@ -23,6 +23,7 @@ from brainvq.training.trainer import (
     best_checkpoint,
     load_model_weights,
     make_trainer,
+    resolve_precision,
     resume_checkpoint,
 )
 
@@ -91,7 +92,7 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "vqvae_bundle": str(vqvae.path),
             "latent_shape": list(codes["train"].codes.shape[1:]),
             "train_config": to_dict(cfg),
-            "precision": str(trainer.precision),
+            "precision": resolve_precision(cfg),
         }
         save_bundle(bundle, model.eval(), model_config, kind="prior", meta=meta)
     return bundle

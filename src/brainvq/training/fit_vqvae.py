@@ -21,6 +21,7 @@ from brainvq.training.trainer import (
     best_checkpoint,
     load_model_weights,
     make_trainer,
+    resolve_precision,
     resume_checkpoint,
 )
 from brainvq.training.vqvae_module import VQVAEModule
@@ -87,7 +88,7 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "data_source": sliceset.source,
             "n_levels": int(sliceset.n_levels),
             "train_config": to_dict(cfg),
-            "precision": str(trainer.precision),
+            "precision": resolve_precision(cfg),
         }
         save_bundle(bundle, model, config.vqvae, kind="vqvae", meta=meta)
     return bundle

@@ -11,14 +11,9 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from brainvq.hardware import cpu_has_native_bf16
 from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory
 from brainvq.training.config import TrainConfig
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products in hardware (AVX512-BF16 or AMX)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
