@@ -24,6 +24,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
         choices=["auto", "32", "16-mixed", "bf16-mixed"],
         help="auto (default): bf16-mixed on GPUs and on CPUs with hardware bf16, else 32",
     )
+    p.add_argument(
+        "--threads", type=int, help="torch threads per process (default: one per CPU core)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--resume", action="store_true", help="continue from RUN/<stage>/checkpoints/last.ckpt"
@@ -55,6 +58,7 @@ def stage_overrides(args: argparse.Namespace, stages: tuple[str, ...]) -> dict[s
             ("devices", "devices"),
             ("num_nodes", "num_nodes"),
             ("precision", "precision"),
+            ("threads", "threads"),
             ("seed", "seed"),
         )
         if getattr(args, attr, None) is not None

@@ -66,6 +66,9 @@ class PixelCNNConfig:
     position_frequencies: int = 8  # sin/cos frequencies per axis; 0: translation invariant
     cond_channels: int = 32  # width of the ConditionMap (level x position features)
     level_maps: bool = True  # learn a feature map per level (one map without levels)
+    # 0: an independent map per level; R > 0: each level's map is a learned mixture of R basis
+    # maps, starting as linear interpolation between R evenly spaced anchor levels
+    level_map_rank: int = 0
     map_size: int = 32  # side of those maps: the code maps' side (a run sets it)
 
     def validate(self) -> None:
@@ -84,6 +87,11 @@ class PixelCNNConfig:
             f"must be >= 0, got {self.position_frequencies}",
         )
         require(self.map_size >= 1, "map_size", f"must be >= 1, got {self.map_size}")
+        require(
+            self.level_map_rank >= 0,
+            "level_map_rank",
+            f"must be >= 0 (0: one map per level), got {self.level_map_rank}",
+        )
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -138,6 +146,13 @@ def gate(x: Tensor) -> Tensor:
     return torch.tanh(a) * torch.sigmoid(b)
 
 
+def _hat_weights(n_levels: int, rank: int) -> Tensor:
+    """(n_levels, rank): row l interpolates linearly between the anchors around level l, with
+    `rank` anchors evenly spaced from level 0 to level n_levels - 1."""
+    t = torch.arange(n_levels, dtype=torch.float32) * (rank - 1) / max(n_levels - 1, 1)
+    return (1 - (t[:, None] - torch.arange(rank, dtype=torch.float32)).abs()).clamp_min(0)
+
+
 class ConditionMap(nn.Module):
     """Features of where a code sits and at which slice level: (B or 1, cond_channels, h, w).
 
@@ -156,7 +171,13 @@ class ConditionMap(nn.Module):
     """
 
     def __init__(
-        self, n_levels: int, frequencies: int, channels: int, level_maps: bool, map_size: int
+        self,
+        n_levels: int,
+        frequencies: int,
+        channels: int,
+        level_maps: bool,
+        map_size: int,
+        rank: int = 0,
     ) -> None:
         super().__init__()
         if n_levels == 0 and frequencies == 0 and not level_maps:
@@ -166,11 +187,14 @@ class ConditionMap(nn.Module):
         self.level = nn.Embedding(n_levels, channels) if n_levels > 0 else None
         has_mlp = n_levels > 0 or frequencies > 0
         self.mix = nn.Conv2d(channels, channels, 1) if has_mlp else None
+        low_rank = level_maps and n_levels > 1 and 0 < rank < n_levels
+        n_maps = rank if low_rank else max(n_levels, 1)
         self.maps = (
-            nn.Parameter(torch.zeros(max(n_levels, 1), channels, map_size, map_size))
-            if level_maps
-            else None
-        )  # (levels, Cc, S, S)
+            nn.Parameter(torch.zeros(n_maps, channels, map_size, map_size)) if level_maps else None
+        )  # (levels or rank, Cc, S, S)
+        # (levels, rank) mixing weights, starting as hat functions: level l interpolates
+        # linearly between the two anchors around l (anchors evenly spaced over the levels)
+        self.mixing = nn.Parameter(_hat_weights(n_levels, rank)) if low_rank else None
 
     def forward(self, cond: Tensor | None, h: int, w: int) -> Tensor:
         """cond: (B,) int64 levels, or None for a model without levels -> (B or 1, Cc, h, w)."""
@@ -186,7 +210,12 @@ class ConditionMap(nn.Module):
             first = first.expand(-1, -1, h, w)  # (B or 1, Cc, h, w)
             parts.append(torch.relu(self.mix(torch.relu(first))))
         if self.maps is not None:
-            maps = self.maps[cond] if self.level is not None else self.maps  # (B or 1, Cc, S, S)
+            if self.mixing is not None:  # (B, R) @ (R, Cc*S*S) -> (B, Cc, S, S)
+                maps = (self.mixing[cond] @ self.maps.flatten(1)).view(-1, *self.maps.shape[1:])
+            elif self.level is not None:
+                maps = self.maps[cond]  # (B, Cc, S, S)
+            else:
+                maps = self.maps  # (1, Cc, S, S)
             if maps.shape[-2:] != (h, w):
                 maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
             parts.append(maps)
@@ -248,6 +277,7 @@ class GatedPixelCNN(nn.Module):
                 cc,
                 config.level_maps,
                 config.map_size,
+                config.level_map_rank,
             )
             if has_map
             else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,36 @@ class EpochHistory(Checkpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = json.loads(state_dict["rows"])
+
+
+class Throughput(L.Callback):
+    """Logs `train/items_per_s` every epoch: training images (or code maps) per second of
+    training steps, all processes together; validation and checkpointing are not counted."""
+
+    def __init__(self) -> None:
+        self._start = 0.0
+        self._seconds = 0.0
+        self._items = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._seconds, self._items = 0.0, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch: Any, batch_idx: int) -> None:
+        self._seconds += time.perf_counter() - self._start
+        self._items += len(batch[0]) * trainer.world_size
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._seconds > 0:
+            pl_module.log("train/items_per_s", self._items / self._seconds, rank_zero_only=True)
+
+
+def median_throughput(rows: list[dict[str, float]]) -> float | None:
+    """The median `train/items_per_s` of an EpochHistory's rows (None without any)."""
+    values = sorted(r["train/items_per_s"] for r in rows if "train/items_per_s" in r)
+    return values[len(values) // 2] if values else None
 
 
 class ReconstructionFrames(L.Callback):

@@ -68,6 +68,9 @@ class TrainConfig:
     # training steps ran 13-24% faster (benchmarks/bench_vqvae.py --memory-format) and the
     # prior's 12-22%; the usual layout for convolutions in mixed precision on GPUs too
     channels_last: bool = True
+    # torch intra-op threads; None: one per usable core (split between the processes of a
+    # DDP run on one machine)
+    threads: int | None = None
     seed: int = 0
     deterministic: bool = False
     log_every_n_steps: int = 10
@@ -101,6 +104,11 @@ class TrainConfig:
             self.precision in PRECISIONS,
             "precision",
             f"expected one of {list(PRECISIONS)}, got {self.precision!r}",
+        )
+        require(
+            self.threads is None or self.threads >= 1,
+            "threads",
+            f"must be >= 1 (or null: one per core), got {self.threads}",
         )
         require(self.log_every_n_steps >= 1, "log_every_n_steps", "must be >= 1")
         require(

@@ -17,6 +17,7 @@ from brainvq.codes import CodeSet, encode_splits
 from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
 from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.training.callbacks import median_throughput
 from brainvq.training.config import RunConfig
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.trainer import (
@@ -70,7 +71,7 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
     counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.num_codes)
     module.model.init_output_bias(torch.from_numpy(counts))  # a resume loads its own weights
-    trainer, _ = make_trainer(
+    trainer, history = make_trainer(
         cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min"
     )
     if trainer.is_global_zero:
@@ -93,6 +94,8 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "latent_shape": list(codes["train"].codes.shape[1:]),
             "train_config": to_dict(cfg),
             "precision": resolve_precision(cfg),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "train_items_per_s": median_throughput(history.rows),
         }
         save_bundle(bundle, model.eval(), model_config, kind="prior", meta=meta)
     return bundle

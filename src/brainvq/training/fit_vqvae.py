@@ -15,7 +15,7 @@ from brainvq.config import to_dict
 from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
 from brainvq.models.vqvae import VQVAE
-from brainvq.training.callbacks import ReconstructionFrames
+from brainvq.training.callbacks import ReconstructionFrames, median_throughput
 from brainvq.training.config import RunConfig
 from brainvq.training.trainer import (
     best_checkpoint,
@@ -63,7 +63,7 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
         n_train, cfg.batch_size, world, cfg.limit_train_batches
     )
     module = VQVAEModule(config.vqvae, cfg, augment=config.data.augment, total_steps=total_steps)
-    trainer, _ = make_trainer(
+    trainer, history = make_trainer(
         cfg,
         stage_dir,
         run_dir / "logs",
@@ -89,6 +89,8 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "n_levels": int(sliceset.n_levels),
             "train_config": to_dict(cfg),
             "precision": resolve_precision(cfg),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "train_items_per_s": median_throughput(history.rows),
         }
         save_bundle(bundle, model, config.vqvae, kind="vqvae", meta=meta)
     return bundle

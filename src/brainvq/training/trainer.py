@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from brainvq.hardware import cpu_has_native_bf16
-from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory
+from brainvq.hardware import cpu_has_native_bf16, set_threads
+from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory, Throughput
 from brainvq.training.config import TrainConfig
 
 
@@ -45,6 +45,10 @@ def make_trainer(
     """A Trainer that checkpoints every epoch to `stage_dir/checkpoints/` (last.ckpt, and
     best.ckpt by `monitor`), logs to TensorBoard and CSV under `logs_dir`, and keeps the
     per-epoch history in `stage_dir/history.json`."""
+    if cfg.threads is not None:
+        set_threads(cfg.threads)
+        # Lightning's DDP launcher divides the cores between processes unless this is set
+        os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
     history = EpochHistory(stage_dir / "history.json")
     # Two callbacks: Lightning >= 2.5 writes `save_last` only when the top-k one saved, but a
     # resume needs the latest epoch whatever its score.
@@ -87,7 +91,15 @@ def make_trainer(
         deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every_n_steps,
         limit_train_batches=cfg.limit_train_batches,
-        callbacks=[history, best, last, LearningRateMonitor("step"), progress, *extra_callbacks],
+        callbacks=[
+            Throughput(),
+            history,
+            best,
+            last,
+            LearningRateMonitor("step"),
+            progress,
+            *extra_callbacks,
+        ],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(stage_dir),

@@ -1,0 +1,345 @@
+"""Where a training step's time goes on this CPU, and what the thread, allocator, layout and
+compiler settings change.
+
+For the VQ-VAE and the prior of a run config (default: the packaged demo config), each at its
+config's batch size, on demo-like inputs held in memory:
+
+1. a profile of `--steps` training steps (forward, the trainer's loss, backward, clipping,
+   AdamW): the share of self CPU time per kind of op (convolution forward, convolution
+   backward, matrix products, element-wise, reductions, copies and layout changes, embedding,
+   optimiser, other), and user vs system CPU time and minor page faults of the steps;
+2. variants, each in a fresh process (so that environment variables read at start-up apply):
+   intra-op threads 1 vs all cores; OpenMP wait policy passive vs active; the allocator (glibc
+   as it is, glibc without trimming or mmap for big blocks, jemalloc or tcmalloc when installed);
+   contiguous vs channels_last; torch.compile (inductor), with its compile time;
+3. the data path: seconds per epoch spent drawing batches from brainvq's data loader.
+
+Every number is this machine's: the header names the CPU, its vector ISA, threads, torch and
+the precision.
+
+    .venv/bin/python benchmarks/profile_training.py [--config demo] [--steps 20]
+        [--stage vqvae|prior|both] [--precision auto|32|bf16-mixed] [--skip-variants]
+        [--variants threads,omp,malloc,layout,compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from brainvq.hardware import machine, usable_cores
+from brainvq.training.config import PRECISIONS, RunConfig, TrainConfig, load_run_config
+from brainvq.training.trainer import resolve_precision
+
+SEED = 0
+WARMUP = 3
+MALLOC_LIBRARIES = {
+    "jemalloc": (
+        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    ),
+    "tcmalloc": (
+        "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+        "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    ),
+}
+# glibc: never give memory back at free, never mmap big blocks (each new one page-faults)
+GLIBC_KEEP = {"MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_MMAP_THRESHOLD_": str(2**40)}
+OP_KINDS = (  # (kind, substrings of aten op names), first match wins
+    ("convolution backward", ("convolution_backward",)),
+    ("convolution forward", ("convolution", "conv2d", "mkldnn_conv")),
+    ("matrix products", ("addmm", "::mm", "bmm", "matmul", "linear", "baddbmm")),
+    ("optimiser", ("_foreach", "adam", "lerp", "addcdiv", "addcmul")),
+    ("embedding / indexing", ("embedding", "index", "gather", "scatter", "take")),
+    ("copies and layout", ("copy_", "contiguous", "clone", "to_copy", "permute", "cat", "stack")),
+    (
+        "reductions",
+        ("sum", "mean", "norm", "argmin", "argmax", "max", "min", "softmax", "nll", "cross"),
+    ),
+    (
+        "element-wise",
+        (
+            "add",
+            "mul",
+            "div",
+            "sub",
+            "relu",
+            "threshold",
+            "clamp",
+            "sigmoid",
+            "tanh",
+            "pow",
+            "sqrt",
+            "exp",
+            "log",
+            "where",
+            "fill",
+            "zero",
+            "mse",
+            "neg",
+            "rsub",
+        ),
+    ),
+)
+
+
+def op_kind(name: str) -> str:
+    lower = name.lower()
+    for kind, keys in OP_KINDS:
+        if any(key in lower for key in keys):
+            return kind
+    return "other"
+
+
+def build_step(stage: str, config: RunConfig, precision: str) -> Callable[[], None]:
+    """One training step of `stage` as the trainer runs it, on fixed demo-like inputs."""
+    torch.manual_seed(SEED)
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    if stage == "vqvae":
+        from brainvq.training.vqvae_module import VQVAEModule
+
+        module = VQVAEModule(config.vqvae, config.vqvae_train)
+        cfg = config.vqvae_train
+        size = config.data.size
+        x = torch.rand(cfg.batch_size, 1, size, size)  # the step's cost does not depend on data
+
+        def loss() -> torch.Tensor:
+            return module.losses(x)[0]["loss"]
+
+    else:
+        from brainvq.training.prior_module import PriorModule
+
+        cfg = config.prior_train
+        side = config.data.size // config.vqvae.downsample
+        prior = dataclasses.replace(
+            config.prior, num_codes=config.vqvae.codebook_size, n_levels=32, map_size=side
+        )
+        module = PriorModule(prior, cfg)
+        codes = torch.randint(0, prior.num_codes, (cfg.batch_size, side, side))
+        levels = torch.randint(0, 32, (cfg.batch_size,))
+
+        def loss() -> torch.Tensor:
+            return module._nll_nats((codes, levels))
+
+    module.train()
+    params = list(module.model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if os.environ.get("BRAINVQ_PROFILE_COMPILE") == "1":
+        module.model = torch.compile(module.model)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            value = loss()
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        if cfg.gradient_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip)
+        optimizer.step()
+
+    return step
+
+
+def timed_steps(step: Callable[[], None], steps: int) -> dict[str, float]:
+    """ms per step (median of single steps), user and system CPU s, minor faults per step."""
+    times = []
+    before, usage = os.times(), resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    after, usage_after = os.times(), resource.getrusage(resource.RUSAGE_SELF)
+    wall = sum(times)
+    return {
+        "ms": 1000 * statistics.median(times),
+        "user": (after.user - before.user) / wall,
+        "sys": (after.system - before.system) / wall,
+        "faults": (usage_after.ru_minflt - usage.ru_minflt) / steps,
+    }
+
+
+def worker(spec: dict) -> dict:
+    """Run in a fresh process: build the step, warm up (and compile), time it."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    config = load_run_config(spec["config"])
+    if spec.get("channels_last") is not None:
+        for train in (config.vqvae_train, config.prior_train):
+            train.channels_last = spec["channels_last"]
+    step = build_step(spec["stage"], config, spec["precision"])
+    start = time.perf_counter()
+    step()  # the first step includes k-means init (VQ-VAE) and, compiled, the compilation
+    first_s = time.perf_counter() - start
+    for _ in range(WARMUP):
+        step()
+    return {**timed_steps(step, spec["steps"]), "first_s": first_s}
+
+
+def run_variant(spec: dict, env: dict[str, str]) -> dict | str:
+    """The worker in a subprocess with `env` added; its result, or why it failed."""
+    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    proc = subprocess.run(
+        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return (proc.stderr.strip().splitlines() or ["no output"])[-1][:120]
+    return json.loads(lines[-1])
+
+
+def profile_shares(step: Callable[[], None], steps: int) -> tuple[dict[str, float], float]:
+    """Share of self CPU time per op kind over `steps` steps, and the profiled total in s."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(WARMUP):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::") and "Optimizer" not in event.key:
+            continue
+        kind = op_kind(event.key)
+        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total
+    total = sum(totals.values())
+    return {k: v / total for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, total / 1e6
+
+
+def data_path_seconds(config: RunConfig) -> tuple[float, int]:
+    """Seconds to draw one epoch of training batches from brainvq's loader, and the batches."""
+    from brainvq.data import load_slices
+    from brainvq.data.dataset import SliceDataModule
+
+    d = config.data
+    sliceset = load_slices(
+        d.source, size=d.size, demo_subjects=tuple(d.demo_subjects), progress=False
+    )
+    loader = SliceDataModule(sliceset, batch_size=config.vqvae_train.batch_size).train_dataloader()
+    start = time.perf_counter()
+    n = sum(1 for _ in loader)
+    return time.perf_counter() - start, n
+
+
+def variants(selected: set[str]) -> list[tuple[str, str, dict, dict[str, str]]]:
+    """(group, label, spec overrides, environment) of every variant to run."""
+    cores = usable_cores()
+    out = [("baseline", f"{cores} threads, glibc, config layout, eager", {}, {})]
+    if "threads" in selected and cores > 1:
+        out.append(("threads", "1 intra-op thread", {"threads": 1}, {}))
+    if "omp" in selected:
+        out.append(("omp", "OMP_WAIT_POLICY=PASSIVE", {}, {"OMP_WAIT_POLICY": "PASSIVE"}))
+        out.append(("omp", "OMP_WAIT_POLICY=ACTIVE", {}, {"OMP_WAIT_POLICY": "ACTIVE"}))
+    if "malloc" in selected:
+        out.append(("malloc", "glibc, no trim / mmap", {}, GLIBC_KEEP))
+        for name, paths in MALLOC_LIBRARIES.items():
+            found = next((p for p in paths if Path(p).is_file()), None)
+            if found:
+                out.append(("malloc", name, {}, {"LD_PRELOAD": found}))
+    if "layout" in selected:
+        out.append(("layout", "contiguous", {"channels_last": False}, {}))
+        out.append(("layout", "channels_last", {"channels_last": True}, {}))
+    if "compile" in selected:
+        out.append(("compile", "torch.compile (inductor)", {}, {"BRAINVQ_PROFILE_COMPILE": "1"}))
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="demo", help="packaged config name or YAML path")
+    parser.add_argument("--stage", default="both", choices=("vqvae", "prior", "both"))
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    parser.add_argument("--skip-variants", action="store_true", help="profile and data path only")
+    parser.add_argument(
+        "--variants",
+        default="threads,omp,malloc,layout,compile",
+        help="comma-separated groups: threads, omp, malloc, layout, compile",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def config_path(name_or_path: str) -> Path:
+    from brainvq.pipeline import packaged_config
+
+    path = Path(name_or_path)
+    return path if path.is_file() else packaged_config(name_or_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.steps < 1:
+        print(f"--steps must be >= 1, got {args.steps}", file=sys.stderr)
+        return 2
+    path = config_path(args.config)
+    config = load_run_config(path)
+    precision = resolve_precision(TrainConfig(precision=args.precision, accelerator="cpu"))
+    print(f"# {machine().describe()}; precision {precision}; config {path.name}")
+    stages = ("vqvae", "prior") if args.stage == "both" else (args.stage,)
+    for stage in stages:
+        train = config.vqvae_train if stage == "vqvae" else config.prior_train
+        step = build_step(stage, config, precision)
+        step()
+        shares, total = profile_shares(step, args.steps)
+        timing = timed_steps(step, args.steps)
+        print(
+            f"\n## {stage}: batch {train.batch_size}, {timing['ms']:.1f} ms per step; "
+            f"CPU time per wall second: user {timing['user']:.2f}, system {timing['sys']:.2f}; "
+            f"{timing['faults']:.0f} minor page faults per step"
+        )
+        print("\n| op kind | share of self CPU time |\n| --- | ---: |")
+        for kind, share in shares.items():
+            print(f"| {kind} | {share:.1%} |")
+        if args.skip_variants:
+            continue
+        selected = {v.strip() for v in args.variants.split(",") if v.strip()}
+        print(
+            "\n| variant | ms / step | vs baseline | user CPU / s | system CPU / s "
+            "| minor faults / step | first step s |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        )
+        base = None
+        for _, label, overrides, env in variants(selected):
+            spec = {
+                "config": str(path),
+                "stage": stage,
+                "precision": precision,
+                "steps": args.steps,
+                **overrides,
+            }
+            result = run_variant(spec, env)
+            if isinstance(result, str):
+                print(f"| {label} | failed: {result} | | | | | |")
+                continue
+            base = base or result["ms"]
+            print(
+                f"| {label} | {result['ms']:.1f} | {base / result['ms']:.2f}x | "
+                f"{result['user']:.2f} | {result['sys']:.2f} | {result['faults']:.0f} | "
+                f"{result['first_s']:.1f} |",
+                flush=True,
+            )
+    seconds, batches = data_path_seconds(config)
+    print(
+        f"\n## data path: one training epoch of {batches} batches of "
+        f"{config.vqvae_train.batch_size} drawn in {seconds:.2f} s "
+        f"({1000 * seconds / max(batches, 1):.2f} ms per batch)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
