@@ -5,7 +5,7 @@ See README.md. With no -m, the latest run under runs/ is used.
 
 import sys
 
-from brainvq.entry_points import predict_main
+from brainvq.app.entry_points import predict_main
 
 if __name__ == "__main__":
     sys.exit(predict_main())

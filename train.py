@@ -6,7 +6,7 @@ else the demo cohort). See README.md.
 
 import sys
 
-from brainvq.entry_points import train_main
+from brainvq.app.entry_points import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from brainvq.hardware import machine
-from brainvq.training.config import TrainConfig, load_run_config, merge, save_run_config
+from brainvq.run import TrainConfig, load_run_config, merge, save_run_config
 from brainvq.training.trainer import resolve_precision
 
 VQVAE_COLUMNS = ("ssim", "psnr", "codes_used")
@@ -75,7 +75,7 @@ def run_variant(
         run.mkdir(parents=True)
         shutil.copytree(args.vqvae_run / "vqvae" / "VQVAE_Model", run / "vqvae" / "VQVAE_Model")
         shutil.copy(config_file, run / "config.yaml")
-    cmd = [sys.executable, "-m", "brainvq.cli", "train", stage, "--out", str(run)]
+    cmd = [sys.executable, "-m", "brainvq.app.cli", "train", stage, "--out", str(run)]
     cmd += ["--config", str(config_file), "--max-minutes", str(args.minutes)]
     cmd += ["--seed", str(args.seed)]
     if args.threads:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from brainvq.data import load_slices
+from brainvq.hardware import machine
 
 REAL_OASIS = Path(__file__).resolve().parents[1].parent / "shared" / "oasis"
 GENERATED_IMAGES = 2000
@@ -56,6 +57,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--no-demo", action="store_true", help="skip the demo build")
     args = parser.parse_args()
+    print(f"# {machine().describe()}; no model runs here (decoding and caching only)")
     table = Table(title=f"brainvq data loading ({os.cpu_count()} CPUs, size {args.size})")
     for column in ("source", "images", "first load s", "images/s", "cached load s", "speedup"):
         table.add_column(column, justify="left" if column == "source" else "right")

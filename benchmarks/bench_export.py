@@ -23,9 +23,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from brainvq.bundle import WEIGHTS_FILE, Bundle, load_vqvae, save_bundle
+from brainvq.app.pipeline import run_slices
 from brainvq.data import load_slices
-from brainvq.export import (
+from brainvq.hardware import machine
+from brainvq.io.bundle import WEIGHTS_FILE, Bundle, load_vqvae, save_bundle
+from brainvq.io.onnx import (
     DECODER_FILE,
     DECODER_INT8_FILE,
     ENCODER_FILE,
@@ -34,7 +36,7 @@ from brainvq.export import (
 )
 from brainvq.metrics import ssim
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.pipeline import eval_split, load_run, run_slices
+from brainvq.run import load_run
 
 SEED = 0
 DEMO_SUBJECTS = (1, 1, 2)  # the test split: 2 subjects x 32 slices
@@ -46,7 +48,7 @@ def model_and_images(run: Path | None, n_images: int) -> tuple[Bundle, np.ndarra
     if run is not None:
         bundle = load_vqvae(run)
         slices = run_slices(load_run(run), progress=False)
-        split = eval_split(slices)
+        split = slices.eval_split()
         slices = slices.require_split(split)
         what = f"the VQ-VAE of {run} on {split} slices of {slices.source}"
     else:
@@ -138,6 +140,7 @@ def main() -> int:
         reference = round_trip(codecs["PyTorch fp32"], images, args.batch)
         x = torch.from_numpy(images)
         size = bundle.config.image_size
+        print(f"# {machine().describe()}; fp32 PyTorch, onnxruntime {ort.__version__}")
         print(f"model: {what}")
         print(
             f"{len(images)} slices of {size}x{size}; throughput: encode+decode of a batch of "

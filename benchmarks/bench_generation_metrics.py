@@ -21,15 +21,16 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from brainvq.generation import (
-    LevelClassifierConfig,
+from brainvq.evaluation.generation_metrics import (
     extract_features,
     frechet_distance,
     level_accuracy,
     nearest_train_ssim,
     sharpness_ratio,
-    train_level_classifier,
 )
+from brainvq.evaluation.level_classifier import train_level_classifier
+from brainvq.hardware import machine
+from brainvq.models.level_classifier import LevelClassifierConfig
 
 DEFAULT_DATA = Path("/work/shared/oasis/keras_png_slices_data")
 NAME = re.compile(r"case_(\d+)_slice_(\d+)\.nii\.png$")
@@ -93,6 +94,7 @@ def main() -> int:
         return 0
     torch.manual_seed(SEED)
     torch.set_num_threads(args.threads)
+    print(f"# {machine().describe()}; fp32")
     t0 = time.perf_counter()
     train, _, train_levels = load_split(train_dir)
     val, val_subjects, val_levels = load_split(val_dir)

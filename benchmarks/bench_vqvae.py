@@ -41,9 +41,9 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainvq.data import load_slices
+from brainvq.hardware import machine, set_threads
 from brainvq.models.vqvae import VQVAE
-from brainvq.pipeline import packaged_config
-from brainvq.training.config import PRECISIONS, RunConfig, TrainConfig, load_run_config
+from brainvq.run import PRECISIONS, RunConfig, TrainConfig, load_run_config, packaged_config
 from brainvq.training.trainer import resolve_precision
 from brainvq.training.vqvae_module import VQVAEModule
 
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     args.precision = resolve_precision(
         TrainConfig(precision=args.precision, accelerator=args.device)
     )
@@ -300,12 +300,10 @@ def main(argv: list[str] | None = None) -> int:
 
     achieved = train["step_flops"] / train["step_s"]
     peak = train["peak_mb"]
-    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    gpu = f"; device cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     params = sum(p.numel() for p in model.parameters())
-    print(
-        f"torch {torch.__version__}, {hardware}, {torch.get_num_threads()} threads, "
-        f"{params:,} parameters, VQVAEConfig {config.vqvae}"
-    )
+    print(f"# {machine().describe()}{gpu}; precision {args.precision}")
+    print(f"{params:,} parameters, VQVAEConfig {config.vqvae}")
     print(
         f"train step {train['step_s'] * 1e3:.1f} ms (median of {args.repeats.windows} windows x "
         f"{args.repeats.steps_per_window} steps after {args.repeats.warmup_steps} warm-up), "

@@ -19,7 +19,7 @@ the precision.
 
     .venv/bin/python benchmarks/profile_training.py [--config demo] [--steps 20]
         [--stage vqvae|prior|both] [--precision auto|32|bf16-mixed] [--skip-variants]
-        [--variants threads,omp,malloc,layout,compile]
+        [--variants threads,omp,malloc,layout,compile] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
-from brainvq.hardware import machine, usable_cores
-from brainvq.training.config import PRECISIONS, RunConfig, TrainConfig, load_run_config
+from brainvq.hardware import keep_freed_memory, machine, usable_cores
+from brainvq.run import PRECISIONS, RunConfig, TrainConfig, load_run_config
 from brainvq.training.trainer import resolve_precision
 
 SEED = 0
@@ -123,10 +123,10 @@ def build_step(stage: str, config: RunConfig, precision: str) -> Callable[[], No
         cfg = config.prior_train
         side = config.data.size // config.vqvae.downsample
         prior = dataclasses.replace(
-            config.prior, num_codes=config.vqvae.codebook_size, n_levels=32, map_size=side
+            config.prior, codebook_size=config.vqvae.codebook_size, n_levels=32, map_size=side
         )
         module = PriorModule(prior, cfg)
-        codes = torch.randint(0, prior.num_codes, (cfg.batch_size, side, side))
+        codes = torch.randint(0, prior.codebook_size, (cfg.batch_size, side, side))
         levels = torch.randint(0, 32, (cfg.batch_size,))
 
         def loss() -> torch.Tensor:
@@ -172,6 +172,8 @@ def worker(spec: dict) -> dict:
     """Run in a fresh process: build the step, warm up (and compile), time it."""
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    if spec.get("keep"):
+        keep_freed_memory()
     config = load_run_config(spec["config"])
     if spec.get("channels_last") is not None:
         for train in (config.vqvae_train, config.prior_train):
@@ -234,14 +236,15 @@ def data_path_seconds(config: RunConfig) -> tuple[float, int]:
 def variants(selected: set[str]) -> list[tuple[str, str, dict, dict[str, str]]]:
     """(group, label, spec overrides, environment) of every variant to run."""
     cores = usable_cores()
-    out = [("baseline", f"{cores} threads, glibc, config layout, eager", {}, {})]
+    out = [("baseline", f"{cores} threads, glibc as it is, config layout, eager", {}, {})]
     if "threads" in selected and cores > 1:
         out.append(("threads", "1 intra-op thread", {"threads": 1}, {}))
     if "omp" in selected:
         out.append(("omp", "OMP_WAIT_POLICY=PASSIVE", {}, {"OMP_WAIT_POLICY": "PASSIVE"}))
         out.append(("omp", "OMP_WAIT_POLICY=ACTIVE", {}, {"OMP_WAIT_POLICY": "ACTIVE"}))
     if "malloc" in selected:
-        out.append(("malloc", "glibc, no trim / mmap", {}, GLIBC_KEEP))
+        out.append(("malloc", "glibc, no trim / mmap (env)", {}, GLIBC_KEEP))
+        out.append(("malloc", "keep_freed_memory() (brainvq's default)", {"keep": True}, {}))
         for name, paths in MALLOC_LIBRARIES.items():
             found = next((p for p in paths if Path(p).is_file()), None)
             if found:
@@ -261,6 +264,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--skip-variants", action="store_true", help="profile and data path only")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (median)")
     parser.add_argument(
         "--variants",
         default="threads,omp,malloc,layout,compile",
@@ -271,7 +275,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def config_path(name_or_path: str) -> Path:
-    from brainvq.pipeline import packaged_config
+    from brainvq.run import packaged_config
 
     path = Path(name_or_path)
     return path if path.is_file() else packaged_config(name_or_path)
@@ -312,26 +316,41 @@ def main(argv: list[str] | None = None) -> int:
             "| minor faults / step | first step s |\n"
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
         )
+        runs = variants(selected)
+        results: dict[str, list[dict]] = {label: [] for _, label, _, _ in runs}
+        failures: dict[str, str] = {}
+        for _ in range(args.repeats):  # round robin: a slow spell of the machine hits all
+            for _, label, overrides, env in runs:
+                spec = {
+                    "config": str(path),
+                    "stage": stage,
+                    "precision": precision,
+                    "steps": args.steps,
+                    **overrides,
+                }
+                result = run_variant(spec, env)
+                if isinstance(result, str):
+                    failures[label] = result
+                else:
+                    results[label].append(result)
         base = None
-        for _, label, overrides, env in variants(selected):
-            spec = {
-                "config": str(path),
-                "stage": stage,
-                "precision": precision,
-                "steps": args.steps,
-                **overrides,
-            }
-            result = run_variant(spec, env)
-            if isinstance(result, str):
-                print(f"| {label} | failed: {result} | | | | | |")
+        for _, label, _, _ in runs:
+            if not results[label]:
+                print(f"| {label} | failed: {failures.get(label, '?')} | | | | | |")
                 continue
-            base = base or result["ms"]
+            med = {
+                key: statistics.median(r[key] for r in results[label])
+                for key in ("ms", "user", "sys", "faults", "first_s")
+            }
+            base = base or med["ms"]
             print(
-                f"| {label} | {result['ms']:.1f} | {base / result['ms']:.2f}x | "
-                f"{result['user']:.2f} | {result['sys']:.2f} | {result['faults']:.0f} | "
-                f"{result['first_s']:.1f} |",
+                f"| {label} | {med['ms']:.1f} | {base / med['ms']:.2f}x | "
+                f"{med['user']:.2f} | {med['sys']:.2f} | {med['faults']:.0f} | "
+                f"{med['first_s']:.1f} |",
                 flush=True,
             )
+        if args.repeats > 1:
+            print(f"\n(medians of {args.repeats} runs of each variant, run in turn)")
     seconds, batches = data_path_seconds(config)
     print(
         f"\n## data path: one training epoch of {batches} batches of "

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from tiny import TINY_CONFIG
 
-from brainvq.atomic import atomic_write_bytes
-from brainvq.bundle import PRIOR_FOLDER, VQVAE_FOLDER, load_vqvae, save_bundle
-from brainvq.cli import main
+from brainvq.app.cli import main
 from brainvq.data import load_slices
+from brainvq.io.atomic import atomic_write_bytes
+from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, load_vqvae, save_bundle
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.training.config import load_run_config, save_run_config
+from brainvq.run import load_run_config, save_run_config
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -231,7 +231,7 @@ def test_preview_out_under_a_file(a_file: Path, capsys: pytest.CaptureFixture[st
         "demo",
         "--size",
         "32",
-        "--n-slices",
+        "--n-levels",
         "2",
         "--no-progress",
         "--out",
@@ -268,7 +268,7 @@ def test_atomic_write_bytes_on_a_full_disk_keeps_the_old_file(tmp_path: Path) ->
     atomic_write_bytes(target, b"old complete contents\n")
     result = run_limited(
         f"""
-        from brainvq.atomic import atomic_write_bytes
+        from brainvq.io.atomic import atomic_write_bytes
         try:
             atomic_write_bytes({str(target)!r}, b"x" * 200_000)
         except OSError as e:
@@ -292,7 +292,7 @@ def test_save_bundle_on_a_full_disk_keeps_the_old_bundle(tmp_path: Path) -> None
     size = (folder / "model.safetensors").stat().st_size
     result = run_limited(
         f"""
-        from brainvq.bundle import save_bundle
+        from brainvq.io.bundle import save_bundle
         from brainvq.models.vqvae import VQVAE, VQVAEConfig
         big = VQVAEConfig(image_size=32, channels=(64, 128), code_dim=64, codebook_size=512)
         save_bundle({str(folder)!r}, VQVAE(big), big, "vqvae", {{"tag": "new"}})
@@ -311,9 +311,9 @@ def test_save_bundle_on_a_full_disk_keeps_the_old_bundle(tmp_path: Path) -> None
 def test_cli_on_a_full_disk_is_one_line_and_leaves_no_partial_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["data", "preview", "demo", "--size", "32", "--n-slices", "2", "--no-progress"]
+    args = ["data", "preview", "demo", "--size", "32", "--n-levels", "2", "--no-progress"]
     load_slices(
-        "demo", size=32, n_slices=2, progress=False
+        "demo", size=32, n_levels=2, progress=False
     )  # the cache is written before the limit
     out = tmp_path / "preview.png"
     assert cli([*args, "--out", out], capsys)[0] == 0
@@ -322,7 +322,7 @@ def test_cli_on_a_full_disk_is_one_line_and_leaves_no_partial_file(
     result = run_limited(
         f"""
         import sys
-        from brainvq.cli import main
+        from brainvq.app.cli import main
         sys.exit(main({[*args, "--out", str(out)]!r}))
         """,
         limit=full_size // 2,

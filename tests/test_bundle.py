@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.bundle import BundleError, load_prior, load_vqvae, save_bundle
+from brainvq.io.bundle import BundleError, load_prior, load_vqvae, save_bundle
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 
@@ -41,14 +41,14 @@ def test_vqvae_round_trip_is_bit_exact(vq_bundle: Path) -> None:
 
 def test_prior_round_trip_and_run_directory_lookup(tmp_path: Path) -> None:
     cfg = PixelCNNConfig(
-        num_codes=16, n_levels=4, embed_dim=8, channels=8, n_layers=2, head_channels=16
+        codebook_size=16, n_levels=4, embed_dim=8, channels=8, n_layers=2, head_channels=16
     )
     model = GatedPixelCNN(cfg)
     save_bundle(tmp_path / "run" / "prior" / "PixelCNN_Model", model, cfg, kind="prior")
     loaded = load_prior(tmp_path / "run")
     codes = torch.randint(0, 16, (2, 6, 6))
-    cond = torch.tensor([0, 3])
-    assert torch.equal(model.eval()(codes, cond), loaded.model(codes, cond))
+    level = torch.tensor([0, 3])
+    assert torch.equal(model.eval()(codes, level), loaded.model(codes, level))
 
 
 def test_save_replaces_an_existing_bundle_whole(vq_bundle: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tiny import train_cmd
 
-from brainvq.bundle import load_vqvae
+from brainvq.io.bundle import load_vqvae
 
 
 def test_two_process_ddp_run_ends_with_identical_codebooks(tmp_path: Path) -> None:

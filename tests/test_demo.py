@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 from tiny import PRIOR_KEYS, VQVAE_KEYS
 
-from brainvq.cli import main
+from brainvq.app.cli import main
 
 
 def test_quick_demo_writes_every_figure_report_and_metrics(tmp_path: Path, capsys) -> None:

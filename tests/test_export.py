@@ -18,19 +18,20 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 from tiny import assert_codes_agree
 from torch.utils.data import DataLoader, TensorDataset
 
-from brainvq.bundle import Bundle, load_prior, load_vqvae, save_bundle
-from brainvq.cli import main
-from brainvq.export import CheckpointError, checkpoint_to_bundle, export_onnx
+from brainvq.app.cli import main
+from brainvq.io.bundle import Bundle, load_prior, load_vqvae, save_bundle
+from brainvq.io.checkpoint import CheckpointError, checkpoint_to_bundle
+from brainvq.io.onnx import export_onnx
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.training.config import TrainConfig
+from brainvq.run import TrainConfig
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.vqvae_module import VQVAEModule
 
 SMALL = VQVAEConfig(
     image_size=32, channels=(8, 16), res_blocks=1, res_channels=8, code_dim=8, codebook_size=16
 )
-TINY_PRIOR = PixelCNNConfig(num_codes=16, embed_dim=8, channels=8, n_layers=2, head_channels=16)
+TINY_PRIOR = PixelCNNConfig(codebook_size=16, embed_dim=8, channels=8, n_layers=2, head_channels=16)
 
 
 def structured_images(n: int, size: int = 32) -> torch.Tensor:

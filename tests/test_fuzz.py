@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainvq.cli import main
+from brainvq.app.cli import main
 from brainvq.data import load_slices
 
 CASES = 30  # per kind of corruption
@@ -102,7 +102,7 @@ def test_load_slices_fails_only_with_value_errors(kind: str, tmp_path: Path) -> 
         place(tmp_path / "valid", valid),
         size=32,
         cache_dir=tmp_path / "cache",
-        n_slices=4,
+        n_levels=4,
         progress=False,
     )
     assert len(good) >= 1 and good.images.shape[1:] == (32, 32)
@@ -110,7 +110,7 @@ def test_load_slices_fails_only_with_value_errors(kind: str, tmp_path: Path) -> 
     for i, data in enumerate(variants(valid, SEED + len(kind))):
         source = place(tmp_path / f"case{i}", data)
         try:
-            load_slices(source, size=32, cache_dir=tmp_path / "cache", n_slices=4, progress=False)
+            load_slices(source, size=32, cache_dir=tmp_path / "cache", n_levels=4, progress=False)
         except (ValueError, FileNotFoundError) as e:
             failures += 1
             assert str(tmp_path / f"case{i}") in str(e), f"case {i}: error names no file: {e}"
@@ -127,7 +127,7 @@ def test_data_inspect_exits_2_with_one_line(
     cases = variants(make_valid(), SEED + 7 + len(kind))[::9]  # random, truncated and flipped
     for i, data in enumerate(cases):
         source = place(tmp_path / f"case{i}", data)
-        argv = ["data", "inspect", str(source), "--size", "32", "--n-slices", "4"]
+        argv = ["data", "inspect", str(source), "--size", "32", "--n-levels", "4"]
         code = main([*argv, "--cache-dir", str(tmp_path / "cache"), "--no-progress"])
         err = capsys.readouterr().err.strip()
         if code == 0:

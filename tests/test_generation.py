@@ -10,21 +10,19 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from brainvq.config import ConfigError, from_dict
-from brainvq.generation import (
-    LevelClassifier,
-    LevelClassifierConfig,
+from brainvq.evaluation.generation_metrics import (
     extract_features,
     frechet_distance,
     generation_report,
     high_frequency_share,
     level_accuracy,
-    load_level_classifier,
     nearest_train_ssim,
     predict_levels,
-    save_level_classifier,
     sharpness_ratio,
-    train_level_classifier,
 )
+from brainvq.evaluation.level_classifier import train_level_classifier
+from brainvq.io.bundle import load_level_classifier, save_bundle
+from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 
 N_LEVELS = 8
 SIZE = 64
@@ -98,30 +96,30 @@ def test_features_shape_and_dtype_invariance(toy_model):
         toy_model.eval()
 
 
-def test_save_load_round_trip_is_bit_exact(toy_model, tmp_path):
-    save_level_classifier(toy_model, tmp_path / "clf")
+def test_bundle_round_trip_is_bit_exact(toy_model, tmp_path):
+    save_bundle(tmp_path / "clf", toy_model, toy_model.config, kind="level_classifier")
     loaded = load_level_classifier(tmp_path / "clf")
-    assert loaded.config == toy_model.config
-    assert not loaded.training
+    assert loaded.config == toy_model.config and loaded.meta == {}
+    assert not loaded.model.training
     for key, value in toy_model.state_dict().items():
-        assert torch.equal(value, loaded.state_dict()[key]), key
+        assert torch.equal(value, loaded.model.state_dict()[key]), key
     images, _ = toy_slices(per_level=2, seed=3)
     np.testing.assert_array_equal(
-        extract_features(loaded, images), extract_features(toy_model, images)
+        extract_features(loaded.model, images), extract_features(toy_model, images)
     )
 
 
 def test_load_errors(toy_model, tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="no level classifier at"):
         load_level_classifier(tmp_path / "missing")
-    folder = save_level_classifier(toy_model, tmp_path / "clf")
-    meta = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({"model": "VQVAE", "config": meta["config"]}))
-    with pytest.raises(ValueError, match="expected a LevelClassifier config"):
+    folder = save_bundle(tmp_path / "clf", toy_model, toy_model.config, kind="level_classifier")
+    doc = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**doc, "kind": "vqvae"}))
+    with pytest.raises(ValueError, match="holds a 'vqvae' model, expected 'level_classifier'"):
         load_level_classifier(folder)
-    meta["config"]["channels"] = [8, 32]
-    (folder / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="weights do not match"):
+    doc["config"]["channels"] = [8, 32]
+    (folder / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="does not match"):
         load_level_classifier(folder)
     (folder / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):

@@ -174,22 +174,22 @@ def test_perplexity_and_codes_used() -> None:
 
 def test_code_histogram() -> None:
     indices = torch.tensor([[[0, 1], [1, 3]], [[3, 3], [0, 1]]])  # (2, 2, 2)
-    hist = code_histogram(indices, num_codes=5)
+    hist = code_histogram(indices, codebook_size=5)
     assert hist.dtype == np.int64
     np.testing.assert_array_equal(hist, [2, 3, 0, 3, 0])
     rng = np.random.default_rng(0)
     many = rng.integers(0, 512, size=(4, 32, 32)).astype(np.int16)
     assert code_histogram(many, 512).sum() == 4 * 32 * 32
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
-        code_histogram(torch.tensor([[[5]]]), num_codes=5)
+        code_histogram(torch.tensor([[[5]]]), codebook_size=5)
     with pytest.raises(ValueError, match="integers"):
-        code_histogram(torch.zeros(1, 2, 2), num_codes=5)
+        code_histogram(torch.zeros(1, 2, 2), codebook_size=5)
 
 
 def test_bits_per_pixel() -> None:
     assert bits_per_pixel((32, 32), 512, (128, 128)) == pytest.approx(0.5625)
     assert bits_per_pixel((16, 16), 256, (64, 64)) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="num_codes"):
+    with pytest.raises(ValueError, match="codebook_size"):
         bits_per_pixel((32, 32), 1, (128, 128))
 
 

@@ -3,6 +3,7 @@ reconstruction, sampling and completion. Real training steps, real files."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -12,9 +13,12 @@ import yaml
 from PIL import Image
 from tiny import PRIOR_KEYS, TINY_CONFIG, VQVAE_KEYS, train_cmd
 
-from brainvq.bundle import load_prior, load_vqvae
-from brainvq.cli import main
-from brainvq.training.config import TrainConfig
+from brainvq.app.cli import main
+from brainvq.app.pipeline import run_slices
+from brainvq.inference.codes import encode_images
+from brainvq.inference.generate import complete_slices, load_run_models
+from brainvq.io.bundle import load_prior, load_vqvae
+from brainvq.run import TrainConfig, load_run
 from brainvq.training.trainer import resolve_precision
 
 
@@ -68,22 +72,26 @@ def test_metrics_json_has_documented_keys(tiny_run: Path) -> None:
     assert vq["bits_per_pixel"] == pytest.approx(8 * 8 * 4 / (32 * 32))
     prior = metrics["prior"]
     assert all(key in prior for key in PRIOR_KEYS)
-    assert 0 < prior["nll_bits_per_code_test"] < 2 * np.log2(16)
+    # The prior starts at the code histogram (independent positions) and trains from there:
+    # worse than that, or than a uniform prior, would be a broken prior or a broken NLL.
+    assert prior["uniform_bits_per_code"] == pytest.approx(np.log2(16))
+    assert 0 < prior["nll_bits_per_code_val"] < prior["uniform_bits_per_code"]
+    assert prior["nll_bits_per_code_val"] < prior["independent_bits_per_code"] + 0.1
 
 
 def test_prior_is_conditional_on_demo_levels_and_codes_are_cached(tiny_run: Path) -> None:
     prior = load_prior(tiny_run)
-    assert prior.config.n_levels == 32 and prior.config.num_codes == 16
+    assert prior.config.n_levels == 32 and prior.config.codebook_size == 16
     with np.load(tiny_run / "codes" / "train.npz") as f:
         assert f["codes"].dtype == np.int16 and f["codes"].shape == (96, 8, 8)
-        assert set(np.unique(f["levels"])) == set(range(32))
+        assert set(np.unique(f["level"])) == set(range(32))
 
 
 def test_evaluate_command_on_validate_split(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", "--run", str(tiny_run), "--split", "validate"]) == 0
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert metrics["vqvae"]["split"] == "validate"
-    assert "ssim" in capsys.readouterr().out
+    assert f"{metrics['vqvae']['ssim']:.4f}" in capsys.readouterr().out  # the results table
 
 
 def test_reconstruct_command_writes_pngs_named_like_inputs(tiny_run: Path, tmp_path: Path) -> None:
@@ -112,65 +120,66 @@ def test_reconstruct_command_writes_pngs_named_like_inputs(tiny_run: Path, tmp_p
     assert (out / "grid.png").is_file()
 
 
+def manifest(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_sample_command_spreads_levels_by_default(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    assert main(["sample", "--run", str(tiny_run), "--n", "4", "--out", str(out)]) == 0
+    rows = manifest(out)
+    assert [int(r["level"]) for r in rows] == [4, 12, 20, 28]  # the centres of 4 equal parts
+    for r in rows:
+        assert (out / r["output"]).is_file() and r["output"].endswith(f"_level_{r['level']}.png")
+
+
 def test_sample_command_all_levels_and_one_level(tiny_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
     assert (
-        main(["sample", "--run", str(tiny_run), "--n", "2", "--slices", "all", "--out", str(out)])
+        main(["sample", "--run", str(tiny_run), "--n", "2", "--levels", "all", "--out", str(out)])
         == 0
     )
-    assert len(list(out.glob("sample_*.png"))) == 64 and (out / "levels.png").is_file()
+    levels = [int(r["level"]) for r in manifest(out)]
+    assert sorted(levels) == sorted(list(range(32)) * 2)
+    assert len(list(out.glob("sample_*.png"))) == 64
+    grid = Image.open(out / "grid.png")
+    assert grid.height > 32 * 32  # one row of 2 per level
     out1 = tmp_path / "s1"
-    assert (
-        main(
-            [
-                "sample",
-                "--run",
-                str(tiny_run),
-                "--n",
-                "3",
-                "--slice",
-                "5",
-                "--seed",
-                "1",
-                "--sampler",
-                "naive",
-                "--out",
-                str(out1),
-            ]
-        )
-        == 0
-    )
-    assert len(list(out1.glob("sample_*.png"))) == 3
-    assert (
-        main(["sample", "--run", str(tiny_run), "--n", "1", "--slice", "99", "--out", str(out1)])
-        == 2
-    )
+    args = ["sample", "--run", str(tiny_run), "--n", "3", "--level", "5", "--seed", "1"]
+    assert main([*args, "--sampler", "naive", "--out", str(out1)]) == 0
+    assert [int(r["level"]) for r in manifest(out1)] == [5, 5, 5]
+    assert main([*args, "--out", str(tmp_path / "s2")]) == 0  # the cached sampler: the same
+    for name in (r["output"] for r in manifest(out1)):
+        a = np.asarray(Image.open(out1 / name))
+        b = np.asarray(Image.open(tmp_path / "s2" / name))
+        np.testing.assert_array_equal(a, b)
+    bad = ["sample", "--run", str(tiny_run), "--n", "1", "--level", "99", "--out", str(out1)]
+    assert main(bad) == 2
 
 
-def test_complete_command(tiny_run: Path, tmp_path: Path) -> None:
+def test_complete_keeps_the_input_rows_and_reads_the_level_from_the_name(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    slices = run_slices(load_run(tiny_run), progress=False).require_split("test")
     png = tmp_path / "case_001_slice_12.nii.png"
-    Image.fromarray(np.full((64, 64), 90, dtype=np.uint8)).save(png)
+    Image.fromarray(slices.images[slices.level == 12][0]).save(png)
     out = tmp_path / "c"
-    assert (
-        main(
-            [
-                "complete",
-                "--run",
-                str(tiny_run),
-                "--input",
-                str(png),
-                "--keep-rows",
-                "4",
-                "--n",
-                "2",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    assert (out / "completion_0.png").is_file() and (out / "completion_1.png").is_file()
-    assert (out / "grid.png").is_file()
+    args = ["complete", "--run", str(tiny_run), "--input", str(png), "--keep-rows", "4"]
+    assert main([*args, "--n", "2", "--out", str(out)]) == 0
+    assert "at level 12 (from the file name)" in capsys.readouterr().out
+    assert [int(r["level"]) for r in manifest(out)] == [12, 12]
+    assert (out / "completion_0.png").is_file() and (out / "grid.png").is_file()
+    models = load_run_models(tiny_run)
+    image = np.asarray(Image.open(png))
+    codes, images = complete_slices(models, image[None], np.array([12]), 4, 3, seed=0)
+    own = encode_images(models.vqvae.model, image[None])[0]  # (8, 8)
+    assert codes.shape == (1, 3, 8, 8) and images.shape == (1, 3, 32, 32)
+    for completion in codes[0]:
+        np.testing.assert_array_equal(completion[:4], own[:4])  # the kept rows are the input's
+    hot, _ = complete_slices(models, image[None], np.array([12]), 4, 3, seed=1, temperature=5.0)
+    np.testing.assert_array_equal(hot[0, :, :4], codes[0, :, :4])
+    assert (hot[0, :, 4:] != codes[0, :, 4:]).any()  # the rest is sampled (from other draws)
 
 
 def test_train_prior_without_a_run_is_a_clear_error(
@@ -184,7 +193,7 @@ def test_max_minutes_ends_the_learning_rate_schedule_in_time(tmp_path: Path) -> 
     # 1000 epochs could never finish in 4 seconds: the cosine must follow the clock instead
     run = tmp_path / "budget"
     flags = ["--epochs", "1000", "--max-minutes", str(4 / 60), "--lr", "0.003"]
-    assert main(train_cmd(run, *flags)[3:]) == 0  # without `python -m brainvq.cli`
+    assert main(train_cmd(run, *flags)[3:]) == 0  # without `python -m brainvq.app.cli`
     history = json.loads((run / "vqvae" / "history.json").read_text())
     assert 1 <= len(history) < 1000
     rows = (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text().splitlines()

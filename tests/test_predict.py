@@ -1,5 +1,5 @@
 """`python predict.py` as a user runs it (a subprocess in a folder holding runs/), and
-`brainvq.predict.predict` for a model that lives outside any run."""
+`brainvq.app.predict.predict` for a model that lives outside any run."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import yaml
 from tiny import TINY_CONFIG
 
-from brainvq.bundle import load_vqvae
-from brainvq.cli import main
-from brainvq.predict import DEFAULT_OUT, predict
+from brainvq.app.cli import main
+from brainvq.app.predict import DEFAULT_OUT, predict
+from brainvq.io.bundle import load_vqvae
 
 PREDICT_SCRIPT = Path(__file__).resolve().parents[1] / "predict.py"
 MODEL = Path("runs") / "tiny" / "vqvae" / "VQVAE_Model"  # relative to the work folder
@@ -79,7 +79,8 @@ def test_predict_with_a_model_path_writes_figures_and_the_run_metrics(
     assert metrics["prior"]["nll_bits_per_code_test"] == pytest.approx(
         trained["prior"]["nll_bits_per_code_test"], rel=1e-4
     )
-    assert "ssim" in result.stdout and "nll_bits_per_code_test" in result.stdout
+    assert f"{metrics['vqvae']['ssim']:.4f}" in result.stdout  # the results table
+    assert f"{metrics['prior']['nll_bits_per_code_test']:.3f}" in result.stdout
 
 
 def test_bad_model_path_falls_back_to_the_latest_run_with_a_warning(

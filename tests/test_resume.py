@@ -15,8 +15,8 @@ import pytest
 import torch
 from tiny import TINY_CONFIG, train_cmd
 
-from brainvq.bundle import load_vqvae
-from brainvq.cli import main
+from brainvq.app.cli import main
+from brainvq.io.bundle import load_vqvae
 
 # The tiny config: 3 training subjects x 32 slices, batch size 16.
 STEPS_PER_EPOCH = 96 // 16

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from brainvq.inference.sampling import complete, draw_codes, sample, teacher_forced_logits
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from brainvq.sampling import complete, draw_codes, sample, teacher_forced_logits
 
 K = 8
 
@@ -27,7 +27,7 @@ def tiny_model(n_levels: int = 0, **overrides: int) -> GatedPixelCNN:
     """A random-init prior over K = 8 codes; deterministic weights."""
     torch.manual_seed(0)
     fields: dict[str, int] = dict(
-        num_codes=K,
+        codebook_size=K,
         n_levels=n_levels,
         embed_dim=8,
         channels=16,
@@ -51,27 +51,27 @@ def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
         (0, {}, {}),
         (0, {"kernel_size": 5, "first_kernel": 5}, {"temperature": 0.6}),
         (0, {}, {"temperature": 1.7, "top_k": 3}),
-        (4, {}, {"cond": 2}),
-        (4, {"first_kernel": 7}, {"cond": torch.tensor([0, 3, 1]), "top_k": 5}),
-        (4, {"n_layers": 2}, {"cond": 1, "keep_rows": 2, "temperature": 0.8}),
+        (4, {}, {"level": 2}),
+        (4, {"first_kernel": 7}, {"level": torch.tensor([0, 3, 1]), "top_k": 5}),
+        (4, {"n_layers": 2}, {"level": 1, "keep_rows": 2, "temperature": 0.8}),
         (0, {}, {"keep_rows": 4, "top_k": 2}),
         (0, {"position_frequencies": 0}, {}),
-        (4, {"position_frequencies": 0}, {"cond": torch.tensor([0, 3, 1])}),
-        (4, {"cond_channels": 5, "kernel_size": 5}, {"cond": torch.tensor([2, 2, 0])}),
-        (4, {"map_size": 6, "position_frequencies": 0}, {"cond": torch.tensor([3, 1, 0])}),
+        (4, {"position_frequencies": 0}, {"level": torch.tensor([0, 3, 1])}),
+        (4, {"cond_channels": 5, "kernel_size": 5}, {"level": torch.tensor([2, 2, 0])}),
+        (4, {"map_size": 6, "position_frequencies": 0}, {"level": torch.tensor([3, 1, 0])}),
         (0, {"map_size": 7, "position_frequencies": 0}, {}),
     ],
     ids=[
         "plain",
         "k5-temp",
         "temp-topk",
-        "cond-int",
-        "cond-tensor-topk",
-        "cond-keep",
+        "level-int",
+        "level-tensor-topk",
+        "level-keep",
         "keep",
         "no-position",
-        "cond-no-position",
-        "cond-map-k5",
+        "level-no-position",
+        "level-map-k5",
         "level-maps-only",
         "position-map-only",
     ],
@@ -99,24 +99,24 @@ def test_seed_determines_the_samples() -> None:
     assert not torch.equal(a, sample(model, 4, (5, 5), seed=2))
 
 
-def greedy(model: GatedPixelCNN, n: int, h: int, w: int, cond=None) -> torch.Tensor:
+def greedy(model: GatedPixelCNN, n: int, h: int, w: int, level=None) -> torch.Tensor:
     """Argmax decoding, written out with full forward passes."""
     codes = torch.zeros(n, h, w, dtype=torch.int64)
     with torch.no_grad():
         for i in range(h):
             for j in range(w):
-                codes[:, i, j] = model(codes, cond)[:, :, i, j].argmax(1)
+                codes[:, i, j] = model(codes, level)[:, :, i, j].argmax(1)
     return codes
 
 
 @pytest.mark.parametrize("sampler", ["naive", "cached"])
 def test_low_temperature_is_argmax_decoding(sampler: str) -> None:
     model = tiny_model(n_levels=3).eval()
-    cond = torch.tensor([0, 2])
-    expected = greedy(model, 2, 5, 6, cond)
-    got = sample(model, 2, (5, 6), cond=cond, temperature=1e-6, sampler=sampler, seed=3)
+    level = torch.tensor([0, 2])
+    expected = greedy(model, 2, 5, 6, level)
+    got = sample(model, 2, (5, 6), level=level, temperature=1e-6, sampler=sampler, seed=3)
     assert torch.equal(got, expected)
-    top1 = sample(model, 2, (5, 6), cond=cond, top_k=1, sampler=sampler, seed=4)
+    top1 = sample(model, 2, (5, 6), level=level, top_k=1, sampler=sampler, seed=4)
     assert torch.equal(top1, expected)
 
 
@@ -133,24 +133,36 @@ def test_keep_rows_keeps_the_given_rows() -> None:
 def test_complete_returns_n_completions_per_map() -> None:
     model = tiny_model(n_levels=4)
     codes = codes_like(2, 6, 5)
-    out = complete(model, codes, keep_rows=2, n=3, cond=torch.tensor([1, 3]), seed=7)
+    out = complete(model, codes, keep_rows=2, n=3, level=torch.tensor([1, 3]), seed=7)
     assert out.shape == (6, 6, 5)
     assert torch.equal(out[:, :2], codes[:, :2].repeat_interleave(3, dim=0))
     assert not torch.equal(out[0], out[1])  # each completion has its own draws
     naive = complete(
-        model, codes, keep_rows=2, n=3, cond=torch.tensor([1, 3]), seed=7, sampler="naive"
+        model, codes, keep_rows=2, n=3, level=torch.tensor([1, 3]), seed=7, sampler="naive"
     )
     assert torch.equal(out, naive)
-    same_level = complete(model, codes, keep_rows=2, n=3, cond=1, seed=7)
+    same_level = complete(model, codes, keep_rows=2, n=3, level=1, seed=7)
     assert same_level.shape == (6, 6, 5)
 
 
 def test_sampling_restores_training_mode_and_builds_no_graph() -> None:
     model = tiny_model()
     model.train()
-    out = sample(model, 2, (4, 4))
-    assert model.training
-    assert not out.requires_grad
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[tuple[bool, bool]] = []
+    hook = model.layers[0].v_conv.register_forward_hook(  # both samplers call it
+        lambda module, args, out: seen.append((torch.is_grad_enabled(), module.training))
+    )
+    try:
+        for sampler in ("naive", "cached"):
+            sample(model, 2, (4, 4), sampler=sampler)
+            teacher_forced_logits(model, codes_like(2, 4, 4))
+    finally:
+        hook.remove()
+    assert seen and not any(grad or training for grad, training in seen)  # eval, no autograd
+    assert model.training and all(m.training for m in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
 
 
 def test_progress_bar_gives_the_same_samples() -> None:
@@ -197,7 +209,7 @@ def test_draw_codes_frequencies_follow_softmax() -> None:
             "^init_codes: expected values",
         ),
         (dict(sampler="fast"), "^sampler:"),
-        (dict(cond=1), "^cond: this model is unconditional"),
+        (dict(level=1), "^level: this model is unconditional"),
     ],
 )
 def test_sample_argument_errors(kwargs: dict, match: str) -> None:
@@ -208,29 +220,29 @@ def test_sample_argument_errors(kwargs: dict, match: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("cond", "match"),
+    ("level", "match"),
     [
-        (None, "^cond: this model is conditioned"),
-        (4, "^cond: expected a level in \\[0, 4\\)"),
-        (-1, "^cond: expected a level"),
-        (torch.tensor([0, 4]), "^cond: expected levels in \\[0, 4\\)"),
-        (torch.tensor([0, 1, 2]), "^cond: expected an \\(2,\\)"),
-        (torch.tensor([0.0, 1.0]), "^cond: expected an \\(2,\\) integer"),
+        (None, "^level: this model is conditioned"),
+        (4, "^level: expected a level in \\[0, 4\\)"),
+        (-1, "^level: expected a level"),
+        (torch.tensor([0, 4]), "^level: expected levels in \\[0, 4\\)"),
+        (torch.tensor([0, 1, 2]), "^level: expected an \\(2,\\)"),
+        (torch.tensor([0.0, 1.0]), "^level: expected an \\(2,\\) integer"),
     ],
 )
-def test_sample_cond_errors(cond, match: str) -> None:
+def test_sample_cond_errors(level, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        sample(tiny_model(n_levels=4), 2, (4, 4), cond=cond)
+        sample(tiny_model(n_levels=4), 2, (4, 4), level=level)
 
 
 def test_complete_argument_errors() -> None:
     model = tiny_model(n_levels=4)
     with pytest.raises(ValueError, match="^codes:"):
-        complete(model, torch.zeros(4, 4, dtype=torch.int64), 1, 2, cond=1)
+        complete(model, torch.zeros(4, 4, dtype=torch.int64), 1, 2, level=1)
     with pytest.raises(ValueError, match="^n:"):
-        complete(model, codes_like(2, 4, 4), 1, 0, cond=1)
-    with pytest.raises(ValueError, match="^cond: expected an int or a \\(2,\\)"):
-        complete(model, codes_like(2, 4, 4), 1, 2, cond=torch.tensor([1, 2, 3]))
+        complete(model, codes_like(2, 4, 4), 1, 0, level=1)
+    with pytest.raises(ValueError, match="^level: expected an int or a \\(2,\\)"):
+        complete(model, codes_like(2, 4, 4), 1, 2, level=torch.tensor([1, 2, 3]))
 
 
 @pytest.mark.parametrize(
@@ -240,8 +252,8 @@ def test_complete_argument_errors() -> None:
 def test_cached_logits_equal_the_full_forward(n_levels: int, overrides: dict) -> None:
     model = tiny_model(n_levels, **overrides).eval()
     codes = codes_like(2, 5, 6)
-    cond = torch.tensor([0, 2]) if n_levels else None
+    level = torch.tensor([0, 2]) if n_levels else None
     with torch.no_grad():
-        full = model(codes, cond)
-    cached = teacher_forced_logits(model, codes, cond)
+        full = model(codes, level)
+    cached = teacher_forced_logits(model, codes, level)
     assert torch.allclose(cached, full, atol=1e-5, rtol=1e-5)

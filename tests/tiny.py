@@ -12,7 +12,7 @@ def train_cmd(run: Path, *flags: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "brainvq.cli",
+        "brainvq.app.cli",
         "train",
         "vqvae",
         "--data",

@@ -1,3 +1,220 @@
-"""brainvq: discrete codes of brain MRI (VQ-VAE) and a PixelCNN prior over them."""
+"""brainvq: discrete codes of brain MRI (VQ-VAE) and a PixelCNN prior over them.
 
-__version__ = "0.1.0"
+The notebook API. Images are (N, H, W) uint8 slices (as `load_slices` gives them), code maps
+(N, h, w) integer arrays; a run is a folder (brainvq.run.RunLayout). Every function imports
+what it needs when called, so `import brainvq` stays fast.
+
+    import brainvq
+    slices = brainvq.load_slices("demo")                          # a SliceSet
+    metrics = brainvq.train_all("runs/nb", data="demo")            # both stages + report
+    vqvae = brainvq.load_vqvae("runs/nb")
+    codes = brainvq.encode(vqvae, slices.images[:8])               # (8, 32, 32)
+    images = brainvq.decode(vqvae, codes)                          # (8, 128, 128) uint8
+    codes, samples = brainvq.sample("runs/nb", n=4, level=16)      # generated slices
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from brainvq.data.sliceset import SliceSet
+    from brainvq.inference.generate import RunModels
+    from brainvq.io.bundle import Bundle
+
+__version__ = "0.2.0"
+__all__ = [
+    "build_report",
+    "complete",
+    "decode",
+    "encode",
+    "evaluate",
+    "load_prior",
+    "load_run",
+    "load_run_models",
+    "load_slices",
+    "load_vqvae",
+    "sample",
+    "train_all",
+    "train_prior",
+    "train_vqvae",
+]
+
+
+def load_slices(source: str | Path, size: int = 128, **options: Any) -> SliceSet:
+    """Slices of `source` ("demo", an OASIS folder or zip, a PNG/JPEG folder, NIfTI volumes)
+    at size x size; options as brainvq.data.loader.load_slices (n_levels, cache_dir, ...)."""
+    from brainvq.data import load_slices as load
+
+    return load(source, size=size, **options)
+
+
+def load_vqvae(path: str | Path) -> Bundle:
+    """A VQ-VAE bundle (a VQVAE_Model folder or a run): .model, .config, .meta."""
+    from brainvq.io.bundle import load_vqvae as load
+
+    return load(path)
+
+
+def load_prior(path: str | Path) -> Bundle:
+    """A PixelCNN prior bundle (a PixelCNN_Model folder or a run)."""
+    from brainvq.io.bundle import load_prior as load
+
+    return load(path)
+
+
+def load_run_models(run_dir: str | Path) -> RunModels:
+    """A run's VQ-VAE and prior together."""
+    from brainvq.inference.generate import load_run_models as load
+
+    return load(run_dir)
+
+
+def load_run(run_dir: str | Path):
+    """A run's configuration (RUN/config.yaml) as a brainvq.run.RunConfig."""
+    from brainvq.run import load_run as load
+
+    return load(run_dir)
+
+
+def _vqvae(model: Bundle | str | Path) -> Bundle:
+    return load_vqvae(model) if isinstance(model, (str, Path)) else model
+
+
+def _models(run: RunModels | str | Path) -> RunModels:
+    return load_run_models(run) if isinstance(run, (str, Path)) else run
+
+
+def encode(vqvae: Bundle | str | Path, images: np.ndarray) -> np.ndarray:
+    """uint8 slices (N, H, W) -> code maps (N, h, w) int16."""
+    from brainvq.inference.codes import encode_images
+
+    return encode_images(_vqvae(vqvae).model, images)
+
+
+def decode(vqvae: Bundle | str | Path, codes: np.ndarray) -> np.ndarray:
+    """Code maps (N, h, w) -> uint8 slices (N, H, W)."""
+    from brainvq.inference.codes import decode_codes
+
+    return decode_codes(_vqvae(vqvae).model, codes)
+
+
+def sample(
+    run: RunModels | str | Path,
+    n: int = 16,
+    level: int | None = None,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """n generated slices: (codes (n, h, w), images (n, H, W) uint8). A conditional prior
+    samples at `level`, or at levels spread over its range when level is None."""
+    import numpy as np
+
+    from brainvq.inference.generate import check_level, generate_slices, spread_levels
+
+    models = _models(run)
+    if level is None:
+        levels = spread_levels(n, models.n_levels)
+    else:
+        levels = np.full(n, check_level(models, level, "level"))
+    return generate_slices(
+        models, n, levels, temperature=temperature, top_k=top_k, seed=seed, progress=False
+    )
+
+
+def complete(
+    run: RunModels | str | Path,
+    images: np.ndarray,
+    keep_rows: int,
+    n: int = 4,
+    levels: np.ndarray | None = None,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the top keep_rows latent rows of each slice (B, H, W) uint8 and sample the rest n
+    times: (completed code maps (B, n, h, w), their images (B, n, H, W) uint8). `levels` (B,)
+    is needed for a conditional prior."""
+    from brainvq.inference.generate import complete_slices
+
+    return complete_slices(
+        _models(run),
+        images,
+        levels,
+        keep_rows,
+        n,
+        temperature=temperature,
+        seed=seed,
+        progress=False,
+    )
+
+
+def _prepare(run_dir: str | Path, data: str | None, config: str | Path | None):
+    from brainvq.app.commands.train import resolve_config_file
+    from brainvq.run import prepare_run
+
+    config_file, preset = resolve_config_file(
+        Path(run_dir), Path(config) if config else None, data, "brainvq"
+    )
+    overrides = {"data": {"source": data}} if data else {}
+    return prepare_run(run_dir, config_file, overrides, preset=preset)
+
+
+def train_vqvae(
+    run_dir: str | Path,
+    data: str | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate a run's VQ-VAE (config: a YAML file; default: the packaged config
+    that fits this machine). Returns RUN/metrics.json."""
+    from brainvq.app.pipeline import run_slices
+    from brainvq.app.pipeline import train_vqvae as train
+
+    cfg = _prepare(run_dir, data, config)
+    return train(Path(run_dir), cfg, run_slices(cfg), resume=resume)
+
+
+def train_prior(run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train and evaluate the prior of a run whose VQ-VAE is trained. Returns metrics.json."""
+    from brainvq.app.pipeline import run_slices
+    from brainvq.app.pipeline import train_prior as train
+    from brainvq.run import load_run as load
+
+    cfg = load(run_dir)
+    return train(Path(run_dir), cfg, run_slices(cfg), resume=resume)
+
+
+def train_all(
+    run_dir: str | Path,
+    data: str | None = None,
+    config: str | Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Both stages, their evaluation and the report. Returns metrics.json."""
+    from brainvq.app.pipeline import train_all as train
+
+    return train(Path(run_dir), _prepare(run_dir, data, config), resume=resume)
+
+
+def evaluate(
+    run_dir: str | Path, data: str | None = None, split: str | None = None
+) -> dict[str, Any]:
+    """Reconstruction metrics of a run's VQ-VAE on `split` (default test, else validate) of
+    its data (or of `data`). Returns metrics.json."""
+    from brainvq.app.pipeline import evaluate_run, run_slices
+
+    cfg = load_run(run_dir)
+    return evaluate_run(Path(run_dir), run_slices(cfg, source=data), split)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """RUN/figures/ and RUN/report.html from the run's files. Returns the page's path."""
+    from brainvq.report.build import build_report as build
+
+    return build(run_dir)

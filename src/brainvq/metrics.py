@@ -142,29 +142,33 @@ def codes_used(counts: Tensor | np.ndarray) -> int:
     return int((_as_counts(counts) > 0).sum())
 
 
-def code_histogram(indices: Tensor | np.ndarray, num_codes: int) -> np.ndarray:
-    """How often each code occurs. indices: (N, h, w) int in [0, num_codes). Returns (K,) int64."""
+def code_histogram(indices: Tensor | np.ndarray, codebook_size: int) -> np.ndarray:
+    """How often each code occurs.
+
+    indices: (N, h, w) int in [0, codebook_size). Returns (K,) int64."""
     idx = indices.detach().cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
     if not np.issubdtype(idx.dtype, np.integer):
         raise ValueError(f"code indices must be integers, got dtype {idx.dtype}")
-    if idx.size and (idx.min() < 0 or idx.max() >= num_codes):
+    if idx.size and (idx.min() < 0 or idx.max() >= codebook_size):
         raise ValueError(
-            f"code indices must lie in [0, {num_codes}), got range [{idx.min()}, {idx.max()}]"
+            f"code indices must lie in [0, {codebook_size}), got range [{idx.min()}, {idx.max()}]"
         )
-    return np.bincount(idx.ravel().astype(np.int64), minlength=num_codes).astype(np.int64)
+    return np.bincount(idx.ravel().astype(np.int64), minlength=codebook_size).astype(np.int64)
 
 
-def bits_per_pixel(latent_hw: tuple[int, int], num_codes: int, image_hw: tuple[int, int]) -> float:
+def bits_per_pixel(
+    latent_hw: tuple[int, int], codebook_size: int, image_hw: tuple[int, int]
+) -> float:
     """Size of a code map in bits per image pixel: h * w * log2(K) / (H * W).
 
     32x32 codes from a 512-code book for a 128x128 image: 1024 * 9 / 16384 = 0.5625.
     """
-    if num_codes < 2:
-        raise ValueError(f"num_codes must be >= 2, got {num_codes}")
+    if codebook_size < 2:
+        raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
     (h, w), (hh, ww) = latent_hw, image_hw
     if min(h, w, hh, ww) <= 0:
         raise ValueError(f"sizes must be positive, got latent {latent_hw}, image {image_hw}")
-    return h * w * math.log2(num_codes) / (hh * ww)
+    return h * w * math.log2(codebook_size) / (hh * ww)
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ def test_second_load_is_a_cache_hit(oasis_tree: Path, cache_dir: Path) -> None:
     second = load_slices(oasis_tree, 128, cache_dir=cache_dir, progress=False)
     t_second = time.perf_counter() - t0
     assert npz[0].stat().st_mtime_ns == stamp  # read, not rewritten
-    for name in ("images", "split", "subject", "slice_index", "filename"):
+    for name in ("images", "split", "subject", "level", "filename"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert (second.notes, second.splits_present, second.n_levels, second.source) == (
         first.notes,

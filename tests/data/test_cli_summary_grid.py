@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from brainvq.cli import main
+from brainvq.app.cli import main
 from brainvq.data import load_slices
 from brainvq.data.summary import format_summary, summarize
-from brainvq.report.grid import LABEL_HEIGHT, image_grid, save_png
+from brainvq.io.images import LABEL_HEIGHT, image_grid, save_png
 
 from .files import OASIS_SLICES, make_oasis_tree
 

@@ -8,8 +8,12 @@ import pytest
 import torch
 
 from brainvq.config import ConfigError, from_dict
-from brainvq.data.dataset import AugmentConfig, SliceDataModule, SliceDataset, augment_batch
+from brainvq.data.augment import AugmentConfig, augment_batch
+from brainvq.data.dataset import SliceDataModule, SliceDataset
 from brainvq.data.sliceset import SliceSet
+from brainvq.models.vqvae import VQVAEConfig
+from brainvq.run import TrainConfig
+from brainvq.training.vqvae_module import VQVAEModule
 
 
 def tiny_sliceset(n_train: int = 10, n_val: int = 4, size: int = 16) -> SliceSet:
@@ -19,7 +23,7 @@ def tiny_sliceset(n_train: int = 10, n_val: int = 4, size: int = 16) -> SliceSet
         images=rng.integers(0, 256, (n, size, size), dtype=np.uint8),
         split=np.array(["train"] * n_train + ["validate"] * n_val),
         subject=np.array([f"s{i // 2}" for i in range(n)]),
-        slice_index=np.array([i % 2 for i in range(n)], dtype=np.int16),
+        level=np.array([i % 2 for i in range(n)], dtype=np.int16),
         filename=np.array([f"f{i}.png" for i in range(n)]),
         source="tiny",
         splits_present=("train", "validate"),
@@ -118,29 +122,28 @@ def test_augment_config_from_dict_validates() -> None:
         augment_batch(torch.rand(2, 3, 8, 8), AugmentConfig(enabled=True))
 
 
-class Recorder(L.LightningModule):
-    """A one-parameter model that records what each stage's batches look like."""
+class Recorder(VQVAEModule):
+    """The real VQ-VAE module, recording the images each stage's loss sees."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.train_batches: list[torch.Tensor] = []
-        self.val_batches: list[torch.Tensor] = []
+    def __init__(self, augment: AugmentConfig) -> None:
+        config = VQVAEConfig(
+            image_size=16,
+            channels=(8, 16),
+            res_blocks=1,
+            res_channels=8,
+            code_dim=8,
+            codebook_size=16,
+            restart_buffer=64,
+        )
+        super().__init__(config, TrainConfig(warmup_steps=0, channels_last=False), augment, 1)
+        self.seen: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
 
-    def training_step(self, batch, batch_idx):
-        x, level = batch
-        assert level.dtype == torch.int64
-        self.train_batches.append(x.detach().clone())
-        return ((x.mean() - self.w) ** 2).sum()
-
-    def validation_step(self, batch, batch_idx):
-        self.val_batches.append(batch[0].clone())
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+    def losses(self, x):
+        self.seen["train" if self.training else "val"].append(x.detach().clone())
+        return super().losses(x)
 
 
-def test_datamodule_augments_training_batches_only_in_a_real_fit() -> None:
+def test_the_vqvae_module_augments_training_batches_only_in_a_real_fit() -> None:
     s = tiny_sliceset()
     flip = AugmentConfig(
         enabled=True,
@@ -150,8 +153,9 @@ def test_datamodule_augments_training_batches_only_in_a_real_fit() -> None:
         flip_prob=1.0,
         gamma_range=(1, 1),
     )
-    dm = SliceDataModule(s, batch_size=10, augment=flip, seed=0)
-    model = Recorder()
+    dm = SliceDataModule(s, batch_size=10, seed=0)
+    model = Recorder(flip)
+    before = [p.detach().clone() for p in model.model.parameters()]
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
@@ -162,12 +166,13 @@ def test_datamodule_augments_training_batches_only_in_a_real_fit() -> None:
         num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=dm)
-    assert float(model.w.detach()) != 0.0  # a real optimisation step ran
-    train = model.train_batches[0].flatten(1)
+    after = list(model.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))  # a step ran
+    train = model.seen["train"][0].flatten(1)
     originals = torch.from_numpy(s.images[:10]).float().div(255).unsqueeze(1)
     to_flipped = torch.cdist(train, originals.flip(-2).flatten(1)).min(dim=1).values
     to_plain = torch.cdist(train, originals.flatten(1)).min(dim=1).values
     assert to_flipped.max() < 1e-3 and to_plain.min() > 1.0  # every training image was flipped
     torch.testing.assert_close(
-        model.val_batches[0][:, 0], torch.from_numpy(s.images[10:]).float().div(255)
+        model.seen["val"][0][:, 0], torch.from_numpy(s.images[10:]).float().div(255)
     )

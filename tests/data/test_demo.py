@@ -13,7 +13,7 @@ from brainvq.data.demo import build_demo
 
 @pytest.fixture(scope="module")
 def cohort():
-    return build_demo(size=64, n_slices=6, subjects=(2, 1, 1), seed=3, show_progress=False)
+    return build_demo(size=64, n_levels=6, subjects=(2, 1, 1), seed=3, show_progress=False)
 
 
 def test_cohort_layout(cohort) -> None:
@@ -22,7 +22,7 @@ def test_cohort_layout(cohort) -> None:
     assert sorted(set(cohort.subject)) == ["demo_000", "demo_001", "demo_002", "demo_003"]
     assert cohort.split[cohort.subject == "demo_002"].tolist() == ["validate"] * 6
     assert cohort.split[cohort.subject == "demo_003"].tolist() == ["test"] * 6
-    assert cohort.slice_index[cohort.subject == "demo_001"].tolist() == list(range(6))
+    assert cohort.level[cohort.subject == "demo_001"].tolist() == list(range(6))
     assert cohort.filename[0] == "demo_000_slice_0"
 
 
@@ -38,12 +38,12 @@ def test_framed_like_oasis(cohort) -> None:
 
 
 def test_deterministic_for_a_seed(cohort) -> None:
-    again = build_demo(size=64, n_slices=6, subjects=(2, 1, 1), seed=3, show_progress=False)
+    again = build_demo(size=64, n_levels=6, subjects=(2, 1, 1), seed=3, show_progress=False)
     np.testing.assert_array_equal(cohort.images, again.images)
-    other = build_demo(size=64, n_slices=6, subjects=(1, 0, 0), seed=4, show_progress=False)
+    other = build_demo(size=64, n_levels=6, subjects=(1, 0, 0), seed=4, show_progress=False)
     assert not np.array_equal(other.images, cohort.images[:6])
     # Subject i depends on (seed, i) only, not on how many subjects the cohort has.
-    first = build_demo(size=64, n_slices=6, subjects=(1, 0, 0), seed=3, show_progress=False)
+    first = build_demo(size=64, n_levels=6, subjects=(1, 0, 0), seed=3, show_progress=False)
     np.testing.assert_array_equal(first.images, cohort.images[:6])
     assert first.splits_present == ("train",)
 
@@ -54,7 +54,7 @@ def test_subjects_differ(cohort) -> None:
 
 
 def test_demo_through_load_slices_is_cached(cache_dir: Path) -> None:
-    kwargs = dict(cache_dir=cache_dir, n_slices=4, demo_subjects=(1, 1, 1), progress=False)
+    kwargs = dict(cache_dir=cache_dir, n_levels=4, demo_subjects=(1, 1, 1), progress=False)
     first = load_slices("demo", 32, **kwargs)
     assert len(list(cache_dir.glob("demo-*.npz"))) == 1
     second = load_slices("demo", 32, **kwargs)

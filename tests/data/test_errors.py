@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brainvq.cli import main
+from brainvq.app.cli import main
 from brainvq.data import load_slices
 
 from .files import make_oasis_tree, phantom, write_nifti, write_png
@@ -155,7 +155,7 @@ def test_4d_nifti_takes_first_volume_and_says_so(tmp_path: Path, cache_dir: Path
                 str(tmp_path / "vols"),
                 "--size",
                 "32",
-                "--n-slices",
+                "--n-levels",
                 "4",
                 "--cache-dir",
                 str(cache_dir),

@@ -22,7 +22,7 @@ def test_names_with_subjects_are_split_by_subject(tmp_path: Path, cache_dir: Pat
     assert len(sl) == 90 and sl.images.shape[1:] == (32, 32)
     for subject in np.unique(sl.subject):
         assert len(set(sl.split[sl.subject == subject])) == 1  # no subject in two splits
-    assert sorted(set(sl.slice_index.tolist())) == [0, 1, 2] and sl.n_levels == 3
+    assert sorted(set(sl.level.tolist())) == [0, 1, 2] and sl.n_levels == 3
     assert set(sl.split) == {"train", "validate", "test"}
     assert 0.6 < (sl.split == "train").mean() < 0.95
     assert any("split by subject" in n for n in sl.notes)
@@ -35,7 +35,7 @@ def test_names_without_subjects_are_split_by_file_hash(tmp_path: Path, cache_dir
             tmp_path / f"img{i}.jpg"
         )
     sl = load_slices(tmp_path, 16, cache_dir=cache_dir, progress=False)
-    assert len(sl) == 40 and (sl.slice_index == -1).all() and sl.n_levels == 0
+    assert len(sl) == 40 and (sl.level == -1).all() and sl.n_levels == 0
     expected = assign_splits([f"img{i}.jpg" for i in range(40)])
     assert [expected[f] for f in sl.filename] == sl.split.tolist()
     assert any("stable hash of the file name" in n for n in sl.notes)

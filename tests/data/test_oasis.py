@@ -20,9 +20,9 @@ def check_oasis(s, size: int) -> None:
     assert s.splits_present == ("train", "validate", "test")
     assert set(s.subject[s.split == "train"]) == set(OASIS_SUBJECTS["train"])
     assert set(s.subject[s.split == "validate"]) == {"010"}
-    assert sorted(s.slice_index[s.subject == "002"]) == list(range(OASIS_SLICES))
+    assert sorted(s.level[s.subject == "002"]) == list(range(OASIS_SLICES))
     assert s.n_levels == OASIS_SLICES
-    i = int(np.nonzero((s.subject == "003") & (s.slice_index == 2))[0][0])
+    i = int(np.nonzero((s.subject == "003") & (s.level == 2))[0][0])
     assert s.filename[i] == "keras_png_slices_train/case_003_slice_2.nii.png"
     np.testing.assert_array_equal(s.images[i], resize_square(slice_pixels("003", 2), size))
     assert any("segmentation folders skipped" in n for n in s.notes)

@@ -34,7 +34,7 @@ def _one_thread():
 def tiny(**overrides: object) -> PixelCNNConfig:
     """A prior small enough to run dozens of forward passes per second."""
     fields: dict[str, object] = dict(
-        num_codes=K,
+        codebook_size=K,
         embed_dim=8,
         channels=16,
         n_layers=3,
@@ -51,12 +51,12 @@ def random_codes(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, K, (b, h, w), generator=torch.Generator().manual_seed(seed))
 
 
-def response(model: nn.Module, codes: torch.Tensor, pos: tuple[int, int], cond=None):
+def response(model: nn.Module, codes: torch.Tensor, pos: tuple[int, int], level=None):
     """|logits(codes with pos changed) - logits(codes)| summed over classes: (B, h, w)."""
     changed = codes.clone()
     changed[:, pos[0], pos[1]] = (changed[:, pos[0], pos[1]] + 1) % K
     with torch.no_grad():
-        args = () if cond is None else (cond,)
+        args = () if level is None else (level,)
         return (model(changed, *args) - model(codes, *args)).abs().sum(1)
 
 
@@ -88,16 +88,16 @@ class PlainMaskedPixelCNN(nn.Module):
         dict(n_layers=2, n_levels=4),
         dict(n_layers=3, kernel_size=5, first_kernel=7, n_levels=4),
     ],
-    ids=["1layer", "3layers-fk5", "2layers-k5", "cond", "cond-k5-fk7"],
+    ids=["1layer", "3layers-fk5", "2layers-k5", "level", "level-k5-fk7"],
 )
 def test_logits_depend_only_on_earlier_positions(overrides: dict[str, int]) -> None:
     torch.manual_seed(0)
     model = GatedPixelCNN(tiny(**overrides)).eval()
     h, w = 5, 6
     codes = random_codes(2, h, w)
-    cond = torch.tensor([1, 3]) if overrides.get("n_levels") else None
+    level = torch.tensor([1, 3]) if overrides.get("n_levels") else None
     for p in range(h * w):
-        diff = response(model, codes, divmod(p, w), cond).flatten(1)  # (B, h * w)
+        diff = response(model, codes, divmod(p, w), level).flatten(1)  # (B, h * w)
         assert torch.all(diff[:, : p + 1] == 0), f"logits at or before {divmod(p, w)} changed"
         if p + 1 < h * w:
             assert diff[:, p + 1 :].max() > 1e-4, f"nothing after {divmod(p, w)} responds"
@@ -180,18 +180,18 @@ def test_level_effect_depends_on_the_position() -> None:
 def test_model_without_levels_positions_or_level_maps_has_no_condition_map() -> None:
     model = GatedPixelCNN(tiny(position_frequencies=0, level_maps=False))
     assert model.condition_map(None, 4, 4) is None
-    assert not any("cond" in name for name, _ in model.named_parameters())
+    assert not any("level" in name for name, _ in model.named_parameters())
 
 
 def test_a_level_map_acts_on_its_own_level_only() -> None:
     torch.manual_seed(0)
     model = GatedPixelCNN(tiny(n_levels=4, map_size=6)).eval()
     codes = random_codes(2, 6, 6)
-    cond = torch.tensor([1, 3])
+    level = torch.tensor([1, 3])
     with torch.no_grad():
-        before = model(codes, cond)
+        before = model(codes, level)
         model.condition.maps[3, :, 2, 4] += 1.0  # level 3's features at one position
-        after = model(codes, cond)
+        after = model(codes, level)
     assert torch.equal(after[0], before[0])  # level 1: untouched
     changed = (after[1] - before[1]).abs().sum(0) > 0  # (6, 6)
     assert changed[2, 4] and not changed[:2].any() and not changed[2, :4].any()  # never before
@@ -271,7 +271,7 @@ def test_training_reduces_nll() -> None:
         ({"channels": 0}, "channels"),
         ({"n_layers": 0}, "n_layers"),
         ({"dropout": 1.0}, "dropout"),
-        ({"num_codes": 1}, "num_codes"),
+        ({"codebook_size": 1}, "codebook_size"),
         ({"n_levels": -1}, "n_levels"),
         ({"head_channels": 0}, "head_channels"),
         ({"embed_dim": 0}, "embed_dim"),
@@ -292,18 +292,18 @@ def test_config_default_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("codes", "cond", "n_levels", "match"),
+    ("codes", "level", "n_levels", "match"),
     [
         (torch.zeros(2, 4, 4), None, 0, "codes: expected a \\(B, h, w\\) int64"),
         (torch.zeros(2, 1, 4, 4, dtype=torch.int64), None, 0, "codes: expected a"),
         (torch.full((2, 4, 4), K, dtype=torch.int64), None, 0, "codes: expected values in"),
-        (torch.zeros(2, 4, 4, dtype=torch.int64), None, 4, "cond: this model is conditioned"),
+        (torch.zeros(2, 4, 4, dtype=torch.int64), None, 4, "level: this model is conditioned"),
         (torch.zeros(2, 4, 4, dtype=torch.int64), torch.tensor([0, 1]), 0, "unconditional"),
         (torch.zeros(2, 4, 4, dtype=torch.int64), torch.tensor([0, 4]), 4, "levels in \\[0, 4"),
-        (torch.zeros(2, 4, 4, dtype=torch.int64), torch.tensor([0]), 4, "cond: expected a \\(2"),
+        (torch.zeros(2, 4, 4, dtype=torch.int64), torch.tensor([0]), 4, "level: expected a \\(2"),
     ],
 )
-def test_forward_input_errors(codes, cond, n_levels: int, match: str) -> None:
+def test_forward_input_errors(codes, level, n_levels: int, match: str) -> None:
     model = GatedPixelCNN(tiny(n_levels=n_levels))
     with pytest.raises(ValueError, match=match):
-        model(codes, cond)
+        model(codes, level)

@@ -207,7 +207,7 @@ def test_input_errors() -> None:
         vq.embed(torch.full((1, 2, 2), 16))
     with pytest.raises(ValueError, match="integer"):
         vq.embed(torch.zeros(1, 2, 2))
-    with pytest.raises(ValueError, match="num_codes"):
+    with pytest.raises(ValueError, match="codebook_size"):
         VectorQuantizer(1, 8)
     with pytest.raises(ValueError, match="update"):
         VectorQuantizer(16, 8, update="gumbel")

@@ -53,7 +53,10 @@ def report_args(run_dir: Path) -> dict:
     return {
         "title": "Run <demo> & friends",
         "metrics": {"seed": 3, "vqvae": {"ssim": 0.912345, "psnr": 31.98765}},
-        "config": {"model": {"num_codes": 512, "channels": (32, 64)}, "data": {"root": run_dir}},
+        "config": {
+            "model": {"codebook_size": 512, "channels": (32, 64)},
+            "data": {"root": run_dir},
+        },
         "figures": [
             (run_dir / "figures" / "recons.png", "Reconstructions <b>with</b> SSIM"),
             (run_dir / "figures" / "code usage.png", "Code usage"),
@@ -83,7 +86,15 @@ def test_report_references_only_existing_files(run_dir: Path) -> None:
 def test_report_shows_metrics_config_timings_and_captions(run_dir: Path) -> None:
     page = write_report(run_dir / "report.html", **report_args(run_dir))
     text = "".join(parse(page).text)
-    for expected in ("vqvae", "0.9123", "31.99", "num_codes: 512", "- 32", "12.35", "1 h 02 min"):
+    for expected in (
+        "vqvae",
+        "0.9123",
+        "31.99",
+        "codebook_size: 512",
+        "- 32",
+        "12.35",
+        "1 h 02 min",
+    ):
         assert expected in text, expected
     assert "Reconstructions <b>with</b> SSIM" in text  # shown as text, not as markup
     assert str(run_dir) in text  # a Path in the config is written as a string

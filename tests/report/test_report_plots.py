@@ -137,3 +137,54 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, images: np.ndarray
     with pytest.raises(ValueError):
         plots.plot_samples(images, out, "second", levels=np.arange(2))
     assert out.read_bytes() == before
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+
+
+def test_each_figure_draws_its_data(
+    tmp_path: Path, images: np.ndarray, make_phantoms: Callable[..., np.ndarray]
+) -> None:
+    """Drawn from other data (same shapes, same labels), every figure comes out different:
+    a function that ignored its input, or drew a blank panel, would fail here."""
+    rng = np.random.default_rng(0)
+    other = make_phantoms(6, seed=9)[:, ::-1].copy()  # other slices, upside down
+    counts = rng.multinomial(20_000, rng.dirichlet(np.full(64, 0.3)))
+    codebook = rng.standard_normal((64, 8))
+    epochs = range(1, 6)
+    figures = {
+        "dataset": lambda x, s: plots.plot_dataset_samples({"train": x, "test": x[:2]}, s),
+        "reconstructions": lambda x, s: plots.plot_reconstructions(
+            images, x, np.linspace(0.8, 0.9, 6), s
+        ),
+        "samples": lambda x, s: plots.plot_samples(x, s, "samples", levels=np.arange(6)),
+        "by level": lambda x, s: plots.plot_samples_by_level({3: x[:3], 9: x[3:]}, s),
+        "completions": lambda x, s: plots.plot_completions(x[:2], 24, np.stack([x[:3]] * 2), s),
+    }
+    for name, draw in figures.items():
+        a, b = draw(images, tmp_path / f"{name}_a.png"), draw(other, tmp_path / f"{name}_b.png")
+        assert pixels(a).shape == pixels(b).shape, name
+        assert np.abs(pixels(a) - pixels(b)).mean() > 1.0, f"{name} does not show its images"
+    pairs = {
+        "code usage": [
+            plots.plot_code_usage(c, tmp_path / f"codes_{i}.png")
+            for i, c in enumerate((counts, counts[::-1].copy()))
+        ],
+        "pca": [
+            plots.plot_codebook_pca(codebook, c, tmp_path / f"pca_{i}.png")
+            for i, c in enumerate((counts, np.where(counts > 200, 0, counts)))
+        ],
+        "curves": [
+            plots.plot_curves(
+                {"loss": {"train": [(e, f(e)) for e in epochs]}}, tmp_path / f"c_{i}.png", "x"
+            )
+            for i, f in enumerate((lambda e: 1 / e, lambda e: e * e))
+        ],
+        "ssim": [
+            plots.plot_ssim_distribution(rng.beta(*ab, 300), tmp_path / f"s_{i}.png")
+            for i, ab in enumerate(((20, 2), (2, 20)))
+        ],
+    }
+    for name, (a, b) in pairs.items():
+        assert np.abs(pixels(a) - pixels(b)).mean() > 0.2, f"{name} does not show its data"

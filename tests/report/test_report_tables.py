@@ -1,4 +1,5 @@
-"""Terminal tables: nested metrics -> sections, floats to 4 significant digits."""
+"""Metrics as text: nested metrics -> sections (floats to 4 significant digits), and the
+summary rows of the results table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from brainvq.report.tables import format_value, metric_sections, metrics_table, print_metrics
+from brainvq.report.summary import print_summary, summary_rows
+from brainvq.report.tables import format_value, metric_sections
 
 METRICS = {
     "seed": 7,
@@ -44,19 +46,63 @@ def test_metric_sections_flatten_nested_dicts() -> None:
         metric_sections([1, 2])
 
 
-def test_metrics_table_renders_every_value() -> None:
-    table = metrics_table(METRICS, "Evaluation")
-    assert table.title == "Evaluation"
-    assert table.row_count == 1 + (1 + 4) + (1 + 2)  # section headers count as rows
-    console = Console(record=True, width=100, color_system=None)
-    console.print(table)
-    text = console.export_text()
-    for expected in ("Evaluation", "vqvae", "prior", "0.9123", "inf", "codes/perplexity", "3.142"):
-        assert expected in text
+RUN_METRICS = {
+    "vqvae": {
+        "split": "test",
+        "n_images": 256,
+        "ssim": 0.95612,
+        "ssim_min": 0.9213,
+        "psnr": 31.456,
+        "mae": 0.01234,
+        "codes_used": 500,
+        "codebook_size": 512,
+        "perplexity": 71.78,
+        "bits_per_pixel": 0.5625,
+    },
+    "prior": {
+        "nll_bits_per_code_val": 2.381,
+        "nll_bits_per_code_test": 2.3,
+        "uniform_bits_per_code": 9.0,
+        "independent_bits_per_code": 6.224,
+        "fd": 6.694,
+        "fd_ceiling": 1.038,
+        "fd_floor": 49.08,
+        "level_accuracy": 0.75,
+        "level_accuracy_real": 0.9688,
+        "sharpness_ratio": 0.9441,
+        "n_generated": 256,
+        "memorisation_ssim_mean": 0.6746,
+        "memorisation_ssim_real_mean": 0.7459,
+        "near_copies": 0,
+    },
+}
 
 
-def test_print_metrics_prints_markup_literally() -> None:
-    console = Console(record=True, width=100, color_system=None)
-    print_metrics({"run": {"name": "[bold]demo[/bold]", "sizes": [1, 2]}}, "Run", console=console)
+def test_summary_rows_pair_every_headline_number_with_its_reference() -> None:
+    rows = {row.metric: row for row in summary_rows(RUN_METRICS)}
+    assert rows["SSIM"].value == "0.9561" and "min over slices 0.9213" in rows["SSIM"].reference
+    assert rows["PSNR"].value == "31.46 dB"
+    assert rows["codes used"].value == "500 of 512"
+    assert rows["NLL, validation"].value == "2.381 (test 2.300) bits per code"
+    assert rows["NLL, validation"].reference == "uniform 9.00; independent positions 6.22"
+    assert "ceiling (real vs real) 1.04" in rows["Frechet distance"].reference
+    assert "floor (independent codes) 49.08" in rows["Frechet distance"].reference
+    assert rows["level accuracy"].reference == "real slices 0.969"
+    assert all(row.meaning for row in rows.values())
+    sections = [row.section for row in summary_rows(RUN_METRICS)]
+    assert sections[0].startswith("Reconstruction (test, 256 slices)")
+    assert sections[-1] == "Generation (PixelCNN prior)"
+
+
+def test_summary_of_a_run_without_prior_has_only_reconstruction_rows() -> None:
+    rows = summary_rows({"vqvae": RUN_METRICS["vqvae"]})
+    assert rows and all(row.section.startswith("Reconstruction") for row in rows)
+    assert summary_rows({}) == []
+
+
+def test_summary_prints_values_literally() -> None:
+    console = Console(record=True, width=120, color_system=None)
+    print_summary(RUN_METRICS, "Run [bold]x[/bold]", console=console)
     text = console.export_text()
-    assert "[bold]demo[/bold]" in text and "[1, 2]" in text
+    for expected in ("Run [bold]x[/bold]", "0.9561", "31.46 dB", "2.381", "uniform 9.00"):
+        assert expected in text, expected

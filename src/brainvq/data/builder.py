@@ -30,9 +30,7 @@ class SliceBuilder:
         self._counted: Counter[str] = Counter()
         self._examples: dict[str, list[str]] = {}
 
-    def add(
-        self, image: np.ndarray, split: str, subject: str, slice_index: int, filename: str
-    ) -> None:
+    def add(self, image: np.ndarray, split: str, subject: str, level: int, filename: str) -> None:
         """Add one slice: image (size, size) uint8."""
         if image.shape != (self.size, self.size) or image.dtype != np.uint8:
             expected = f"({self.size}, {self.size}) uint8"
@@ -42,7 +40,7 @@ class SliceBuilder:
         self._images.append(image)
         self._split.append(split)
         self._subject.append(subject)
-        self._slice.append(slice_index)
+        self._slice.append(level)
         self._filename.append(filename)
 
     def note(self, text: str) -> None:
@@ -71,20 +69,20 @@ class SliceBuilder:
 
     def build(self, source: str, splits_present: tuple[str, ...] | None = None) -> SliceSet:
         """The SliceSet of everything added; `splits_present` defaults to the splits seen."""
-        slice_index = np.asarray(self._slice, dtype=np.int16)
-        known = len(slice_index) > 0 and bool((slice_index >= 0).all())
+        level = np.asarray(self._slice, dtype=np.int16)
+        known = len(level) > 0 and bool((level >= 0).all())
         return SliceSet(
             images=np.stack(self._images)
             if self._images
             else np.zeros((0, self.size, self.size), np.uint8),
             split=np.asarray(self._split, dtype=str),
             subject=np.asarray(self._subject, dtype=str),
-            slice_index=slice_index,
+            level=level,
             filename=np.asarray(self._filename, dtype=str),
             source=source,
             notes=self.notes,
             splits_present=present_splits(self._split)
             if splits_present is None
             else splits_present,
-            n_levels=int(slice_index.max()) + 1 if known else 0,
+            n_levels=int(level.max()) + 1 if known else 0,
         )

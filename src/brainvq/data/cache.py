@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.data.sliceset import SliceSet
+from brainvq.io.atomic import atomic_path, atomic_write_json
 
 # Bump when decoding changes in a way that changes the arrays, so old entries are not read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the slice level array is named "level"
 ENV_VAR = "BRAINVQ_CACHE"
-_ARRAYS = ("images", "split", "subject", "slice_index", "filename")
+_ARRAYS = ("images", "split", "subject", "level", "filename")
 
 
 def default_cache_dir() -> Path:

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from brainvq.data.augment import AugmentConfig, augment_batch
 from brainvq.data.sliceset import SliceSet
 
-__all__ = [
-    "AugmentConfig",
-    "EpochShuffleSampler",
-    "SliceDataModule",
-    "SliceDataset",
-    "augment_batch",
-]
+__all__ = ["EpochShuffleSampler", "SliceDataModule", "SliceDataset"]
 
 
 class SliceDataset(Dataset):
@@ -33,7 +25,7 @@ class SliceDataset(Dataset):
         part = sliceset.require_split(split)
         self.split = split
         self.images = torch.from_numpy(np.ascontiguousarray(part.images))  # (N, H, W) uint8
-        self.levels = torch.from_numpy(part.slice_index.astype(np.int64))  # (N,)
+        self.levels = torch.from_numpy(part.level.astype(np.int64))  # (N,)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -67,9 +59,8 @@ class SliceDataModule(L.LightningDataModule):
     """Train/validate/test loaders over a SliceSet.
 
     Training batches are shuffled (seeded) and keep every slice (no drop_last); validation
-    and test batches are in order. When `augment` is given and enabled, training batches
-    are augmented on their device after transfer; validation and test never are. (A
-    LightningModule may instead call `augment_batch` itself: give `augment` to only one.)
+    and test batches are in order. Augmentation belongs to the training step (the VQ-VAE's
+    module calls `augment_batch`), so evaluation batches are never augmented.
     """
 
     def __init__(
@@ -77,7 +68,6 @@ class SliceDataModule(L.LightningDataModule):
         sliceset: SliceSet,
         batch_size: int,
         num_workers: int = 0,
-        augment: AugmentConfig | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -85,15 +75,11 @@ class SliceDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if augment is not None:
-            augment.validate()
         self.sliceset = sliceset
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.augment = augment
         self.seed = seed
         self._datasets: dict[str, SliceDataset] = {}
-        self._generators: dict[str, torch.Generator] = {}
 
     def dataset(self, split: str) -> SliceDataset:
         """The dataset of `split` (built once)."""
@@ -112,10 +98,6 @@ class SliceDataModule(L.LightningDataModule):
             drop_last=False,
         )
 
-    def _rank(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return int(trainer.global_rank) if trainer is not None else 0
-
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
@@ -124,21 +106,3 @@ class SliceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        trainer = getattr(self, "trainer", None)
-        if (
-            self.augment is None
-            or not self.augment.enabled
-            or trainer is None
-            or not trainer.training
-        ):
-            return batch
-        x, level = batch
-        device = x.device
-        key = str(device)
-        if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(
-                self.seed + 1000 + self._rank()
-            )
-        return augment_batch(x, self.augment, self._generators[key]), level

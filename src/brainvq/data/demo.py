@@ -156,17 +156,17 @@ def _smooth_field(rng: np.random.Generator, grid: int, shape: tuple[int, int, in
 
 
 def render_subject(
-    template: Template, n_slices: int, size: int, rng: np.random.Generator, settings: DemoSettings
+    template: Template, n_levels: int, size: int, rng: np.random.Generator, settings: DemoSettings
 ) -> np.ndarray:
-    """One virtual subject: (n_slices, size, size) uint8, slice 0 lowest."""
+    """One virtual subject: (n_levels, size, size) uint8, slice 0 lowest."""
     s = settings
-    shape = (n_slices, size, size)
+    shape = (n_levels, size, size)
     # Output grid in millimetres around the brain centre: rows -> x, columns -> y.
     centred = np.arange(size) - (size - 1) / 2.0
     u, v = np.meshgrid(
         centred * template.mm_per_px[0], centred * template.mm_per_px[1], indexing="ij"
     )
-    levels = np.linspace(Z_LOW_MM, Z_HIGH_MM, n_slices) + rng.uniform(-s.z_shift_mm, s.z_shift_mm)
+    levels = np.linspace(Z_LOW_MM, Z_HIGH_MM, n_levels) + rng.uniform(-s.z_shift_mm, s.z_shift_mm)
     angle = math.radians(rng.uniform(-s.rotate_deg, s.rotate_deg))
     scale = 1.0 + rng.uniform(-s.scale, s.scale)
     sx = scale * (1.0 + rng.uniform(-s.aspect, s.aspect))
@@ -195,7 +195,7 @@ def render_subject(
 
 def build_demo(
     size: int = 128,
-    n_slices: int = 32,
+    n_levels: int = 32,
     subjects: tuple[int, int, int] = (48, 8, 8),
     seed: int = 0,
     show_progress: bool = True,
@@ -203,15 +203,15 @@ def build_demo(
 ) -> SliceSet:
     """The demo cohort: subjects `demo_000`... split by subject (train, validate, test counts).
 
-    Deterministic for (size, n_slices, subjects, seed): subject i draws from a generator
+    Deterministic for (size, n_levels, subjects, seed): subject i draws from a generator
     seeded with (seed, i), so subject i is the same whatever the other counts are.
     """
     if len(subjects) != 3 or any(n < 0 for n in subjects) or subjects[0] < 1:
         raise ValueError(
             f"demo subjects must be three counts (train >= 1, validate, test), got {subjects}"
         )
-    if n_slices < 1:
-        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
+    if n_levels < 1:
+        raise ValueError(f"n_levels must be >= 1, got {n_levels}")
     settings = settings or DemoSettings()
     template = load_template(size)
     builder = SliceBuilder(size)
@@ -220,9 +220,9 @@ def build_demo(
     for i in progress(range(len(splits)), len(splits), "building demo cohort", show_progress):
         subject = f"demo_{i:03d}"
         volume = render_subject(
-            template, n_slices, size, np.random.default_rng([seed, i]), settings
+            template, n_levels, size, np.random.default_rng([seed, i]), settings
         )
-        for k in range(n_slices):
+        for k in range(n_levels):
             builder.add(volume[k], splits[i], subject, k, f"{subject}_slice_{k}")
     present = tuple(split for split, n in zip(SPLITS, subjects, strict=True) if n > 0)
     return builder.build("demo", splits_present=present)

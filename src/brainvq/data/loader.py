@@ -35,7 +35,7 @@ def check_size(size: int) -> None:
         raise ValueError(f"size must be a positive multiple of 8, got {size!r}")
 
 
-def resolve_source(source: str | Path, n_slices: int = 32) -> Source:
+def resolve_source(source: str | Path, n_levels: int = 32) -> Source:
     """Recognise what `source` is without decoding anything.
 
     Raises FileNotFoundError for a missing path and ValueError for anything that is not one
@@ -49,7 +49,7 @@ def resolve_source(source: str | Path, n_slices: int = 32) -> Source:
         if name.endswith(".zip"):
             return OasisSource.from_zip(path)
         if is_nifti_name(name):
-            return NiftiSource(path, [path.name], [], n_slices=n_slices)
+            return NiftiSource(path, [path.name], [], n_levels=n_levels)
         raise ValueError(f"{path}: unsupported file ({SUPPORTED})")
     oasis = OasisSource.from_folder(path)
     if oasis is not None:
@@ -61,7 +61,7 @@ def resolve_source(source: str | Path, n_slices: int = 32) -> Source:
             "expected one kind of data per folder"
         )
     if volumes:
-        return NiftiSource(path, volumes, others, n_slices=n_slices)
+        return NiftiSource(path, volumes, others, n_levels=n_levels)
     if images:
         return ImageFolderSource(path, images, others)
     found = (
@@ -95,7 +95,7 @@ def load_slices(
     size: int = 128,
     *,
     cache_dir: Path | None = None,
-    n_slices: int = 32,
+    n_levels: int = 32,
     seed: int = 0,
     demo_subjects: tuple[int, int, int] = (48, 8, 8),
     progress: bool = True,
@@ -108,7 +108,7 @@ def load_slices(
             NIfTI volumes, or a single .nii/.nii.gz file.
         size: working size, a positive multiple of 8 (images are size x size).
         cache_dir: cache folder; default $BRAINVQ_CACHE, else ~/.cache/brainvq.
-        n_slices: axial slices per volume (NIfTI) or per virtual subject (demo).
+        n_levels: axial slices per volume (NIfTI) or per virtual subject (demo).
         seed: the demo cohort's seed.
         demo_subjects: demo subjects in (train, validate, test).
         progress: show progress bars on stderr while decoding.
@@ -117,15 +117,15 @@ def load_slices(
         and file name.
     """
     check_size(size)
-    if n_slices < 1:
-        raise ValueError(f"n_slices must be >= 1, got {n_slices}")
+    if n_levels < 1:
+        raise ValueError(f"n_levels must be >= 1, got {n_levels}")
     cache = SliceCache(cache_dir)
     if str(source) == DEMO:
         subjects = tuple(int(n) for n in demo_subjects)
         description = {
             "kind": DEMO,
             "size": size,
-            "n_slices": n_slices,
+            "n_levels": n_levels,
             "seed": seed,
             "subjects": subjects,
             "template": f"nilearn {version('nilearn')}",
@@ -136,10 +136,10 @@ def load_slices(
         cached = cache.get(DEMO, key)
         if cached is not None:
             return cached
-        sliceset = build_demo(size, n_slices, subjects, seed, show_progress=progress)
+        sliceset = build_demo(size, n_levels, subjects, seed, show_progress=progress)
         cache.put(DEMO, key, sliceset, description)
         return sliceset
-    resolved = resolve_source(source, n_slices=n_slices)
+    resolved = resolve_source(source, n_levels=n_levels)
     description = {"kind": resolved.kind, "size": size, "fingerprint": resolved.fingerprint()}
     key = cache_key(description)
     cached = cache.get(resolved.kind, key)

@@ -82,14 +82,14 @@ def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str
     return data, zooms, note
 
 
-def brain_slices(data: np.ndarray, n_slices: int) -> tuple[np.ndarray, np.ndarray]:
+def brain_slices(data: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
     """Axial levels to take and the foreground mask.
 
     Args:
         data: (X, Y, Z) float volume.
-        n_slices: how many slices to take.
+        n_levels: how many slices to take.
     Returns:
-        (z indices (n_slices,) int, foreground (X, Y, Z) bool).
+        (z indices (n_levels,) int, foreground (X, Y, Z) bool).
     """
     lo, hi = float(data.min()), float(np.percentile(data, 99))
     foreground = data > lo + FOREGROUND_FRACTION * (hi - lo)
@@ -97,7 +97,7 @@ def brain_slices(data: np.ndarray, n_slices: int) -> tuple[np.ndarray, np.ndarra
     if area.max() == 0:
         raise ValueError("volume has no foreground (it is constant)")
     with_brain = np.nonzero(area >= MIN_AREA * area.max())[0]
-    z = np.round(np.linspace(with_brain[0], with_brain[-1], n_slices)).astype(int)
+    z = np.round(np.linspace(with_brain[0], with_brain[-1], n_levels)).astype(int)
     return z, foreground
 
 
@@ -133,15 +133,15 @@ class NiftiSource:
         root: Path,
         files: list[str],
         skipped: list[str],
-        n_slices: int = 32,
+        n_levels: int = 32,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     ) -> None:
-        if n_slices < 1:
-            raise ValueError(f"n_slices must be >= 1, got {n_slices}")
+        if n_levels < 1:
+            raise ValueError(f"n_levels must be >= 1, got {n_levels}")
         self.root = root
         self.files = sorted(files)
         self.skipped = sorted(skipped)
-        self.n_slices = n_slices
+        self.n_levels = n_levels
         self.fractions = fractions
 
     def _path(self, rel: str) -> Path:
@@ -157,7 +157,7 @@ class NiftiSource:
             "root": str(self.root.resolve()),
             "files": files,
             "skipped": self.skipped,
-            "n_slices": self.n_slices,
+            "n_levels": self.n_levels,
             "fractions": list(self.fractions),
         }
 
@@ -169,7 +169,7 @@ class NiftiSource:
         ids = {rel: volume_id(Path(rel).name) for rel in self.files}
         split_of = assign_splits(list(ids.values()), self.fractions)
         builder.note(
-            f"{self.n_slices} axial slices per volume, split by volume (80/10/10 by a stable hash)"
+            f"{self.n_levels} axial slices per volume, split by volume (80/10/10 by a stable hash)"
         )
         for rel in progress(self.files, len(self.files), "slicing NIfTI volumes", show_progress):
             path = self._path(rel)
@@ -177,12 +177,12 @@ class NiftiSource:
             if note:
                 builder.count(note, rel)
             try:
-                z_levels, foreground = brain_slices(data, self.n_slices)
+                z_levels, foreground = brain_slices(data, self.n_levels)
             except ValueError as e:
                 raise ValueError(f"{path}: {e}; expected a brain volume") from None
-            if len(np.unique(z_levels)) < self.n_slices:
+            if len(np.unique(z_levels)) < self.n_levels:
                 builder.count(
-                    f"fewer than {self.n_slices} slices contain brain: some slices repeat", rel
+                    f"fewer than {self.n_levels} slices contain brain: some slices repeat", rel
                 )
             scaled = normalise(data, foreground)
             for k, z in enumerate(z_levels):

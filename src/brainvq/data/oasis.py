@@ -41,7 +41,7 @@ class OasisEntry:
     location: str
     name: str
     subject: str
-    slice_index: int
+    level: int
 
 
 def is_oasis_folder_name(name: str) -> bool:
@@ -63,7 +63,7 @@ class OasisSource:
     ) -> None:
         self.path = path
         self.entries = sorted(
-            entries, key=lambda e: (SPLITS.index(e.split), e.subject, e.slice_index, e.name)
+            entries, key=lambda e: (SPLITS.index(e.split), e.subject, e.level, e.name)
         )
         self.notes = notes
         self.skipped = skipped
@@ -186,7 +186,7 @@ class OasisSource:
                 pixels, notes = prepare_slice(data, shown, size)
                 for note in notes:
                     builder.count(note, e.name)
-                builder.add(pixels, e.split, e.subject, e.slice_index, e.name)
+                builder.add(pixels, e.split, e.subject, e.level, e.name)
         finally:
             if zf:
                 zf.close()

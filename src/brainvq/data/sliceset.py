@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,24 +17,23 @@ class SliceSet:
         images: (N, H, W) uint8 grayscale slices at the working size.
         split: (N,) str, one of SPLITS.
         subject: (N,) str subject (or volume) id.
-        slice_index: (N,) int16 axial level of the slice in its subject, -1 when unknown.
+        level: (N,) int16 axial level of the slice in its subject, -1 when unknown.
         filename: (N,) str source file name (relative to the source, or a volume name).
         source: a description of where the slices came from (path or "demo").
         notes: things the loader did that a user should know (conversions, skipped files).
         splits_present: the splits the source holds (a source may lack some, e.g. no test).
-        n_levels: number of distinct slice levels (slice_index in [0, n_levels)); 0 if unknown.
+        n_levels: number of distinct slice levels (level in [0, n_levels)); 0 if unknown.
     """
 
     images: np.ndarray
     split: np.ndarray
     subject: np.ndarray
-    slice_index: np.ndarray
+    level: np.ndarray
     filename: np.ndarray
     source: str
     notes: tuple[str, ...] = ()
     splits_present: tuple[str, ...] = SPLITS
     n_levels: int = 0
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -43,7 +42,7 @@ class SliceSet:
                 "SliceSet.images must be (N, H, W) uint8, "
                 f"got {self.images.shape} {self.images.dtype}"
             )
-        for name in ("split", "subject", "slice_index", "filename"):
+        for name in ("split", "subject", "level", "filename"):
             if len(getattr(self, name)) != n:
                 got = len(getattr(self, name))
                 raise ValueError(f"SliceSet.{name} has {got} entries, expected {n}")
@@ -68,17 +67,29 @@ class SliceSet:
             )
         return self.subset(mask)
 
+    def eval_split(self, wanted: str | None = None) -> str:
+        """The split to evaluate on: `wanted` if given (it must exist), else test when the
+        source has one, else validate."""
+        if wanted:
+            self.require_split(wanted)
+            return wanted
+        for split in ("test", "validate"):
+            if (self.split == split).any():
+                return split
+        raise ValueError(
+            f"the source {self.source} has neither a test nor a validate split to evaluate on"
+        )
+
     def subset(self, mask: np.ndarray) -> SliceSet:
         """The slices where `mask` (bool (N,) or int indices) selects."""
         return SliceSet(
             images=self.images[mask],
             split=self.split[mask],
             subject=self.subject[mask],
-            slice_index=self.slice_index[mask],
+            level=self.level[mask],
             filename=self.filename[mask],
             source=self.source,
             notes=self.notes,
             splits_present=self.splits_present,
             n_levels=self.n_levels,
-            extra=dict(self.extra),
         )

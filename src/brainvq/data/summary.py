@@ -51,7 +51,7 @@ def summarize(sliceset: SliceSet) -> list[dict[str, Any]]:
             rows.append(row)
             continue
         images = sliceset.images[mask]
-        levels = sliceset.slice_index[mask]
+        levels = sliceset.level[mask]
         row["subjects"] = int(len(np.unique(sliceset.subject[mask])))
         row["slices_per_subject"] = _per_subject(sliceset.subject[mask])
         row["mean"] = float(images.mean(dtype=np.float64) / 255.0)

@@ -1,8 +1,9 @@
 """LevelClassifier: a small CNN that predicts the axial level of a brain slice.
 
-brainvq trains it on the real training slices (see `brainvq.generation`); its global-average-pooled
-penultimate features are the feature space of the Frechet distance between generated and real
-slices: anatomy-aware features that need no download.
+brainvq trains it on the real training slices (brainvq.evaluation.level_classifier); its
+global-average-pooled penultimate features are the feature space of the Frechet distance
+between generated and real slices (brainvq.evaluation.generation_metrics): anatomy-aware
+features that need no download.
 """
 
 from __future__ import annotations

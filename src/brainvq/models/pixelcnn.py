@@ -54,7 +54,7 @@ class PixelCNNConfig:
     cond_channels=64, dropout=0.1.
     """
 
-    num_codes: int = 512
+    codebook_size: int = 512
     n_levels: int = 0  # 0: unconditional; else conditioned on a slice level in [0, n_levels)
     embed_dim: int = 32
     channels: int = 64
@@ -72,7 +72,7 @@ class PixelCNNConfig:
     map_size: int = 32  # side of those maps: the code maps' side (a run sets it)
 
     def validate(self) -> None:
-        require(self.num_codes >= 2, "num_codes", f"must be >= 2, got {self.num_codes}")
+        require(self.codebook_size >= 2, "codebook_size", f"must be >= 2, got {self.codebook_size}")
         require(self.n_levels >= 0, "n_levels", f"must be >= 0, got {self.n_levels}")
         for key in ("embed_dim", "channels", "n_layers", "head_channels", "cond_channels"):
             value = getattr(self, key)
@@ -196,8 +196,8 @@ class ConditionMap(nn.Module):
         # linearly between the two anchors around l (anchors evenly spaced over the levels)
         self.mixing = nn.Parameter(_hat_weights(n_levels, rank)) if low_rank else None
 
-    def forward(self, cond: Tensor | None, h: int, w: int) -> Tensor:
-        """cond: (B,) int64 levels, or None for a model without levels -> (B or 1, Cc, h, w)."""
+    def forward(self, level: Tensor | None, h: int, w: int) -> Tensor:
+        """level: (B,) int64 levels, or None for a model without levels -> (B or 1, Cc, h, w)."""
         parts = []
         if self.mix is not None:
             weight = self.mix.weight
@@ -206,14 +206,14 @@ class ConditionMap(nn.Module):
                 features = position_features(h, w, self.frequencies, weight.device)  # (4F, h, w)
                 first = first + self.position(features.to(weight.dtype)[None])  # (1, Cc, h, w)
             if self.level is not None:
-                first = first + self.level(cond)[:, :, None, None]  # (B, Cc, 1 or h, 1 or w)
+                first = first + self.level(level)[:, :, None, None]  # (B, Cc, 1 or h, 1 or w)
             first = first.expand(-1, -1, h, w)  # (B or 1, Cc, h, w)
             parts.append(torch.relu(self.mix(torch.relu(first))))
         if self.maps is not None:
             if self.mixing is not None:  # (B, R) @ (R, Cc*S*S) -> (B, Cc, S, S)
-                maps = (self.mixing[cond] @ self.maps.flatten(1)).view(-1, *self.maps.shape[1:])
+                maps = (self.mixing[level] @ self.maps.flatten(1)).view(-1, *self.maps.shape[1:])
             elif self.level is not None:
-                maps = self.maps[cond]  # (B, Cc, S, S)
+                maps = self.maps[level]  # (B, Cc, S, S)
             else:
                 maps = self.maps  # (1, Cc, S, S)
             if maps.shape[-2:] != (h, w):
@@ -266,7 +266,7 @@ class GatedPixelCNN(nn.Module):
         config.validate()
         self.config = config
         c = config.channels
-        self.embedding = nn.Embedding(config.num_codes, config.embed_dim)
+        self.embedding = nn.Embedding(config.codebook_size, config.embed_dim)
         self.first_conv = MaskedConv2d(config.embed_dim, c, config.first_kernel, "A")
         has_map = config.n_levels > 0 or config.position_frequencies > 0 or config.level_maps
         cc = config.cond_channels if has_map else 0
@@ -291,12 +291,12 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(),
             nn.Conv2d(c, config.head_channels, 1),
             nn.ReLU(),
-            nn.Conv2d(config.head_channels, config.num_codes, 1),
+            nn.Conv2d(config.head_channels, config.codebook_size, 1),
         )
 
-    def check_inputs(self, codes: Tensor, cond: Tensor | None) -> None:
-        """Raise ValueError unless codes is (B, h, w) int64 in [0, K) and cond fits the model."""
-        k = self.config.num_codes
+    def check_inputs(self, codes: Tensor, level: Tensor | None) -> None:
+        """Raise ValueError unless codes is (B, h, w) int64 in [0, K) and level fits the model."""
+        k = self.config.codebook_size
         if codes.dim() != 3 or codes.dtype != torch.int64:
             raise ValueError(
                 f"codes: expected a (B, h, w) int64 tensor, got {tuple(codes.shape)} {codes.dtype}"
@@ -307,23 +307,23 @@ class GatedPixelCNN(nn.Module):
             )
         n_levels = self.config.n_levels
         if n_levels == 0:
-            if cond is not None:
-                raise ValueError("cond: this model is unconditional (n_levels=0); pass cond=None")
+            if level is not None:
+                raise ValueError("level: this model is unconditional (n_levels=0); pass level=None")
             return
-        if cond is None:
+        if level is None:
             raise ValueError(
-                f"cond: this model is conditioned on the slice level; pass levels in "
+                f"level: this model is conditioned on the slice level; pass levels in "
                 f"[0, {n_levels})"
             )
-        if cond.shape != (codes.shape[0],) or cond.dtype != torch.int64:
+        if level.shape != (codes.shape[0],) or level.dtype != torch.int64:
             raise ValueError(
-                f"cond: expected a ({codes.shape[0]},) int64 tensor, "
-                f"got {tuple(cond.shape)} {cond.dtype}"
+                f"level: expected a ({codes.shape[0]},) int64 tensor, "
+                f"got {tuple(level.shape)} {level.dtype}"
             )
-        if int(cond.min()) < 0 or int(cond.max()) >= n_levels:
+        if int(level.min()) < 0 or int(level.max()) >= n_levels:
             raise ValueError(
-                f"cond: expected levels in [0, {n_levels}), "
-                f"got [{int(cond.min())}, {int(cond.max())}]"
+                f"level: expected levels in [0, {n_levels}), "
+                f"got [{int(level.min())}, {int(level.max())}]"
             )
 
     @torch.no_grad()
@@ -333,25 +333,25 @@ class GatedPixelCNN(nn.Module):
         code_counts: (K,) how often each code occurs in the training maps. The first steps then
         need not learn the code histogram (6-7 bits of the 9 a uniform start costs).
         """
-        k = self.config.num_codes
+        k = self.config.codebook_size
         if code_counts.shape != (k,):
             raise ValueError(f"code_counts: expected shape ({k},), got {tuple(code_counts.shape)}")
         counts = code_counts.double().clamp_min(0) + 1.0
         self.head[3].bias.copy_((counts / counts.sum()).log().to(self.head[3].bias.dtype))
 
-    def condition_map(self, cond: Tensor | None, h: int, w: int) -> Tensor | None:
-        """(B or 1, cond_channels, h, w): the ConditionMap for levels cond (B,) or None, or None
+    def condition_map(self, level: Tensor | None, h: int, w: int) -> Tensor | None:
+        """(B or 1, cond_channels, h, w): the ConditionMap for levels level (B,) or None, or None
         for a model without one (unconditional, no position features, no level maps)."""
-        return None if self.condition is None else self.condition(cond, h, w)
+        return None if self.condition is None else self.condition(level, h, w)
 
-    def forward(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
-        """codes: (B, h, w) int64 in [0, K); cond: (B,) int64 level or None -> (B, K, h, w).
+    def forward(self, codes: Tensor, level: Tensor | None = None) -> Tensor:
+        """codes: (B, h, w) int64 in [0, K); level: (B,) int64 level or None -> (B, K, h, w).
 
-        The logits at position p depend only on the codes before p in raster order and on cond.
+        The logits at position p depend only on the codes before p in raster order and on level.
         """
-        self.check_inputs(codes, cond)
+        self.check_inputs(codes, level)
         emb = self.embedding(codes).permute(0, 3, 1, 2)  # (B, E, h, w)
-        cond_map = self.condition_map(cond, codes.shape[1], codes.shape[2])
+        cond_map = self.condition_map(level, codes.shape[1], codes.shape[2])
         h = self.first_conv(emb)  # (B, C, h, w)
         if cond_map is not None:
             h = h + self.cond_in(cond_map)

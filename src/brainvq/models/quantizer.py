@@ -128,7 +128,7 @@ class VectorQuantizer(nn.Module):
     """Maps each D-dim latent vector to its nearest of K codes.
 
     Args:
-        num_codes: K, the codebook size (>= 2).
+        codebook_size: K, the codebook size (>= 2).
         code_dim: D, the dimension of each code and of the encoder's latents.
         beta: weight of the commitment loss ||z - sg[e]||^2.
         update: "ema" (moving averages, the default) or "loss" (codebook loss, codebook is a
@@ -147,7 +147,7 @@ class VectorQuantizer(nn.Module):
 
     def __init__(
         self,
-        num_codes: int,
+        codebook_size: int,
         code_dim: int,
         beta: float = 0.25,
         update: str = "ema",
@@ -160,8 +160,8 @@ class VectorQuantizer(nn.Module):
         restart_noise: float = 0.01,
     ) -> None:
         super().__init__()
-        if num_codes < 2:
-            raise ValueError(f"num_codes must be >= 2, got {num_codes}")
+        if codebook_size < 2:
+            raise ValueError(f"codebook_size must be >= 2, got {codebook_size}")
         if code_dim < 1:
             raise ValueError(f"code_dim must be >= 1, got {code_dim}")
         if update not in UPDATE_MODES:
@@ -172,7 +172,7 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"dead_code_steps must be >= 0, got {dead_code_steps}")
         if restart_buffer < 1:
             raise ValueError(f"restart_buffer must be >= 1, got {restart_buffer}")
-        self.num_codes = num_codes
+        self.codebook_size = codebook_size
         self.code_dim = code_dim
         self.beta = beta
         self.update = update
@@ -183,17 +183,19 @@ class VectorQuantizer(nn.Module):
         self.dead_code_steps = dead_code_steps
         self.restart_noise = restart_noise
 
-        initial = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
+        initial = torch.empty(codebook_size, code_dim).uniform_(
+            -1.0 / codebook_size, 1.0 / codebook_size
+        )
         if update == "loss":
             self.embedding = nn.Parameter(initial)
         else:
             self.register_buffer("embedding", initial)
             # The EMA statistics start consistent with the codebook (count 1, sum = code), so
             # the first update is a moderate step rather than a jump.
-            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_count", torch.ones(codebook_size))
             self.register_buffer("ema_sum", initial.clone())
         # Training steps since each code was last chosen (all ranks agree: counts are reduced).
-        self.register_buffer("steps_unused", torch.zeros(num_codes, dtype=torch.long))
+        self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
         # 1 once the codebook has been initialised (k-means) and synchronised across processes.
         self.register_buffer("initialized", torch.zeros((), dtype=torch.uint8))
         # A ring buffer of recent latents for restarts: a cache, not saved (one training batch
@@ -209,8 +211,8 @@ class VectorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"num_codes={self.num_codes}, code_dim={self.code_dim}, update={self.update!r}, "
-            f"beta={self.beta}, dead_code_steps={self.dead_code_steps}"
+            f"codebook_size={self.codebook_size}, code_dim={self.code_dim}, "
+            f"update={self.update!r}, beta={self.beta}, dead_code_steps={self.dead_code_steps}"
         )
 
     def _flatten(self, z: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
@@ -241,9 +243,9 @@ class VectorQuantizer(nn.Module):
                 f"expected indices as a (B, h, w) integer tensor, got {tuple(indices.shape)} "
                 f"{indices.dtype}"
             )
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.num_codes):
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(
-                f"indices must be in [0, {self.num_codes}), got values in "
+                f"indices must be in [0, {self.codebook_size}), got values in "
                 f"[{int(indices.min())}, {int(indices.max())}]"
             )
         return self.embedding[indices.long()].permute(0, 3, 1, 2)  # (B, D, h, w)
@@ -259,7 +261,7 @@ class VectorQuantizer(nn.Module):
             if self.training:
                 self._initialise_once(flat.detach())
             indices = _nearest(flat.detach(), self.embedding.detach().float())  # (N,)
-            counts = torch.bincount(indices, minlength=self.num_codes).float()  # (K,)
+            counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
             # The codes are gathered before this step's update, so each is the nearest code of
             # the codebook it was chosen from.
             codes = self.embedding.float()[indices]  # (N, D)
@@ -295,7 +297,7 @@ class VectorQuantizer(nn.Module):
         if bool(self.initialized):
             return
         if self.kmeans_init and _is_rank_zero():
-            centres, sizes = kmeans(flat, self.num_codes, self.kmeans_iters)
+            centres, sizes = kmeans(flat, self.codebook_size, self.kmeans_iters)
             self.embedding.data.copy_(centres)
             if self.update == "ema":
                 self.ema_count.copy_(sizes.clamp_min(1.0))
@@ -309,7 +311,7 @@ class VectorQuantizer(nn.Module):
 
         flat: (N, D) fp32 detached latents; indices: (N,) int64; counts: (K,) float.
         """
-        k = self.num_codes
+        k = self.codebook_size
         need_sums = self.update == "ema"
         stats = counts[:, None]  # (K, 1)
         if need_sums:

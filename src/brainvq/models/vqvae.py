@@ -243,7 +243,7 @@ class VQVAE(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.quantizer = VectorQuantizer(
-            num_codes=config.codebook_size,
+            codebook_size=config.codebook_size,
             code_dim=config.code_dim,
             beta=config.beta,
             update=config.update,

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from brainvq.atomic import atomic_write_text
+from brainvq.io.atomic import atomic_write_text
+from brainvq.report.summary import summary_rows
 from brainvq.report.tables import metric_sections
 
 IMAGE_TYPES = {
@@ -41,7 +42,10 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; 
 nav a { margin-right: 1rem; }
 table { border-collapse: collapse; margin: 0.4rem 0 1rem; background: white; }
 th, td { border: 1px solid #ddd; padding: 0.25rem 0.7rem; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.meaning { color: #555; font-size: 0.92em; }
+table.results { width: 100%; }
+table.results th.section { background: #e8eef6; text-align: left; }
 th { background: #f0f0f0; }
 figure { margin: 1.2rem 0 2rem; background: white; padding: 0.8rem; border: 1px solid #e4e4e4; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
@@ -98,6 +102,28 @@ def _metrics_html(metrics: Mapping[str, Any]) -> list[str]:
     return parts or ["<p>No metrics.</p>"]
 
 
+def _results_html(metrics: Mapping[str, Any]) -> list[str]:
+    """The headline metrics, each with its reference and meaning, a section per stage."""
+    rows = summary_rows(metrics)
+    if not rows:
+        return ["<p>No evaluated stage yet: no results to show.</p>"]
+    parts = [
+        '<table class="results"><tr><th>metric</th><th>value</th><th>reference</th>'
+        "<th>what it means</th></tr>"
+    ]
+    section = None
+    for row in rows:
+        if row.section != section:
+            parts.append(f'<tr><th class="section" colspan="4">{_e(row.section)}</th></tr>')
+            section = row.section
+        parts.append(
+            f'<tr><td>{_e(row.metric)}</td><td class="num">{_e(row.value)}</td>'
+            f'<td>{_e(row.reference)}</td><td class="meaning">{_e(row.meaning)}</td></tr>'
+        )
+    parts.append("</table>")
+    return parts
+
+
 def _figures_html(figures: Sequence[tuple[Path, str]], page_dir: Path, embed: bool) -> list[str]:
     parts = []
     for path, caption in figures:
@@ -136,7 +162,8 @@ def write_report(
 ) -> Path:
     """Write the report page at `out_html` and return its path.
 
-    metrics: nested dict (one table per nested dict, as in the terminal table);
+    metrics: nested dict: the headline results first (brainvq.report.summary), then one table
+    per nested dict;
     config: the run configuration, shown as YAML; figures: (image path, one line saying what
     it shows), in display order; timings: stage -> seconds; notes: free text lines.
     Raises FileNotFoundError naming the first figure that does not exist (nothing is written).
@@ -150,8 +177,9 @@ def write_report(
     config_yaml = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
-        ("metrics", "Metrics", _metrics_html(metrics)),
+        ("results", "Results", _results_html(metrics)),
         ("figures", "Figures", _figures_html(figure_list, page_dir, embed_images)),
+        ("metrics", "All metrics", _metrics_html(metrics)),
         ("timings", "Timings", _timings_html(timings)),
         ("config", "Configuration", [f"<pre>{_e(config_yaml)}</pre>"]),
     ]

@@ -2,8 +2,8 @@
 
 A metrics dict such as `{"vqvae": {"ssim": 0.91, ...}, "prior": {...}, "seed": 0}` becomes one
 section per nested dict (deeper dicts are flattened with "/"), plus a first, unnamed section for
-top-level values. Floats are shown to 4 significant digits. The HTML report uses the same
-sections, so terminal and report always show the same numbers.
+top-level values. Floats are shown to 4 significant digits. The HTML report's "All metrics"
+section is built from them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 Section = tuple[str, list[tuple[str, str]]]
 MAX_LISTED = 4  # longer sequences are summarised by count and mean
@@ -59,23 +56,3 @@ def metric_sections(metrics: Mapping[str, Any]) -> list[Section]:
     sections: list[Section] = [("", _flatten(top))] if top else []
     sections += [(str(k), _flatten(v)) for k, v in metrics.items() if isinstance(v, Mapping)]
     return sections
-
-
-def metrics_table(metrics: Mapping[str, Any], title: str) -> Table:
-    """A rich Table with one block of rows per section of `metrics`."""
-    table = Table(title=title, title_style="bold", show_lines=False)
-    table.add_column("metric", style="cyan", no_wrap=True)
-    table.add_column("value", justify="right")
-    for i, (name, rows) in enumerate(metric_sections(metrics)):
-        if i:
-            table.add_section()
-        if name:
-            table.add_row(Text(name, style="bold"), "")
-        for key, value in rows:  # Text, not markup: "[1, 2]" or "a[b]" must print as is
-            table.add_row(Text(f"  {key}" if name else key), Text(value))
-    return table
-
-
-def print_metrics(metrics: Mapping[str, Any], title: str, console: Console | None = None) -> None:
-    """Print `metrics_table(metrics, title)` to the terminal (or the given console)."""
-    (console or Console()).print(metrics_table(metrics, title))

@@ -8,8 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 
+from brainvq.run import TrainConfig
 from brainvq.training.callbacks import rng_state, set_rng_state
-from brainvq.training.config import TrainConfig
 from brainvq.training.schedule import warmup_cosine
 
 

@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from brainvq.atomic import atomic_path, atomic_write_json
-from brainvq.report.grid import image_grid, save_png
+from brainvq.io.atomic import atomic_path, atomic_write_json
+from brainvq.io.images import image_grid, save_png
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from brainvq.atomic import remove_stale_temporaries
-from brainvq.bundle import PRIOR_FOLDER, load_vqvae, save_bundle
-from brainvq.codes import CodeSet, encode_splits
 from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
+from brainvq.inference.codes import CodeSet, encode_splits
+from brainvq.io.atomic import remove_stale_temporaries
+from brainvq.io.bundle import load_vqvae, save_bundle
 from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.run import RunConfig, RunLayout
 from brainvq.training.callbacks import median_throughput
-from brainvq.training.config import RunConfig
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.trainer import (
     best_checkpoint,
@@ -32,7 +32,7 @@ from brainvq.training.trainer import (
 def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     data = TensorDataset(
         torch.from_numpy(codes.codes.astype(np.int64)),  # (N, h, w)
-        torch.from_numpy(codes.levels.astype(np.int64)),  # (N,)
+        torch.from_numpy(codes.level.astype(np.int64)),  # (N,)
     )
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
@@ -40,7 +40,7 @@ def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLo
 
 def prior_levels(sliceset: SliceSet) -> int:
     """Number of conditioning levels: the source's, or 0 (unconditional) when any is unknown."""
-    if sliceset.n_levels > 0 and (sliceset.slice_index >= 0).all():
+    if sliceset.n_levels > 0 and (sliceset.level >= 0).all():
         return int(sliceset.n_levels)
     return 0
 
@@ -48,19 +48,19 @@ def prior_levels(sliceset: SliceSet) -> int:
 def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> Path:
     """Encode every split with RUN/vqvae/VQVAE_Model (cached in RUN/codes/), train the prior,
     and write RUN/prior/PixelCNN_Model/ (best by validation NLL). Returns the bundle folder."""
-    run_dir = Path(run_dir)
-    stage_dir = run_dir / "prior"
+    layout = RunLayout(run_dir)
+    stage_dir = layout.stage("prior")
     cfg = config.prior_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    vqvae = load_vqvae(run_dir / "vqvae")
-    codes = encode_splits(vqvae, sliceset, run_dir / "codes")
+    vqvae = load_vqvae(layout.bundle("vqvae"))
+    codes = encode_splits(vqvae, sliceset, layout.codes)
     if "train" not in codes or "validate" not in codes:
         raise ValueError(
             f"the source {sliceset.source} needs a train and a validate split to train the prior"
         )
     model_config = dataclasses.replace(
         config.prior,
-        num_codes=vqvae.config.codebook_size,
+        codebook_size=vqvae.config.codebook_size,
         n_levels=prior_levels(sliceset),
         map_size=int(codes["train"].codes.shape[1]),
     )
@@ -69,14 +69,12 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     if cfg.limit_train_batches:
         steps = min(steps, cfg.limit_train_batches)
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
-    counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.num_codes)
+    counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.codebook_size)
     module.model.init_output_bias(torch.from_numpy(counts))  # a resume loads its own weights
-    trainer, history = make_trainer(
-        cfg, stage_dir, run_dir / "logs", stage="prior", monitor="val/nll_bits", mode="min"
-    )
+    trainer, history = make_trainer(cfg, layout, stage="prior", monitor="val/nll_bits", mode="min")
     if trainer.is_global_zero:
         remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
-    ckpt_path = resume_checkpoint(stage_dir, resume)
+    ckpt_path = resume_checkpoint(layout.last_checkpoint("prior"), resume)
     trainer.fit(
         module,
         train_dataloaders=_loader(codes["train"], cfg.batch_size, True, cfg.seed),
@@ -84,7 +82,7 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
         ckpt_path=ckpt_path,
         weights_only=True,
     )
-    bundle = stage_dir / PRIOR_FOLDER
+    bundle = layout.bundle("prior")
     if trainer.is_global_zero:
         best = best_checkpoint(trainer)
         model = load_model_weights(best, GatedPixelCNN(model_config)) if best else module.model

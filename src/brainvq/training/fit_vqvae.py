@@ -9,14 +9,14 @@ import lightning as L
 import numpy as np
 import torch
 
-from brainvq.atomic import remove_stale_temporaries
-from brainvq.bundle import VQVAE_FOLDER, save_bundle
 from brainvq.config import to_dict
 from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
+from brainvq.io.atomic import remove_stale_temporaries
+from brainvq.io.bundle import save_bundle
 from brainvq.models.vqvae import VQVAE
+from brainvq.run import RunConfig, RunLayout
 from brainvq.training.callbacks import ReconstructionFrames, median_throughput
-from brainvq.training.config import RunConfig
 from brainvq.training.trainer import (
     best_checkpoint,
     load_model_weights,
@@ -48,8 +48,8 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     RUN/vqvae/history.json, logs under RUN/logs/, and RUN/vqvae/VQVAE_Model/ (best by
     validation SSIM).
     """
-    run_dir = Path(run_dir)
-    stage_dir = run_dir / "vqvae"
+    layout = RunLayout(run_dir)
+    stage_dir = layout.stage("vqvae")
     cfg = config.vqvae_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     sliceset.require_split("train")
@@ -65,18 +65,17 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     module = VQVAEModule(config.vqvae, cfg, augment=config.data.augment, total_steps=total_steps)
     trainer, history = make_trainer(
         cfg,
-        stage_dir,
-        run_dir / "logs",
+        layout,
         stage="vqvae",
         monitor="val/ssim",
         mode="max",
-        extra_callbacks=[ReconstructionFrames(stage_dir / "frames", frames)],
+        extra_callbacks=[ReconstructionFrames(layout.frames, frames)],
     )
     if trainer.is_global_zero:
         remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
-    ckpt_path = resume_checkpoint(stage_dir, resume)
+    ckpt_path = resume_checkpoint(layout.last_checkpoint("vqvae"), resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    bundle = stage_dir / VQVAE_FOLDER
+    bundle = layout.bundle("vqvae")
     if trainer.is_global_zero:
         best = best_checkpoint(trainer)
         model = load_model_weights(best, VQVAE(config.vqvae)) if best else module.model

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from brainvq.config import to_dict
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from brainvq.run import TrainConfig
 from brainvq.training.base_module import StageModule
-from brainvq.training.config import TrainConfig
 from brainvq.training.guards import check_finite
 
 LN2 = math.log(2.0)

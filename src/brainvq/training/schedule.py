@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from brainvq.training.config import TrainConfig
+from brainvq.run import TrainConfig
 
 
 def warmup_cosine(

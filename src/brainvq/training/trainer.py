@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from brainvq.hardware import cpu_has_native_bf16, set_threads
+from brainvq.run import RunLayout, TrainConfig
 from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory, Throughput
-from brainvq.training.config import TrainConfig
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -35,25 +35,26 @@ def resolve_precision(cfg: TrainConfig) -> str:
 
 def make_trainer(
     cfg: TrainConfig,
-    stage_dir: Path,
-    logs_dir: Path,
+    layout: RunLayout,
     stage: str,
     monitor: str,
     mode: str,
     extra_callbacks: list[L.Callback] = (),
 ) -> tuple[L.Trainer, EpochHistory]:
-    """A Trainer that checkpoints every epoch to `stage_dir/checkpoints/` (last.ckpt, and
-    best.ckpt by `monitor`), logs to TensorBoard and CSV under `logs_dir`, and keeps the
-    per-epoch history in `stage_dir/history.json`."""
+    """A Trainer for `stage` of the run at `layout`: it checkpoints every epoch to
+    RUN/<stage>/checkpoints/ (last.ckpt, and best.ckpt by `monitor`), logs to TensorBoard and
+    CSV under RUN/logs/, and keeps the per-epoch history in RUN/<stage>/history.json."""
+    stage_dir = layout.stage(stage)
+    logs_dir = layout.logs
     if cfg.threads is not None:
         set_threads(cfg.threads)
         # Lightning's DDP launcher divides the cores between processes unless this is set
         os.environ["OMP_NUM_THREADS"] = str(cfg.threads)
-    history = EpochHistory(stage_dir / "history.json")
+    history = EpochHistory(layout.history(stage))
     # Two callbacks: Lightning >= 2.5 writes `save_last` only when the top-k one saved, but a
     # resume needs the latest epoch whatever its score.
     best = ModelCheckpoint(
-        dirpath=stage_dir / "checkpoints",
+        dirpath=layout.checkpoints(stage),
         filename="best",
         monitor=monitor,
         mode=mode,
@@ -62,8 +63,8 @@ def make_trainer(
         auto_insert_metric_name=False,
     )
     last = ModelCheckpoint(
-        dirpath=stage_dir / "checkpoints",
-        filename="last",
+        dirpath=layout.checkpoints(stage),
+        filename=layout.last_checkpoint(stage).stem,
         save_top_k=1,
         enable_version_counter=False,
         auto_insert_metric_name=False,
@@ -109,11 +110,10 @@ def make_trainer(
     return trainer, history
 
 
-def resume_checkpoint(stage_dir: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from: `stage_dir/checkpoints/last.ckpt` when asked and present."""
+def resume_checkpoint(last: Path, resume: bool) -> str | None:
+    """The checkpoint to resume from: `last` (a stage's last.ckpt) when asked and present."""
     if not resume:
         return None
-    last = Path(stage_dir) / "checkpoints" / "last.ckpt"
     if last.is_file():
         try:
             torch.load(last, map_location="cpu", weights_only=True)

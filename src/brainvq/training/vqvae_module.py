@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from brainvq.config import to_dict
-from brainvq.data.dataset import AugmentConfig, augment_batch
+from brainvq.data.augment import AugmentConfig, augment_batch
 from brainvq.metrics import perplexity, psnr, ssim
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.run import TrainConfig
 from brainvq.training.base_module import StageModule
-from brainvq.training.config import TrainConfig
 from brainvq.training.guards import check_finite
 
 

@@ -1,0 +1,88 @@
+"""`brainvq sample` and `brainvq complete`: generate slices with a run's prior."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from brainvq.inference.threads import SAMPLER_THREADS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="generate brain slices with a run's prior")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--n", type=int, default=16, help="samples (per level with --levels all)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--level",
+        type=int,
+        help="axial level to generate (conditional priors; default: levels spread over the range)",
+    )
+    which.add_argument("--levels", choices=["all"], help="n samples at every axial level")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=["cached", "naive"], default="cached")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=SAMPLER_THREADS,
+        help=f"torch threads while sampling (default {SAMPLER_THREADS}: fastest for the cache)",
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run_sample)
+
+    c = sub.add_parser(
+        "complete", help="keep the top latent rows of a real slice and sample the rest"
+    )
+    c.add_argument("--run", type=Path, required=True)
+    c.add_argument("--input", type=Path, required=True, help="a PNG slice")
+    c.add_argument("--keep-rows", type=int, required=True, help="latent rows to keep")
+    c.add_argument("--n", type=int, default=4)
+    c.add_argument("--level", type=int, help="level of the input (default: from its file name)")
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, required=True)
+    c.set_defaults(func=run_complete)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from brainvq.app.writers import sample_to_folder
+
+    written = sample_to_folder(
+        args.run,
+        args.out,
+        n=args.n,
+        level=args.level,
+        all_levels=args.levels == "all",
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        sampler=args.sampler,
+        threads=args.threads,
+    )
+    print(f"wrote {len(written)} files to {args.out} (grid.png, manifest.csv: output, level, seed)")
+    return 0
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    from brainvq.app.writers import complete_to_folder
+
+    written, level = complete_to_folder(
+        args.run,
+        args.input,
+        args.out,
+        keep_rows=args.keep_rows,
+        n=args.n,
+        level=args.level,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+    source = (
+        ""
+        if level is None
+        else f" at level {level}"
+        + (" (from --level)" if args.level is not None else " (from the file name)")
+    )
+    print(f"wrote {len(written)} files to {args.out}{source}")
+    return 0

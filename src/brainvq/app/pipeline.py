@@ -1,0 +1,135 @@
+"""The whole pipeline as functions a notebook can call: the CLI only parses and calls these.
+
+Each stage writes its part of the run directory (brainvq.run.RunLayout): the trained bundle,
+its metrics, and the files the report is drawn from; the report then reads files only.
+Nothing outside the run directory is written except the data cache.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from brainvq.app.run_files import write_data_summary, write_figure_samples, write_reconstructions
+from brainvq.data import load_slices
+from brainvq.data.sliceset import SliceSet
+from brainvq.evaluation.reconstruction import evaluate_vqvae
+from brainvq.io.bundle import load_vqvae
+from brainvq.run import (
+    RunConfig,
+    RunLayout,
+    packaged_config,
+    prepare_run,
+    record_timing,
+    update_metrics,
+)
+
+
+def run_slices(config: RunConfig, source: str | None = None, progress: bool = True) -> SliceSet:
+    """The slices of the run's data source (or of `source`), at the run's working size."""
+    d = config.data
+    return load_slices(
+        source or d.source,
+        size=d.size,
+        cache_dir=Path(d.cache_dir) if d.cache_dir else None,
+        n_levels=d.n_levels,
+        seed=d.seed,
+        demo_subjects=tuple(d.demo_subjects),
+        progress=progress,
+    )
+
+
+def is_global_zero() -> bool:
+    """True in the process that writes shared outputs (rank 0, or the only process)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def evaluate_run(run_dir: Path, sliceset: SliceSet, split: str | None = None) -> dict[str, Any]:
+    """Evaluate RUN's VQ-VAE on `split` (default test, else validate): metrics.json `vqvae`,
+    and what the evaluation saw for the report (RUN/evaluation/). Returns metrics.json."""
+    layout = RunLayout(run_dir)
+    bundle = load_vqvae(layout.bundle("vqvae"))
+    split = sliceset.eval_split(split)
+    metrics, arrays = evaluate_vqvae(bundle, sliceset, split)
+    write_data_summary(layout, sliceset, split)
+    codebook = bundle.model.quantizer.codebook.detach().cpu().numpy()
+    write_reconstructions(layout, sliceset, split, arrays, codebook)
+    return update_metrics(run_dir, "vqvae", metrics)
+
+
+def train_vqvae(
+    run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False
+) -> dict[str, Any]:
+    """Train the VQ-VAE stage and evaluate it. Returns metrics.json ({} in other DDP ranks)."""
+    from brainvq.training.fit_vqvae import fit_vqvae
+
+    start = time.perf_counter()
+    fit_vqvae(run_dir, config, sliceset, resume=resume)
+    if not is_global_zero():
+        return {}
+    record_timing(run_dir, "train_vqvae_s", time.perf_counter() - start)
+    start = time.perf_counter()
+    metrics = evaluate_run(run_dir, sliceset)
+    record_timing(run_dir, "evaluate_vqvae_s", time.perf_counter() - start)
+    return metrics
+
+
+def train_prior(
+    run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False
+) -> dict[str, Any]:
+    """Train the prior on the VQ-VAE's codes, evaluate it and draw the samples the report
+    shows. Returns metrics.json ({} in other DDP ranks)."""
+    from brainvq.evaluation.prior import evaluate_prior
+    from brainvq.inference.generate import load_run_models
+    from brainvq.training.fit_prior import fit_prior
+
+    start = time.perf_counter()
+    fit_prior(run_dir, config, sliceset, resume=resume)
+    if not is_global_zero():
+        return {}
+    record_timing(run_dir, "train_prior_s", time.perf_counter() - start)
+    start = time.perf_counter()
+    models = load_run_models(run_dir)
+    metrics = evaluate_prior(run_dir, config, sliceset, models)
+    record_timing(run_dir, "evaluate_prior_s", time.perf_counter() - start)
+    start = time.perf_counter()
+    part = sliceset.require_split(sliceset.eval_split())
+    write_figure_samples(RunLayout(run_dir), models, config.sample, part)
+    record_timing(run_dir, "report_samples_s", time.perf_counter() - start)
+    return update_metrics(run_dir, "prior", metrics)
+
+
+def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Both stages, their evaluation and the report; prints the results. Returns metrics."""
+    from brainvq.report.build import build_report
+    from brainvq.report.summary import print_summary
+
+    start = time.perf_counter()
+    sliceset = run_slices(config)
+    record_timing(run_dir, "load_data_s", time.perf_counter() - start)
+    train_vqvae(run_dir, config, sliceset, resume=resume)
+    metrics = train_prior(run_dir, config, sliceset, resume=resume)
+    if not is_global_zero():
+        return metrics
+    start = time.perf_counter()
+    html = build_report(run_dir)
+    record_timing(run_dir, "report_s", time.perf_counter() - start)
+    print_summary(metrics, title=f"brainvq results ({run_dir}; all metrics: metrics.json)")
+    print(f"report: {html}")
+    return metrics
+
+
+def run_demo(run_dir: Path, quick: bool = False, resume: bool = False) -> dict[str, Any]:
+    """The main job on the demo cohort (`--quick`: a smoke run of about a minute)."""
+    from brainvq.run import PresetInfo
+
+    start = time.perf_counter()
+    name = "quick" if quick else "demo"
+    preset = PresetInfo(name=name, reason="brainvq demo" + (" --quick" if quick else ""))
+    config = prepare_run(run_dir, packaged_config(name), {}, preset=preset)
+    metrics = train_all(run_dir, config, resume=resume)
+    record_timing(run_dir, "total_s", time.perf_counter() - start)
+    return metrics

@@ -1,0 +1,138 @@
+"""The files a run (or a `predict` folder) writes so that its report can be drawn from files
+alone: what the evaluation saw, a few slices of each split, and the samples to show.
+
+Slices shown side by side are picked spread over the axial levels (and the subjects within a
+level) rather than the first few, so a handful covers the whole brain and several subjects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from brainvq.data.oasis import OASIS_NAME
+from brainvq.data.sliceset import SPLITS, SliceSet
+from brainvq.inference.codes import to_uint8
+from brainvq.inference.generate import RunModels, complete_slices, generate_slices, spread_levels
+from brainvq.io.atomic import atomic_path, atomic_write_json
+from brainvq.run import RunLayout, SampleConfig
+
+N_PER_SPLIT = 8  # dataset slices shown per split
+N_RECONSTRUCTED = 10  # slices in the reconstruction figure
+N_COMPLETED = 3  # real slices completed by the prior
+N_COMPLETIONS = 3  # completions drawn per slice
+
+
+def spread_over_levels(part: SliceSet, n: int) -> np.ndarray:
+    """Indices of min(n, len(part)) distinct slices evenly spaced in (level, subject) order."""
+    order = np.lexsort((part.subject, part.level))  # by level, then subject
+    picks = np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(np.int64)
+    return order[picks]
+
+
+def _save_npz(path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def is_oasis(sliceset: SliceSet) -> bool:
+    """Whether the slices carry OASIS-1 file names (their figures then cite OASIS)."""
+    return len(sliceset) > 0 and all(OASIS_NAME.match(str(f)) for f in sliceset.filename[:32])
+
+
+def write_data_summary(layout: RunLayout, sliceset: SliceSet, split: str) -> dict[str, Any]:
+    """RUN/evaluation/data.json, and the dataset figure's slices (dataset_samples.npz).
+
+    The summary: source, size, evaluation split, slices and subjects per split, the loader's
+    notes and whether the data is OASIS."""
+    per_split = {}
+    shown = {}
+    for name in SPLITS:
+        if (sliceset.split == name).any():
+            part = sliceset.require_split(name)
+            per_split[name] = {"slices": len(part), "subjects": int(len(np.unique(part.subject)))}
+            shown[name] = part.images[spread_over_levels(part, N_PER_SPLIT)]
+    summary = {
+        "source": sliceset.source,
+        "size": sliceset.size,
+        "n_slices": len(sliceset),
+        "eval_split": split,
+        "splits": per_split,
+        "notes": list(sliceset.notes),
+        "oasis": is_oasis(sliceset),
+    }
+    atomic_write_json(layout.data_summary, summary)
+    _save_npz(layout.dataset_samples, **shown)
+    return summary
+
+
+def write_reconstructions(
+    layout: RunLayout,
+    sliceset: SliceSet,
+    split: str,
+    arrays: dict[str, np.ndarray],
+    codebook: np.ndarray,
+) -> None:
+    """RUN/evaluation/reconstructions.npz from `evaluate_vqvae`'s arrays: per-image SSIM and
+    code counts of the whole split, N_RECONSTRUCTED slices spread over the levels, and the
+    codebook (K, D)."""
+    shown = spread_over_levels(sliceset.require_split(split), N_RECONSTRUCTED)
+    _save_npz(
+        layout.reconstructions,
+        split=np.str_(split),
+        codebook=np.asarray(codebook, dtype=np.float32),
+        ssim=arrays["ssim"].astype(np.float32),
+        counts=arrays["counts"].astype(np.int64),
+        originals=to_uint8(arrays["originals"][shown]),
+        recons=to_uint8(arrays["recons"][shown]),
+        shown_ssim=arrays["ssim"][shown].astype(np.float32),
+    )
+
+
+def write_figure_samples(
+    layout: RunLayout, models: RunModels, config: SampleConfig, part: SliceSet
+) -> None:
+    """RUN/samples/figures.npz: the slices the report shows from the prior, drawn in one batch.
+
+    grid (config.n samples, levels spread over the range for a conditional prior); rows
+    (config.per_level samples at each of config.n_levels_shown evenly spaced levels); and
+    completions of N_COMPLETED real slices of `part` with their top config.keep_rows latent
+    rows kept (none when a conditional prior knows none of the slices' levels)."""
+    h = models.latent_hw[0]
+    if not 0 <= config.keep_rows < h:
+        raise ValueError(
+            f"sample.keep_rows={config.keep_rows}: expected latent rows to keep in [0, {h - 1}] "
+            f"(the code maps have {h} rows)"
+        )
+    grid_levels = spread_levels(config.n, models.n_levels)  # (n,) or None
+    row_levels = np.zeros(0, dtype=np.int64)
+    levels = grid_levels
+    if grid_levels is not None:
+        row_levels = np.unique(spread_levels(config.n_levels_shown, models.n_levels))
+        levels = np.concatenate([grid_levels, np.repeat(row_levels, config.per_level)])
+    count = config.n + len(row_levels) * config.per_level
+    settings = {"temperature": config.temperature, "top_k": config.top_k, "seed": config.seed}
+    _, images = generate_slices(models, count, levels, **settings)
+    out: dict[str, np.ndarray] = {
+        "grid": images[: config.n],
+        "grid_levels": np.full(config.n, -1) if grid_levels is None else grid_levels,
+        "rows": images[config.n :].reshape(len(row_levels), config.per_level, *images.shape[1:]),
+        "row_levels": row_levels,
+        "temperature": np.float64(config.temperature),
+        "top_k": np.int64(config.top_k or 0),
+        "seed": np.int64(config.seed),
+        "keep_rows": np.int64(config.keep_rows),
+        "downsample": np.int64(models.vqvae.config.downsample),
+        "latent_rows": np.int64(h),
+    }
+    if models.n_levels:
+        part = part.subset((part.level >= 0) & (part.level < models.n_levels))
+    if len(part):
+        picked = part.subset(spread_over_levels(part, N_COMPLETED))
+        levels = picked.level.astype(np.int64) if models.n_levels else None
+        _, done = complete_slices(
+            models, picked.images, levels, config.keep_rows, N_COMPLETIONS, **settings
+        )
+        out.update(completion_originals=picked.images, completions=done)
+    _save_npz(layout.figure_samples, **out)

@@ -1,0 +1,293 @@
+"""Generation-quality metrics: how real, how well placed, how sharp and how novel samples are.
+
+Nearest-neighbour SSIM to real slices is not a realism measure here: the mean training image scores
+higher against real test slices than real slices of other subjects do, so it rewards blur. The
+measures below each catch a different failure:
+
+- Frechet distance (FD) in the features of a level classifier trained on the real training slices:
+  realism of the whole set. Reported beside a ceiling (real validate vs real test) and a floor
+  (code maps drawn independently per position from the code histogram, decoded).
+- Level accuracy: whether a conditional prior draws the level it was asked for.
+- Sharpness ratio: high-frequency power of generated vs real slices; blurry samples fall far
+  below 1.
+- Memorisation: SSIM of each sample to its nearest training slice, beside the same figure for real
+  validate slices; samples above a threshold are near copies.
+
+Images everywhere are (N, H, W) uint8, or float in [0, 1]; one set shares one size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from brainvq.metrics import ssim
+from brainvq.models.level_classifier import LevelClassifier
+
+INFERENCE_BATCH = 256
+
+
+def as_float(images: np.ndarray, name: str) -> np.ndarray:
+    """images: (N, H, W) uint8 or float in [0, 1] -> (N, H, W) float32 in [0, 1]."""
+    images = np.asarray(images)
+    if images.ndim != 3 or len(images) == 0:
+        raise ValueError(f"{name}: expected a non-empty (N, H, W) array, got shape {images.shape}")
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{name}: expected uint8 or float in [0, 1], got dtype {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name}: float images must lie in [0, 1], got range [{lo}, {hi}]")
+    return images.astype(np.float32, copy=False)
+
+
+def _box_downsample(x: np.ndarray, size: int, name: str) -> np.ndarray:
+    """x: (N, H, W) float -> (N, size, size), each output pixel the mean of its input block."""
+    n, h, w = x.shape
+    if h != w or h % size != 0:
+        raise ValueError(
+            f"{name}: expected square slices whose side is a multiple of {size}, got {h}x{w}"
+        )
+    f = h // size
+    return x.reshape(n, size, f, size, f).mean(axis=(2, 4))  # (N, size, size)
+
+
+def classifier_input(images: np.ndarray, size: int, name: str) -> torch.Tensor:
+    """images: (N, H, W) uint8 | float [0, 1] -> (N, 1, size, size) float32 tensor in [0, 1]."""
+    x = _box_downsample(as_float(images, name), size, name)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(1)
+
+
+def check_levels(levels: np.ndarray, n: int, n_levels: int, name: str) -> np.ndarray:
+    levels = np.asarray(levels)
+    if levels.shape != (n,) or not np.issubdtype(levels.dtype, np.integer):
+        raise ValueError(
+            f"{name}: expected ({n},) integer levels, got shape {levels.shape} {levels.dtype}"
+        )
+    if levels.min() < 0 or levels.max() >= n_levels:
+        raise ValueError(
+            f"{name}: levels must lie in [0, {n_levels}), got [{levels.min()}, {levels.max()}]"
+        )
+    return levels.astype(np.int64)
+
+
+@torch.no_grad()
+def _run_classifier(model: LevelClassifier, images: np.ndarray, logits: bool) -> torch.Tensor:
+    """Batched eval-mode pass -> logits (N, n_levels) or features (N, F); keeps the model's mode."""
+    x = classifier_input(images, model.config.image_size, "images")
+    was_training = model.training
+    model.eval()
+    try:
+        fn = model.forward if logits else model.features
+        out = torch.cat([fn(x[i : i + INFERENCE_BATCH]) for i in range(0, len(x), INFERENCE_BATCH)])
+    finally:
+        model.train(was_training)
+    return out
+
+
+def extract_features(model: LevelClassifier, images: np.ndarray) -> np.ndarray:
+    """images: (N, H, W) uint8 | float [0, 1] -> (N, F) float64 pooled penultimate features."""
+    return _run_classifier(model, images, logits=False).double().numpy()
+
+
+def predict_levels(model: LevelClassifier, images: np.ndarray) -> np.ndarray:
+    """images: (N, H, W) uint8 | float [0, 1] -> (N,) int64 most likely level."""
+    return _run_classifier(model, images, logits=True).argmax(dim=1).numpy()
+
+
+def level_accuracy(
+    model: LevelClassifier, images: np.ndarray, levels: np.ndarray, tolerance: int = 2
+) -> float:
+    """Share of slices whose predicted level lies within `tolerance` of the level asked for.
+
+    Args:
+        images: (N, H, W) uint8 | float [0, 1] slices generated (or taken) at `levels`.
+        levels: (N,) int level each slice should show.
+        tolerance: largest accepted |predicted - asked| (0 is exact accuracy).
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance: expected >= 0, got {tolerance}")
+    target = check_levels(levels, len(images), model.config.n_levels, "levels")
+    return float(np.mean(np.abs(predict_levels(model, images) - target) <= tolerance))
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets.
+
+    FD = |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a C_b)^(1/2)), with sample means and covariances
+    (ddof 1), eps added to both covariance diagonals so singular ones stay well defined, and the
+    real part of scipy's matrix square root. FD grows with the number of features and shrinks
+    with more samples: compare distances computed from sets of similar sizes.
+
+    Args:
+        feats_a: (N, F) features, N >= 2.
+        feats_b: (M, F) features, M >= 2.
+    """
+    a, b = np.asarray(feats_a, dtype=np.float64), np.asarray(feats_b, dtype=np.float64)
+    for name, f in (("feats_a", a), ("feats_b", b)):
+        if f.ndim != 2 or len(f) < 2:
+            raise ValueError(f"{name}: expected (N, F) features with N >= 2, got shape {f.shape}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature dims differ: feats_a has {a.shape[1]}, feats_b {b.shape[1]}")
+    eye = eps * np.eye(a.shape[1])
+    cov_a = np.atleast_2d(np.cov(a, rowvar=False)) + eye  # (F, F)
+    cov_b = np.atleast_2d(np.cov(b, rowvar=False)) + eye  # (F, F)
+    covmean = np.real(scipy.linalg.sqrtm(cov_a @ cov_b))
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    fd = float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(covmean))
+    if not np.isfinite(fd):
+        raise ValueError("Frechet distance is not finite: check the features for NaN or inf")
+    # Rounding in sqrtm can leave a tiny negative value for identical sets; FD itself is >= 0.
+    return max(fd, 0.0)
+
+
+def high_frequency_share(images: np.ndarray) -> np.ndarray:
+    """Share of each slice's spectral power above a quarter of the Nyquist frequency.
+
+    The power spectrum |FFT(x - mean(x))|^2 of an S x S slice is averaged over rings of integer
+    radius r = 1 .. S/2 (in frequency bins, S/2 being Nyquist; the corners beyond Nyquist are
+    left out) to a radial profile P(r); the share is sum_{r > S/8} P(r) / sum_r P(r). A constant
+    slice has share 0.
+
+    Args:
+        images: (N, S, S) uint8 | float [0, 1].
+    Returns:
+        (N,) float64 in [0, 1].
+    """
+    x = as_float(images, "images")
+    n, h, w = x.shape
+    if h != w or h < 8:
+        raise ValueError(f"images: expected square slices of side >= 8, got {h}x{w}")
+    freq = np.fft.fftfreq(h) * h  # bin index, Nyquist at h / 2
+    radius = np.rint(np.hypot(freq[:, None], freq[None, :])).astype(np.int64).ravel()  # (S*S,)
+    n_bins = h // 2 + 1
+    inside = radius < n_bins
+    counts = np.bincount(radius[inside], minlength=n_bins)
+    ring_mean = np.zeros((h * w, n_bins))
+    ring_mean[np.flatnonzero(inside), radius[inside]] = 1.0 / counts[radius[inside]]
+    shares = np.empty(n)
+    for start in range(0, n, INFERENCE_BATCH):
+        chunk = x[start : start + INFERENCE_BATCH].astype(np.float64)
+        chunk = chunk - chunk.mean(axis=(1, 2), keepdims=True)
+        power = np.abs(np.fft.fft2(chunk)) ** 2  # (B, S, S)
+        profile = power.reshape(len(chunk), h * w) @ ring_mean  # (B, S/2 + 1)
+        total = profile[:, 1:].sum(axis=1)
+        high = profile[:, h // 8 + 1 :].sum(axis=1)
+        shares[start : start + len(chunk)] = np.divide(
+            high, total, out=np.zeros_like(high), where=total > 0
+        )
+    return shares
+
+
+def sharpness_ratio(generated: np.ndarray, real: np.ndarray) -> float:
+    """mean high_frequency_share(generated) / mean high_frequency_share(real); near 1 is good.
+
+    Both sets: (N, S, S) uint8 | float [0, 1], the same S. Blurry samples score well below 1.
+    """
+    gen, ref = as_float(generated, "generated"), as_float(real, "real")
+    if gen.shape[1:] != ref.shape[1:]:
+        raise ValueError(f"slice sizes differ: generated {gen.shape[1:]}, real {ref.shape[1:]}")
+    real_share = float(high_frequency_share(ref).mean())
+    if real_share == 0.0:
+        raise ValueError("real: the real slices have no high-frequency power (all constant?)")
+    return float(high_frequency_share(gen).mean()) / real_share
+
+
+@torch.no_grad()
+def nearest_train_ssim(
+    queries: np.ndarray, train: np.ndarray, candidates: int = 8, preselect_size: int = 32
+) -> np.ndarray:
+    """SSIM of each query slice to its nearest training slice (the memorisation measure).
+
+    Candidates are the `candidates` training slices closest in L2 distance after box-downsampling
+    to preselect_size x preselect_size; the SSIM (`brainvq.metrics.ssim`: 11x11 Gaussian window,
+    sigma 1.5, data range 1) is computed at full size against those only, and the largest is kept.
+    A query that is a training slice scores 1.
+
+    Args:
+        queries: (N, H, W) uint8 | float [0, 1].
+        train: (M, H, W) uint8 | float [0, 1], the same H, W; H >= 11, and a multiple of
+            preselect_size when larger (smaller slices are preselected at full size).
+    Returns:
+        (N,) float64, the nearest-neighbour SSIM of each query.
+    """
+    q, t = as_float(queries, "queries"), as_float(train, "train")
+    if q.shape[1:] != t.shape[1:]:
+        raise ValueError(f"slice sizes differ: queries {q.shape[1:]}, train {t.shape[1:]}")
+    if candidates < 1:
+        raise ValueError(f"candidates: expected >= 1, got {candidates}")
+    k = min(candidates, len(t))
+    small = min(preselect_size, q.shape[1])
+    q_small = torch.from_numpy(_box_downsample(q, small, "queries")).flatten(1)  # (N, P*P)
+    t_small = torch.from_numpy(_box_downsample(t, small, "train")).flatten(1)  # (M, P*P)
+    t_full = torch.from_numpy(t).unsqueeze(1)  # (M, 1, H, W)
+    q_full = torch.from_numpy(q).unsqueeze(1)  # (N, 1, H, W)
+    t_norm = (t_small * t_small).sum(dim=1)  # (M,)
+    chunk = max(1, INFERENCE_BATCH // k)
+    best = []
+    for start in range(0, len(q), chunk):
+        qs = q_small[start : start + chunk]  # (B, P*P)
+        dist = t_norm[None, :] - 2.0 * qs @ t_small.T  # (B, M), |q|^2 omitted: same per row
+        idx = dist.topk(k, dim=1, largest=False).indices  # (B, k)
+        queries_rep = q_full[start : start + chunk].repeat_interleave(k, dim=0)  # (B*k, 1, H, W)
+        scores = ssim(queries_rep, t_full[idx.flatten()]).reshape(-1, k)  # (B, k)
+        best.append(scores.max(dim=1).values)
+    return torch.cat(best).double().numpy()
+
+
+def generation_report(
+    classifier: LevelClassifier,
+    generated: np.ndarray,
+    generated_levels: np.ndarray | None,
+    real_test: np.ndarray,
+    real_test_levels: np.ndarray,
+    real_validate: np.ndarray,
+    train_images: np.ndarray,
+    floor_images: np.ndarray,
+    near_copy_threshold: float = 0.95,
+) -> dict[str, Any]:
+    """All generation metrics of one sample set, with their real-data references.
+
+    Args:
+        classifier: a level classifier trained on the training slices.
+        generated: (N, H, W) uint8 samples.
+        generated_levels: (N,) int level each sample was drawn for, or None for an unconditional
+            prior (level_accuracy is then None).
+        real_test, real_test_levels: (T, H, W) real test slices and their levels: the reference.
+        real_validate: (V, H, W) real slices of other subjects: the FD ceiling and the real
+            memorisation figure. Use about as many as `generated` (FD depends on sample size).
+        train_images: (M, H, W) the training slices, for memorisation.
+        floor_images: (Q, H, W) decoded code maps drawn independently per position from the code
+            histogram: the FD floor.
+        near_copy_threshold: a sample whose nearest-training SSIM is >= this is a near copy.
+    Returns:
+        dict with fd, fd_ceiling, fd_floor (FD to real_test), level_accuracy (None without
+        generated_levels), level_accuracy_real (real_test), sharpness_ratio (generated / real_test),
+        memorisation_ssim_mean, memorisation_ssim_real_mean (real_validate), near_copies (count),
+        n_generated.
+    """
+    if not 0.0 < near_copy_threshold <= 1.0:
+        raise ValueError(f"near_copy_threshold: expected in (0, 1], got {near_copy_threshold}")
+    test_feats = extract_features(classifier, real_test)
+    memorisation = nearest_train_ssim(generated, train_images)
+    accuracy = None
+    if generated_levels is not None:
+        accuracy = level_accuracy(classifier, generated, generated_levels)
+    return {
+        "fd": frechet_distance(extract_features(classifier, generated), test_feats),
+        "fd_ceiling": frechet_distance(extract_features(classifier, real_validate), test_feats),
+        "fd_floor": frechet_distance(extract_features(classifier, floor_images), test_feats),
+        "level_accuracy": accuracy,
+        "level_accuracy_real": level_accuracy(classifier, real_test, real_test_levels),
+        "sharpness_ratio": sharpness_ratio(generated, real_test),
+        "memorisation_ssim_mean": float(memorisation.mean()),
+        "memorisation_ssim_real_mean": float(
+            nearest_train_ssim(real_validate, train_images).mean()
+        ),
+        "near_copies": int((memorisation >= near_copy_threshold).sum()),
+        "n_generated": len(generated),
+    }

@@ -1,0 +1,417 @@
+"""The run: its directory (every path and file name in one place), its configuration (data,
+both models, both training stages and sampling, in one YAML), and its metrics and timings.
+
+A run directory holds everything one pipeline run made:
+
+    RUN/config.yaml           the resolved configuration
+    RUN/vqvae/                VQVAE_Model/ (the bundle), checkpoints/, frames/, history.json
+    RUN/prior/                PixelCNN_Model/, checkpoints/, history.json
+    RUN/codes/                code maps of every split (<split>.npz) and index.json
+    RUN/evaluation/           what the evaluation saw, for the report (npz + JSON)
+    RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report)
+    RUN/logs/                 TensorBoard and CSV logs
+    RUN/figures/              every figure of the report
+    RUN/metrics.json          {"vqvae": {...}, "prior": {...}}
+    RUN/timings.json          seconds per stage
+    RUN/report.html           the report page
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainvq.config import from_dict, read_yaml, require, to_dict
+from brainvq.data.augment import AugmentConfig
+from brainvq.data.loader import DEMO, resolve_source
+from brainvq.io.atomic import atomic_write_json, atomic_write_text, output_folder
+from brainvq.models.pixelcnn import PixelCNNConfig
+from brainvq.models.vqvae import VQVAEConfig
+
+PRECISIONS = ("auto", "32", "16-mixed", "bf16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+@dataclass
+class DataConfig:
+    """Where the slices come from and how they are prepared."""
+
+    source: str = "demo"
+    size: int = 128
+    cache_dir: str | None = None
+    n_levels: int = 32
+    seed: int = 0
+    demo_subjects: tuple[int, ...] = (48, 8, 8)
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def validate(self) -> None:
+        require(
+            self.size > 0 and self.size % 8 == 0,
+            "size",
+            f"must be a positive multiple of 8, got {self.size}",
+        )
+        require(self.n_levels >= 1, "n_levels", f"must be >= 1, got {self.n_levels}")
+        require(
+            len(self.demo_subjects) == 3 and all(n >= 1 for n in self.demo_subjects),
+            "demo_subjects",
+            "expected three positive counts (train, validate, test), "
+            f"got {list(self.demo_subjects)}",
+        )
+        require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage (VQ-VAE or prior): budget, optimiser and hardware."""
+
+    epochs: int = 10
+    max_minutes: float | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    gradient_clip: float = 1.0
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"  # see brainvq.training.trainer.resolve_precision
+    # channels_last weights and activations: on this project's 2-core CPU in bf16, VQ-VAE
+    # training steps ran 13-24% faster (benchmarks/bench_vqvae.py --memory-format) and the
+    # prior's 12-22%; the usual layout for convolutions in mixed precision on GPUs too
+    channels_last: bool = True
+    # torch intra-op threads; None: one per usable core (split between the processes of a
+    # DDP run on one machine)
+    threads: int | None = None
+    seed: int = 0
+    deterministic: bool = False
+    log_every_n_steps: int = 10
+    limit_train_batches: int | None = None
+
+    def validate(self) -> None:
+        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(
+            self.max_minutes is None or self.max_minutes > 0,
+            "max_minutes",
+            f"must be > 0, got {self.max_minutes}",
+        )
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        require(
+            0 <= self.min_lr_ratio <= 1,
+            "min_lr_ratio",
+            f"must be in [0, 1], got {self.min_lr_ratio}",
+        )
+        require(self.gradient_clip >= 0, "gradient_clip", f"must be >= 0, got {self.gradient_clip}")
+        require(
+            self.accelerator in ACCELERATORS,
+            "accelerator",
+            f"expected one of {list(ACCELERATORS)}, got {self.accelerator!r}",
+        )
+        require(self.devices >= 1, "devices", f"must be >= 1, got {self.devices}")
+        require(self.num_nodes >= 1, "num_nodes", f"must be >= 1, got {self.num_nodes}")
+        require(
+            self.precision in PRECISIONS,
+            "precision",
+            f"expected one of {list(PRECISIONS)}, got {self.precision!r}",
+        )
+        require(
+            self.threads is None or self.threads >= 1,
+            "threads",
+            f"must be >= 1 (or null: one per core), got {self.threads}",
+        )
+        require(self.log_every_n_steps >= 1, "log_every_n_steps", "must be >= 1")
+        require(
+            self.limit_train_batches is None or self.limit_train_batches >= 1,
+            "limit_train_batches",
+            f"must be >= 1, got {self.limit_train_batches}",
+        )
+
+
+@dataclass
+class SampleConfig:
+    """How the report draws samples from the prior."""
+
+    n: int = 16
+    temperature: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+    per_level: int = 4
+    n_levels_shown: int = 8
+    keep_rows: int = 12
+    n_generation_eval: int = 256
+
+    def validate(self) -> None:
+        require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(self.top_k is None or self.top_k >= 1, "top_k", f"must be >= 1, got {self.top_k}")
+        require(self.per_level >= 1, "per_level", "must be >= 1")
+        require(self.n_levels_shown >= 1, "n_levels_shown", "must be >= 1")
+        require(self.keep_rows >= 0, "keep_rows", "must be >= 0")
+        require(self.n_generation_eval >= 0, "n_generation_eval", "must be >= 0")
+
+
+def _default_prior_train() -> TrainConfig:
+    # Small batches at a high rate: on the demo cohort, 4.5 CPU minutes at 8e-3 reached
+    # validation NLL 2.72 bits per code with batch 16 and 3.01 with batch 32 (level accuracy
+    # 0.73 and 0.56); batch 8 in the full demo pipeline reached level accuracy 0.84.
+    return TrainConfig(epochs=10, lr=8e-3, batch_size=8)
+
+
+@dataclass
+class PresetInfo:
+    """Which configuration a run started from, and why (recorded in RUN/config.yaml)."""
+
+    name: str = ""  # a packaged config's name or a YAML file's path; "" for the defaults
+    reason: str = ""
+
+
+@dataclass
+class RunConfig:
+    """Everything one pipeline run needs; saved as RUN/config.yaml."""
+
+    preset: PresetInfo = field(default_factory=PresetInfo)
+    data: DataConfig = field(default_factory=DataConfig)
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    vqvae_train: TrainConfig = field(default_factory=TrainConfig)
+    prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
+    prior_train: TrainConfig = field(default_factory=_default_prior_train)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> None:
+        require(
+            self.vqvae.image_size == self.data.size,
+            "vqvae.image_size",
+            f"must equal data.size ({self.data.size}), got {self.vqvae.image_size}",
+        )
+        require(
+            self.prior.codebook_size == self.vqvae.codebook_size,
+            "prior.codebook_size",
+            f"must equal vqvae.codebook_size ({self.vqvae.codebook_size}), "
+            f"got {self.prior.codebook_size}",
+        )
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `override` into a copy of `base` (mappings merge, other values replace)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_run_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
+    """Defaults, then the YAML file at `path`, then `overrides` (nested dict); validated."""
+    data = to_dict(RunConfig())
+    if path is not None:
+        data = merge(data, read_yaml(path))
+    if overrides:
+        data = merge(data, overrides)
+    return from_dict(RunConfig, sync_derived(data))
+
+
+def sync_derived(data: dict[str, Any]) -> dict[str, Any]:
+    """Derive the keys that must agree: vqvae.image_size <- data.size, prior.codebook_size <- K.
+
+    They are derived rather than asked for, so a user who changes `data.size` or the codebook
+    size in one place never meets a mismatch error."""
+    data = merge(data, {})
+    data["vqvae"] = dict(data["vqvae"], image_size=data["data"]["size"])
+    data["prior"] = dict(data["prior"], codebook_size=data["vqvae"]["codebook_size"])
+    return data
+
+
+def save_run_config(config: RunConfig, path: str | Path) -> Path:
+    return atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+STAGES = ("vqvae", "prior")
+VQVAE_FOLDER = "VQVAE_Model"
+PRIOR_FOLDER = "PixelCNN_Model"
+BUNDLE_FOLDERS = {"vqvae": VQVAE_FOLDER, "prior": PRIOR_FOLDER}
+CONFIG_FILE = "config.yaml"
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every path of a run directory. Nothing else in brainvq spells a run's file names."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def codes(self) -> Path:
+        return self.root / "codes"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def predict(self) -> Path:
+        return self.root / "predict"
+
+    def stage(self, stage: str) -> Path:
+        """RUN/vqvae or RUN/prior."""
+        if stage not in STAGES:
+            raise ValueError(f"stage: expected one of {list(STAGES)}, got {stage!r}")
+        return self.root / stage
+
+    def bundle(self, stage: str) -> Path:
+        """RUN/vqvae/VQVAE_Model or RUN/prior/PixelCNN_Model."""
+        return self.stage(stage) / BUNDLE_FOLDERS[stage]
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.stage(stage) / "checkpoints"
+
+    def last_checkpoint(self, stage: str) -> Path:
+        return self.checkpoints(stage) / "last.ckpt"
+
+    def history(self, stage: str) -> Path:
+        return self.stage(stage) / "history.json"
+
+    @property
+    def frames(self) -> Path:
+        """RUN/vqvae/frames: the fixed validation slices reconstructed after every epoch."""
+        return self.stage("vqvae") / "frames"
+
+    @property
+    def generated(self) -> Path:
+        """The slices generated for the generation metrics (codes, images, levels, floor)."""
+        return self.samples / "generated.npz"
+
+    @property
+    def figure_samples(self) -> Path:
+        """The samples and completions the report shows."""
+        return self.samples / "figures.npz"
+
+    @property
+    def reconstructions(self) -> Path:
+        """What the VQ-VAE evaluation saw: per-image SSIM, code counts, the shown slices."""
+        return self.evaluation / "reconstructions.npz"
+
+    @property
+    def dataset_samples(self) -> Path:
+        """A few slices of each split, for the report's dataset figure."""
+        return self.evaluation / "dataset_samples.npz"
+
+    @property
+    def level_classifier(self) -> Path:
+        """The level classifier the generation metrics used (a bundle folder)."""
+        return self.evaluation / "LevelClassifier"
+
+    @property
+    def data_summary(self) -> Path:
+        """The data source, slices and subjects per split, and the loader's notes."""
+        return self.evaluation / "data.json"
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped with brainvq (`demo`, `quick`, `oasis`, `oasis_cpu`)."""
+    path = PACKAGED_CONFIGS / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+        raise FileNotFoundError(f"no packaged config {name!r} (known: {', '.join(known)})")
+    return path
+
+
+def prepare_run(
+    run_dir: str | Path,
+    config_file: str | Path | None,
+    overrides: dict[str, Any],
+    preset: PresetInfo | None = None,
+) -> RunConfig:
+    """Resolve the config (defaults < RUN/config.yaml if resuming < FILE < flags) and save it.
+
+    `preset` records where the configuration came from (a packaged config chosen for this
+    machine, or the file given); it is kept from RUN/config.yaml when a run is continued."""
+    layout = RunLayout(output_folder(run_dir, "the run directory"))
+    base = layout.config if layout.config.is_file() and config_file is None else config_file
+    if preset is not None:
+        overrides = merge(overrides, {"preset": to_dict(preset)})
+    config = load_run_config(base, overrides)
+    if config.data.source != DEMO:  # a missing or unreadable source fails before any write
+        resolve_source(config.data.source, config.data.n_levels)
+    save_run_config(config, layout.config)
+    return config
+
+
+def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The config of an existing run (RUN/config.yaml), with `overrides` applied."""
+    layout = RunLayout(output_folder(run_dir, "the run directory"))
+    if not layout.config.is_file():
+        raise FileNotFoundError(
+            f"{layout.root} is not a brainvq run: {layout.config} is missing (train one first)"
+        )
+    return load_run_config(layout.config, overrides)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, {} when the file does not exist."""
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def update_metrics(run_dir: str | Path, key: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge `values` under `key` into RUN/metrics.json (atomic); returns the whole document."""
+    path = RunLayout(run_dir).metrics
+    doc = read_json(path)
+    doc[key] = {**doc.get(key, {}), **values}
+    atomic_write_json(path, doc)
+    return doc
+
+
+def record_timing(run_dir: str | Path, name: str, seconds: float) -> None:
+    """Set RUN/timings.json[name] to `seconds` (rounded to 0.01 s)."""
+    path = RunLayout(run_dir).timings
+    timings = read_json(path)
+    timings[name] = round(seconds, 2)
+    atomic_write_json(path, timings)
