@@ -19,7 +19,7 @@ import torch
 
 from brainvq.hardware import machine
 from brainvq.inference.sampling import sample, teacher_forced_logits
-from brainvq.inference.threads import SAMPLER_THREADS
+from brainvq.inference.threads import sampler_threads
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
 
@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=SAMPLER_THREADS,
-        help=f"intra-op threads while sampling (default {SAMPLER_THREADS}, the samplers' policy)",
+        default=None,
+        help="intra-op threads while sampling (default: the samplers' policy for --n maps)",
     )
     parser.add_argument("--skip-naive", action="store_true", help="time the cached sampler only")
     args = parser.parse_args(argv)
+    args.threads = sampler_threads(args.n, args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("--device cuda: no CUDA device is available", file=sys.stderr)
         return 2

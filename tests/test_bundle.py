@@ -51,6 +51,32 @@ def test_prior_round_trip_and_run_directory_lookup(tmp_path: Path) -> None:
     assert torch.equal(model.eval()(codes, level), loaded.model(codes, level))
 
 
+def test_a_version_1_prior_bundle_still_loads(tmp_path: Path) -> None:
+    """Version 1 named the codebook size `num_codes` and kept one level map per level."""
+    cfg = PixelCNNConfig(
+        codebook_size=16,
+        n_levels=4,
+        embed_dim=8,
+        channels=8,
+        n_layers=2,
+        head_channels=16,
+        level_map_rank=0,
+        map_size=6,
+    )
+    model = GatedPixelCNN(cfg)
+    folder = save_bundle(tmp_path / "PixelCNN_Model", model, cfg, kind="prior")
+    doc = json.loads((folder / "config.json").read_text())
+    doc["format_version"] = 1
+    doc["config"]["num_codes"] = doc["config"].pop("codebook_size")
+    del doc["config"]["level_map_rank"]
+    (folder / "config.json").write_text(json.dumps(doc))
+    loaded = load_prior(folder)
+    assert loaded.config == cfg
+    codes = torch.randint(0, 16, (2, 6, 6))
+    level = torch.tensor([1, 2])
+    assert torch.equal(model.eval()(codes, level), loaded.model(codes, level))
+
+
 def test_save_replaces_an_existing_bundle_whole(vq_bundle: Path) -> None:
     other = VQVAEConfig(**{**SMALL.__dict__, "codebook_size": 32})
     save_bundle(vq_bundle, VQVAE(other), other, kind="vqvae")

@@ -22,7 +22,6 @@ from brainvq.inference.generate import (
     load_run_models,
     spread_levels,
 )
-from brainvq.inference.threads import SAMPLER_THREADS
 from brainvq.io.atomic import atomic_write_text, output_folder
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
@@ -120,7 +119,7 @@ def sample_to_folder(
     top_k: int | None = None,
     seed: int = 0,
     sampler: str = "cached",
-    threads: int | None = SAMPLER_THREADS,
+    threads: int | None = None,
 ) -> list[Path]:
     """Generate slices with the run's prior and write `sample_XXX_level_K.png` (8-bit),
     `grid.png` (labelled with the levels) and `manifest.csv`.

@@ -12,7 +12,6 @@ import torch
 
 from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.sampling import complete, sample
-from brainvq.inference.threads import SAMPLER_THREADS
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.run import RunLayout
 
@@ -94,7 +93,7 @@ def generate_slices(
     seed: int = 0,
     sampler: str = "cached",
     progress: bool = True,
-    threads: int | None = SAMPLER_THREADS,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample n code maps (at `levels` (n,) int64, or None for an unconditional prior) and
     decode them. Returns (codes (n, h, w) int64, images (n, H, W) uint8)."""
@@ -124,7 +123,7 @@ def complete_slices(
     top_k: int | None = None,
     seed: int = 0,
     progress: bool = True,
-    threads: int | None = SAMPLER_THREADS,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keep the top `keep_rows` latent rows of each slice's code map, sample the rest n times.
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import Tensor
 
-from brainvq.inference.threads import SAMPLER_THREADS, intra_op_threads
+from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.pixelcnn import GatedPixelCNN, gate
 
 SAMPLERS = ("naive", "cached")
@@ -40,7 +40,7 @@ def sample(
     init_codes: Tensor | None = None,
     keep_rows: int = 0,
     progress: bool = False,
-    threads: int | None = SAMPLER_THREADS,
+    threads: int | None = None,
 ) -> Tensor:
     """Draw n code maps of size shape = (h, w) from the prior.
 
@@ -48,7 +48,7 @@ def sample(
     for an unconditional model. temperature > 0 (-> 0 approaches argmax decoding); top_k in
     [1, K] keeps the k most likely codes at each step. init_codes: (n, h, w) int64 in [0, K),
     whose first keep_rows rows are kept (the rest is ignored and sampled). threads: intra-op
-    threads while sampling (see brainvq.inference.threads; None leaves the setting as it is).
+    threads while sampling (None: brainvq.inference.threads.sampler_threads' policy).
     The model is put in eval mode for the call and restored afterwards.
     Returns (n, h, w) int64 in [0, K) on the model's device.
     """
@@ -97,7 +97,7 @@ def sample(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), intra_op_threads(threads):
+        with torch.inference_mode(), intra_op_threads(sampler_threads(n, threads)):
             run(model, codes, level_t, keep_rows, draw, _rows(keep_rows, h, progress, sampler))
     finally:
         model.train(was_training)
@@ -116,7 +116,7 @@ def complete(
     seed: int = 0,
     sampler: str = "cached",
     progress: bool = False,
-    threads: int | None = SAMPLER_THREADS,
+    threads: int | None = None,
 ) -> Tensor:
     """Keep the first keep_rows latent rows of each code map and sample the rest, n times.
 

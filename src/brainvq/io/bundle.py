@@ -24,9 +24,11 @@ from brainvq.run import BUNDLE_FOLDERS, PRIOR_FOLDER, VQVAE_FOLDER, RunLayout
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-# 2: the prior's codebook size is `codebook_size`, as in the VQ-VAE (1 called it `num_codes`)
+# 2: the prior's codebook size is `codebook_size`, as in the VQ-VAE (1 called it `num_codes`),
+# and priors may share their level maps (level_map_rank; version 1 had one map per level)
 FORMAT_VERSION = 2
 RENAMED_IN_2 = {"prior": {"num_codes": "codebook_size"}}
+DEFAULTS_BEFORE_2 = {"prior": {"level_map_rank": 0}}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".pkl", ".bin")
 
 
@@ -136,6 +138,7 @@ def read_bundle_config(folder: Path, kind: str, config_cls: type) -> tuple[Any, 
         for old, new in RENAMED_IN_2.get(kind, {}).items():
             if old in config_doc:
                 config_doc[new] = config_doc.pop(old)
+        config_doc = {**DEFAULTS_BEFORE_2.get(kind, {}), **config_doc}
     try:
         config = from_dict(config_cls, config_doc, prefix="config.")
     except ConfigError as e:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainvq.inference.threads import SAMPLER_THREADS
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate brain slices with a run's prior")
@@ -26,8 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        default=SAMPLER_THREADS,
-        help=f"torch threads while sampling (default {SAMPLER_THREADS}: fastest for the cache)",
+        help="torch threads while sampling (default: 1 for a few maps, every core for many)",
     )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=run_sample)
