@@ -92,7 +92,8 @@ def reference_sets(sliceset: SliceSet, n: int, seed: int) -> References:
             return part
         return part.subset(np.sort(rng.choice(len(part), n, replace=False)))
 
-    return References(test=at_most(test), validate=at_most(validate), split=split)
+    validate = at_most(validate)  # drawn first, then test: the order fixes which slices
+    return References(test=at_most(test), validate=validate, split=split)
 
 
 def evaluate_prior(
