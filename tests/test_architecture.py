@@ -11,7 +11,7 @@ import brainvq
 
 PACKAGE = Path(brainvq.__file__).parent
 # What each part may import from brainvq, besides itself and the shared helpers.
-SHARED = {"config", "hardware", "metrics", "io.atomic", "run"}
+SHARED = {"config", "hardware", "metrics", "io.atomic", "run", "edge"}
 ALLOWED = {
     "data": set(),
     "models": set(),
@@ -22,7 +22,8 @@ ALLOWED = {
     "report": {"io.atomic", "run"},
     "app": {"data", "models", "io", "training", "inference", "evaluation", "report"},
 }
-LOW = {"config", "hardware", "metrics"}  # import nothing from brainvq but each other
+# import nothing from brainvq but each other (edge: nothing at all, it must run without torch)
+LOW = {"config", "hardware", "metrics", "edge"}
 
 
 def module_name(path: Path) -> str:

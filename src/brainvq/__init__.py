@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from brainvq.app.anomaly import AnomalyResult
     from brainvq.data.sliceset import SliceSet
     from brainvq.inference.generate import RunModels
     from brainvq.io.bundle import Bundle
 
 __version__ = "0.2.0"
 __all__ = [
+    "anomaly",
     "build_report",
     "complete",
     "decode",
@@ -152,6 +154,35 @@ def complete(
         seed=seed,
         progress=False,
     )
+
+
+def anomaly(
+    run_dir: str | Path,
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    alpha: float = 0.01,
+    n_heal: int = 4,
+    level: int | None = None,
+    seed: int = 0,
+) -> AnomalyResult:
+    """Anomaly maps of every slice of `source` (a PNG/JPEG, a folder, NIfTI volumes, an OASIS
+    set) with the run's prior, thresholded at false-positive rate alpha (calibrated on the run's
+    healthy validate slices on first use). .maps (N, H, W) float32, .masks (N, H, W) bool,
+    .scores (N,), .flagged (N,), .names; with `out`, also writes them there as `brainvq anomaly`
+    does."""
+    from brainvq.app.anomaly import find_anomalies
+    from brainvq.app.anomaly_files import write_anomalies
+    from brainvq.io.atomic import output_folder
+
+    if out is not None:
+        output_folder(out, "out")  # fail before any work when it is a file
+    result = find_anomalies(
+        run_dir, source, alpha=alpha, n_heal=n_heal, level=level, seed=seed, progress=False
+    )
+    if out is not None:
+        write_anomalies(result, out)
+    return result
 
 
 def _prepare(run_dir: str | Path, data: str | None, config: str | Path | None):

@@ -9,11 +9,14 @@ A run directory holds everything one pipeline run made:
     RUN/codes/                code maps of every split (<split>.npz) and index.json
     RUN/evaluation/           what the evaluation saw, for the report (npz + JSON)
     RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report)
+    RUN/anomaly/              calibration.json (+ calibration_maps.npz): anomaly thresholds
     RUN/logs/                 TensorBoard and CSV logs
     RUN/figures/              every figure of the report
     RUN/metrics.json          {"vqvae": {...}, "prior": {...}}
     RUN/timings.json          seconds per stage
     RUN/report.html           the report page
+    RUN/tune/                 a hyperparameter study of one stage (`brainvq tune`): study.db,
+                              summary.json, trials.csv, best.yaml, figures/, trials/<number>/
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from brainvq.config import from_dict, read_yaml, require, to_dict
 from brainvq.data.augment import AugmentConfig
 from brainvq.data.loader import DEMO, resolve_source
 from brainvq.io.atomic import atomic_write_json, atomic_write_text, output_folder
+from brainvq.models.discriminator import AdversarialConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
 
@@ -166,6 +170,57 @@ def _default_prior_train() -> TrainConfig:
     return TrainConfig(epochs=10, lr=8e-3, batch_size=8)
 
 
+TUNE_STAGES = ("vqvae", "prior")
+
+
+@dataclass
+class TuneConfig:
+    """What `brainvq tune` searches: one space per stage, and how trials are sampled and pruned.
+
+    A space maps a dotted config key to a range or to choices, e.g.
+    `vqvae_train.lr: {low: 5.0e-4, high: 8.0e-3, log: true}`, `vqvae_train.batch_size:
+    [8, 16, 32]` or `vqvae.channels: [[16, 32], [32, 64]]`. An empty space means brainvq's
+    default space for the stage, drawn around the base config's values; a space given here
+    replaces the default whole. Spaces are parsed and checked against the config when a study
+    starts (brainvq.training.search_space: default_space, parse_space).
+    """
+
+    vqvae: dict[str, Any] = field(default_factory=dict)
+    prior: dict[str, Any] = field(default_factory=dict)
+    # trials sampled at random before TPE models the results; also the completed trials the
+    # median pruner needs before it prunes anything
+    startup_trials: int = 5
+    prune: bool = True
+    # share of its budget (time or epochs, whichever is further along) a trial always gets
+    # before it may be pruned
+    prune_after: float = 0.25
+    # a worker stops when this many of its trials in a row failed (a broken base config
+    # would otherwise fail forever)
+    max_failed_in_a_row: int = 5
+
+    def validate(self) -> None:
+        for stage in TUNE_STAGES:
+            space = getattr(self, stage)
+            require(
+                isinstance(space, dict) and all(isinstance(k, str) for k in space),
+                stage,
+                f"expected a mapping of config key -> range or choices, got {space!r}",
+            )
+        require(
+            self.startup_trials >= 0,
+            "startup_trials",
+            f"must be >= 0, got {self.startup_trials}",
+        )
+        require(
+            0 <= self.prune_after <= 1, "prune_after", f"must be in [0, 1], got {self.prune_after}"
+        )
+        require(
+            self.max_failed_in_a_row >= 1,
+            "max_failed_in_a_row",
+            f"must be >= 1, got {self.max_failed_in_a_row}",
+        )
+
+
 @dataclass
 class PresetInfo:
     """Which configuration a run started from, and why (recorded in RUN/config.yaml)."""
@@ -182,9 +237,11 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
     vqvae_train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
     prior_train: TrainConfig = field(default_factory=_default_prior_train)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def validate(self) -> None:
         require(
@@ -197,6 +254,13 @@ class RunConfig:
             "prior.codebook_size",
             f"must equal vqvae.codebook_size ({self.vqvae.codebook_size}), "
             f"got {self.prior.codebook_size}",
+        )
+        require(
+            not self.adversarial.enabled or self.adversarial.output_size(self.data.size) >= 1,
+            "adversarial.layers",
+            f"{self.adversarial.layers} stride-2 layers leave no patch of a "
+            f"{self.data.size}x{self.data.size} slice (at most "
+            f"{(self.data.size // 3).bit_length() - 1} layers)",
         )
 
 
@@ -348,6 +412,60 @@ class RunLayout:
     def data_summary(self) -> Path:
         """The data source, slices and subjects per split, and the loader's notes."""
         return self.evaluation / "data.json"
+
+    @property
+    def anomaly(self) -> Path:
+        """RUN/anomaly: the calibration of the anomaly maps (`brainvq anomaly`)."""
+        return self.root / "anomaly"
+
+    @property
+    def anomaly_calibration(self) -> Path:
+        """The anomaly thresholds and the settings and data they were calibrated with."""
+        return self.anomaly / "calibration.json"
+
+    @property
+    def anomaly_calibration_maps(self) -> Path:
+        """The healthy calibration slices' map values, to re-threshold at another alpha."""
+        return self.anomaly / "calibration_maps.npz"
+
+    @property
+    def tune(self) -> Path:
+        """RUN/tune: one hyperparameter study of one stage (`brainvq tune`)."""
+        return self.root / "tune"
+
+    @property
+    def tune_storage(self) -> Path:
+        """The study's default Optuna storage (SQLite), unless --storage names another."""
+        return self.tune / "study.db"
+
+    @property
+    def tune_summary(self) -> Path:
+        """Which study RUN/tune holds (name, stage, objective, space), its best trial and the
+        parameters' importances: what the figures and the report read."""
+        return self.tune / "summary.json"
+
+    @property
+    def tune_trials(self) -> Path:
+        """One row per trial: number, state, objective, minutes, sampled values, note."""
+        return self.tune / "trials.csv"
+
+    @property
+    def tune_best(self) -> Path:
+        """The base config with the best trial's values (`brainvq train all --config`)."""
+        return self.tune / "best.yaml"
+
+    @property
+    def tune_figures(self) -> Path:
+        return self.tune / "figures"
+
+    @property
+    def tune_codes(self) -> Path:
+        """Prior studies: the code maps of the VQ-VAE the trials train on, encoded once."""
+        return self.tune / "codes"
+
+    def tune_trial(self, number: int) -> Path:
+        """RUN/tune/trials/<number>: the run directory trial `number` trained."""
+        return self.tune / "trials" / str(number)
 
 
 def packaged_config(name: str) -> Path:

@@ -16,7 +16,19 @@ from brainvq import __version__
 from brainvq.hardware import keep_freed_memory
 from brainvq.training.guards import NonFiniteLossError
 
-COMMAND_MODULES = ("data", "train", "evaluate", "reconstruct", "sample", "report", "export", "demo")
+COMMAND_MODULES = (
+    "data",
+    "train",
+    "tune",
+    "evaluate",
+    "reconstruct",
+    "sample",
+    "anomaly",
+    "report",
+    "export",
+    "prune",
+    "demo",
+)
 
 
 class CliError(Exception):

@@ -18,6 +18,7 @@ import yaml
 from brainvq.report import plots
 from brainvq.report.gif import make_training_gif
 from brainvq.report.html import write_report
+from brainvq.report.tune import draw_tune_figures, tune_notes
 from brainvq.run import RunLayout, read_json
 
 Figure = tuple[Path, str]  # (image file, one line saying what it shows)
@@ -28,7 +29,13 @@ VQVAE_CURVES = {  # panel title -> history key after "train/" or "val/"
     "reconstruction loss": "recon",
     "VQ loss": "vq",
     "perplexity": "perplexity",
+    # only in runs with the `adversarial` section (a panel without points is left out)
+    "frequency loss (log-amplitude spectrum L1)": "freq",
+    "generator adversarial loss": "g_adv",
+    "discriminator loss": "d_loss",
+    "adaptive weight (x adversarial.weight)": "adaptive_weight",
 }
+ADVERSARIAL_CURVES = ("freq", "g_adv", "d_loss", "adaptive_weight")
 PRIOR_CURVES = {"PixelCNN NLL (bits per code)": "nll_bits"}
 OASIS_CITATION = "Data: OASIS-1 (Marcus et al., 2007), Open Access Series of Imaging Studies"
 
@@ -193,8 +200,15 @@ def curve_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
         path = layout.history(stage)
         if not path.is_file():
             continue
-        panels = _panels(read_history(path), keys)
+        rows = read_history(path)
+        panels = _panels(rows, keys)
         if any(points for series in panels.values() for points in series.values()):
+            logged = {key for row in rows for key in row}
+            if stage == "vqvae" and logged & {f"train/{k}" for k in ADVERSARIAL_CURVES}:
+                caption += (
+                    "; with the adversarial section: the frequency loss, the generator's and the "
+                    "discriminator's losses and the weight the generator loss is added with"
+                )
             figures.append((plots.plot_curves(panels, fig_dir / name, title), caption))
     return figures
 
@@ -227,6 +241,7 @@ def draw_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     figures += sample_figures(layout, fig_dir)
     figures += curve_figures(layout, fig_dir)
     figures += training_gif(layout, fig_dir)
+    figures += draw_tune_figures(layout, fig_dir)  # RUN/tune: a hyperparameter study, if any
     return figures
 
 
@@ -259,6 +274,7 @@ def _notes(layout: RunLayout, metrics: dict[str, Any]) -> list[str]:
             f"The prior has not been evaluated: run `brainvq train prior --run {layout.root}` "
             "to add its metrics and samples."
         )
+    notes += tune_notes(layout)
     if summary.get("oasis"):
         notes.append(OASIS_CITATION)
     return notes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -45,9 +46,17 @@ def prior_levels(sliceset: SliceSet) -> int:
     return 0
 
 
-def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> Path:
+def fit_prior(
+    run_dir: Path,
+    config: RunConfig,
+    sliceset: SliceSet,
+    resume: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+    progress_bar: bool = True,
+) -> Path:
     """Encode every split with RUN/vqvae/VQVAE_Model (cached in RUN/codes/), train the prior,
-    and write RUN/prior/PixelCNN_Model/ (best by validation NLL). Returns the bundle folder."""
+    and write RUN/prior/PixelCNN_Model/ (best by validation NLL). Returns the bundle folder.
+    `callbacks` join the trainer's own (e.g. a tuning trial's pruning callback)."""
     layout = RunLayout(run_dir)
     stage_dir = layout.stage("prior")
     cfg = config.prior_train
@@ -71,7 +80,15 @@ def fit_prior(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
     counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.codebook_size)
     module.model.init_output_bias(torch.from_numpy(counts))  # a resume loads its own weights
-    trainer, history = make_trainer(cfg, layout, stage="prior", monitor="val/nll_bits", mode="min")
+    trainer, history = make_trainer(
+        cfg,
+        layout,
+        stage="prior",
+        monitor="val/nll_bits",
+        mode="min",
+        extra_callbacks=list(callbacks),
+        progress_bar=progress_bar,
+    )
     if trainer.is_global_zero:
         remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
     ckpt_path = resume_checkpoint(layout.last_checkpoint("prior"), resume)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -41,8 +42,16 @@ def steps_per_epoch(n_train: int, batch_size: int, world: int, limit: int | None
     return min(steps, limit) if limit else steps
 
 
-def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False) -> Path:
+def fit_vqvae(
+    run_dir: Path,
+    config: RunConfig,
+    sliceset: SliceSet,
+    resume: bool = False,
+    callbacks: Sequence[L.Callback] = (),
+    progress_bar: bool = True,
+) -> Path:
     """Train (or resume) the VQ-VAE of `run_dir` on `sliceset`; returns the bundle folder.
+    `callbacks` join the trainer's own (e.g. a tuning trial's pruning callback).
 
     Writes RUN/vqvae/checkpoints/{last,best}.ckpt, RUN/vqvae/frames/epoch_XXX.png,
     RUN/vqvae/history.json, logs under RUN/logs/, and RUN/vqvae/VQVAE_Model/ (best by
@@ -62,14 +71,22 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
     total_steps = cfg.epochs * steps_per_epoch(
         n_train, cfg.batch_size, world, cfg.limit_train_batches
     )
-    module = VQVAEModule(config.vqvae, cfg, augment=config.data.augment, total_steps=total_steps)
+    module = VQVAEModule(
+        config.vqvae,
+        cfg,
+        augment=config.data.augment,
+        total_steps=total_steps,
+        adversarial=config.adversarial,
+    )
     trainer, history = make_trainer(
         cfg,
         layout,
         stage="vqvae",
         monitor="val/ssim",
         mode="max",
-        extra_callbacks=[ReconstructionFrames(layout.frames, frames)],
+        extra_callbacks=[ReconstructionFrames(layout.frames, frames), *callbacks],
+        progress_bar=progress_bar,
+        manual_optimization=not module.automatic_optimization,
     )
     if trainer.is_global_zero:
         remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
@@ -84,6 +101,11 @@ def fit_vqvae(run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool
             "best_checkpoint": Path(best).name if best else None,
             "world_size": int(trainer.world_size),
             "codebook_sync_max_diff": module.codebook_sync_max_diff,
+            # how the model was trained: the discriminator itself is never in the bundle
+            "adversarial": (
+                to_dict(config.adversarial) if config.adversarial.changes_training else None
+            ),
+            "discriminator_sync_max_diff": module.discriminator_sync_max_diff,
             "data_source": sliceset.source,
             "n_levels": int(sliceset.n_levels),
             "train_config": to_dict(cfg),

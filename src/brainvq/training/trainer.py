@@ -40,10 +40,16 @@ def make_trainer(
     monitor: str,
     mode: str,
     extra_callbacks: list[L.Callback] = (),
+    progress_bar: bool = True,
+    manual_optimization: bool = False,
 ) -> tuple[L.Trainer, EpochHistory]:
     """A Trainer for `stage` of the run at `layout`: it checkpoints every epoch to
     RUN/<stage>/checkpoints/ (last.ckpt, and best.ckpt by `monitor`), logs to TensorBoard and
-    CSV under RUN/logs/, and keeps the per-epoch history in RUN/<stage>/history.json."""
+    CSV under RUN/logs/, and keeps the per-epoch history in RUN/<stage>/history.json.
+    progress_bar=False: no per-step bar (a caller that shows its own, e.g. `brainvq tune`).
+    manual_optimization: the module optimises itself (several optimisers, as the adversarial
+    VQ-VAE): it clips its own gradients, and DDP is told that a backward pass may leave some
+    parameters without gradients (the discriminator's, then the VQ-VAE's)."""
     stage_dir = layout.stage(stage)
     logs_dir = layout.logs
     if cfg.threads is not None:
@@ -79,6 +85,8 @@ def make_trainer(
     strategy = cfg.strategy
     if strategy == "auto" and cfg.devices * cfg.num_nodes > 1:
         strategy = "ddp"
+    if manual_optimization and strategy == "ddp":
+        strategy = "ddp_find_unused_parameters_true"
     progress = TQDMProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
@@ -88,7 +96,7 @@ def make_trainer(
         num_nodes=cfg.num_nodes,
         strategy=strategy,
         precision=resolve_precision(cfg),
-        gradient_clip_val=cfg.gradient_clip or None,
+        gradient_clip_val=None if manual_optimization else cfg.gradient_clip or None,
         deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every_n_steps,
         limit_train_batches=cfg.limit_train_batches,
@@ -98,13 +106,14 @@ def make_trainer(
             best,
             last,
             LearningRateMonitor("step"),
-            progress,
+            *([progress] if progress_bar else []),
             *extra_callbacks,
         ],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(stage_dir),
         enable_model_summary=False,
+        enable_progress_bar=progress_bar,
         num_sanity_val_steps=0,
     )
     return trainer, history

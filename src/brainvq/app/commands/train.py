@@ -31,6 +31,12 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int)
     p.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="train the VQ-VAE with a patch discriminator (VQGAN); see the config's "
+        "`adversarial` section",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue from RUN/<stage>/checkpoints/last.ckpt"
     )
 
@@ -66,6 +72,8 @@ def stage_overrides(args: argparse.Namespace, stages: tuple[str, ...]) -> dict[s
         if getattr(args, attr, None) is not None
     }
     out: dict[str, Any] = {f"{stage}_train": dict(train) for stage in stages}
+    if getattr(args, "adversarial", False) and "vqvae" in stages:
+        out["adversarial"] = {"enabled": True}
     data = {}
     if getattr(args, "data", None):
         data["source"] = args.data
