@@ -15,16 +15,18 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
-from tiny import assert_codes_agree
+from tiny import TINY_CONFIG, assert_codes_agree
 from torch.utils.data import DataLoader, TensorDataset
 
 from brainvq.app.cli import main
+from brainvq.inference.codes import to_uint8
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae, save_bundle
 from brainvq.io.checkpoint import CheckpointError, checkpoint_to_bundle
 from brainvq.io.onnx import export_onnx
+from brainvq.metrics import ssim
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.run import TrainConfig
+from brainvq.run import TrainConfig, prepare_run
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.vqvae_module import VQVAEModule
 
@@ -64,7 +66,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[VQVAE, Path, dic
     model = small_model()
     bundle = save_bundle(tmp_path_factory.mktemp("m") / "VQVAE_Model", model, SMALL, kind="vqvae")
     out = tmp_path_factory.mktemp("onnx")
-    manifest = export_onnx(bundle, out, quantize=True)
+    manifest = export_onnx(bundle, out, quantize="int8")
     return model, out, manifest
 
 
@@ -109,12 +111,14 @@ def test_export_json_describes_the_models(exported) -> None:
         shape = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
         assert shape == dims[0]
     assert doc["encoder"]["output"]["range"] == [0, 15]
-    assert doc["int8"]["encoder"] == "encoder.int8.onnx"
+    assert doc["int8"]["encoder"] == "encoder.int8.onnx" and doc["int8"]["mode"] == "int8"
+    assert doc["prior"] is None and doc["edge_runtime"] == "brainvq_edge.py"
     for name, size in doc["file_bytes"].items():
         assert (out / name).stat().st_size == size
     assert doc["checks"]["fp32_vs_pytorch"]["index_agreement"] >= 0.99  # ties may round apart
     assert doc["checks"]["fp32_vs_pytorch"]["decoder_max_abs_diff"] < 1e-4
     assert sorted(p.name for p in out.iterdir()) == [
+        "brainvq_edge.py",
         "decoder.int8.onnx",
         "decoder.onnx",
         "encoder.int8.onnx",
@@ -148,12 +152,13 @@ def test_export_leaves_the_model_unchanged_and_replaces_old_int8_files(tmp_path:
     out.mkdir()
     (out / "encoder.int8.onnx").write_bytes(b"stale")
     (out / "notes.txt").write_text("mine")
-    manifest = export_onnx(Bundle(model, SMALL, {}, bundle), out, quantize=False)
+    manifest = export_onnx(Bundle(model, SMALL, {}, bundle), out)
     assert model.training and all(m.training for m in model.modules())
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert manifest["int8"] is None
     assert sorted(p.name for p in out.iterdir()) == [
+        "brainvq_edge.py",
         "decoder.onnx",
         "encoder.onnx",
         "export.json",
@@ -302,6 +307,12 @@ def small_bundle(tmp_path: Path) -> Path:
             ["--from-ckpt", "{tmp}/none.ckpt", "--out", "{tmp}/o", "--quantize", "int8"],
             "--quantize",
         ),
+        (["--from-ckpt", "{tmp}/none.ckpt", "--out", "{tmp}/o", "--with-prior"], "--with-prior"),
+        (["--model", "{tmp}/run", "--out", "{tmp}/o", "--quantize", "int8-static"], "needs --run"),
+        (["--model", "{tmp}/run", "--out", "{tmp}/o", "--with-prior"], "needs --run"),
+        (["--run", "{tmp}/run", "--out", "{tmp}/o", "--calibration", "8"], "--calibration"),
+        (["--run", "{tmp}/run", "--out", "{tmp}/o", "--quantize", "int8-static"], "not a brainvq"),
+        (["--run", "{tmp}/run", "--out", "{tmp}/o", "--with-prior"], "model bundle not found"),
     ],
 )
 def test_cli_errors_exit_2(small_bundle: Path, tmp_path: Path, capsys, args, message) -> None:
@@ -327,6 +338,125 @@ def test_export_refuses_a_prior(tmp_path: Path) -> None:
     prior = GatedPixelCNN(TINY_PRIOR)
     folder = save_bundle(tmp_path / "PixelCNN_Model", prior, TINY_PRIOR, kind="prior")
     with pytest.raises(ValueError, match="expected 'vqvae'"):
-        export_onnx(folder, tmp_path / "o", quantize=False)
+        export_onnx(folder, tmp_path / "o")
     with pytest.raises(ValueError, match="expected a VQ-VAE bundle"):
-        export_onnx(Bundle(prior, TINY_PRIOR, {}, folder), tmp_path / "o", quantize=False)
+        export_onnx(Bundle(prior, TINY_PRIOR, {}, folder), tmp_path / "o")
+
+
+def smooth_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """Smooth random images: (n, 1, size, size) float in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 1, 6, 6, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=size, mode="bilinear")
+
+
+@pytest.fixture(scope="module")
+def static_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[VQVAE, Path, dict]:
+    model = small_model()
+    bundle = save_bundle(tmp_path_factory.mktemp("m") / "VQVAE_Model", model, SMALL, kind="vqvae")
+    images = torch.cat([structured_images(10), smooth_images(22, seed=1)])[:, 0]
+    calibration = to_uint8(images.numpy())  # (32, 32, 32)
+    out = tmp_path_factory.mktemp("static")
+    return model, out, export_onnx(bundle, out, quantize="int8-static", calibration=calibration)
+
+
+def test_static_int8_stays_within_its_ssim_and_code_bounds(static_export) -> None:
+    """Against the fp32 ONNX models on slices the calibration did not see: SSIM vs the input
+    within 0.005 of fp32's and at least 93% of the codes identical. (This VQ-VAE is untrained,
+    so its latents sit nearer to several codes than a trained one's: 95% here; the issue's 97%
+    target is measured on a trained run by benchmarks/bench_export.py.)"""
+    _, out, manifest = static_export
+    x = torch.cat([structured_images(5), smooth_images(11, seed=2)])
+    results = {}
+    for name, (enc, dec) in {
+        "fp32": ("encoder.onnx", "decoder.onnx"),
+        "int8": ("encoder.int8-static.onnx", "decoder.int8-static.onnx"),
+    }.items():
+        codes = session(out / enc).run(None, {"images": x.numpy()})[0]
+        recon = session(out / dec).run(None, {"indices": codes})[0].clip(0, 1)
+        results[name] = (codes, float(ssim(torch.from_numpy(recon), x).mean()))
+    assert len(np.unique(results["fp32"][0])) > 5, "the check is only meaningful with varied codes"
+    assert np.mean(results["int8"][0] == results["fp32"][0]) >= 0.93
+    assert results["int8"][1] >= results["fp32"][1] - 0.005
+    int8 = manifest["int8"]
+    assert int8["mode"] == "int8-static" and int8["calibration_slices"] == 32
+    sizes = manifest["file_bytes"]
+    for part in ("encoder", "decoder"):
+        assert sizes[f"{part}.int8-static.onnx"] < sizes[f"{part}.onnx"]
+    assert manifest["checks"]["int8_vs_fp32"]["index_agreement"] >= 0.9
+
+
+def test_static_int8_quantizes_the_convolutions_and_keeps_the_code_search_float(static_export):
+    _, out, _ = static_export
+    for part in ("encoder", "decoder"):
+        graph = onnx.load(out / f"{part}.int8-static.onnx").graph
+        ops = [n.op_type for n in graph.node]
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, part
+        quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+        dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+        assert sum(n.input[1] in dequantized for n in convs) >= len(convs) - 1, part
+        if part == "encoder":  # the latents and the nearest-code search stay float32
+            assert convs[-1].input[1] not in dequantized and convs[-1].output[0] not in quantized
+            for node in graph.node:
+                if node.op_type in ("MatMul", "ArgMin", "ReduceSum"):
+                    assert not set(node.input) & dequantized, node.name
+        else:  # the codebook lookup too
+            gather = next(n for n in graph.node if n.op_type == "Gather")
+            assert gather.input[0] not in dequantized
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"quantize": "int8-static"}, "needs calibration slices"),
+        ({"quantize": "int8-static", "calibration": np.zeros((4, 32, 32))}, "uint8 slices"),
+        ({"quantize": "int8-static", "calibration": np.zeros((4, 16, 16), np.uint8)}, "32, 32"),
+        ({"quantize": "int8-static", "calibration": np.zeros((0, 32, 32), np.uint8)}, "N >= 1"),
+        ({"calibration": np.zeros((4, 32, 32), np.uint8)}, "only quantize='int8-static'"),
+        ({"quantize": "int4"}, "quantize: expected None or one of"),
+        ({"quantize": True}, "quantize: expected None or one of"),
+    ],
+)
+def test_export_refuses_bad_quantize_arguments(small_bundle, tmp_path, kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        export_onnx(small_bundle, tmp_path / "o", **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_refuses_a_prior_of_another_codebook(small_bundle: Path, tmp_path: Path) -> None:
+    config = PixelCNNConfig(codebook_size=32, embed_dim=8, channels=8, n_layers=2)
+    prior = save_bundle(tmp_path / "PixelCNN_Model", GatedPixelCNN(config), config, "prior")
+    with pytest.raises(ValueError, match="the prior models 32 codes"):
+        export_onnx(small_bundle, tmp_path / "o", prior=prior)
+    with pytest.raises(ValueError, match="expected a prior bundle"):
+        export_onnx(small_bundle, tmp_path / "o", prior=Bundle(small_model(), SMALL, {}, tmp_path))
+
+
+def test_cli_static_int8_with_prior_then_a_plain_export_removes_them(tmp_path: Path, capsys):
+    """`brainvq export --run RUN --quantize int8-static --calibration N --with-prior` on a run
+    (the tiny demo config; its models with random weights), then a plain export to the same
+    folder removes the static and prior files it does not write."""
+    run = tmp_path / "run"
+    prepare_run(run, TINY_CONFIG, {})
+    save_bundle(run / "vqvae" / "VQVAE_Model", small_model(), SMALL, "vqvae")
+    save_bundle(run / "prior" / "PixelCNN_Model", GatedPixelCNN(TINY_PRIOR), TINY_PRIOR, "prior")
+    out = tmp_path / "o"
+    argv = ["export", "--run", str(run), "--out", str(out)]
+    assert main([*argv, "--quantize", "int8-static", "--calibration", "16", "--with-prior"]) == 0
+    text = capsys.readouterr().out
+    assert "check int8_vs_fp32" in text and "check prior_vs_pytorch: logits max abs" in text
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["int8"]["calibration_slices"] == 16 and doc["prior"]["n_levels"] == 0
+    assert doc["checks"]["prior_vs_pytorch"]["logits_max_abs_diff"] < 1e-4
+    for name in ("prior_row.onnx", "prior_position.onnx", "encoder.int8-static.onnx"):
+        assert (out / name).is_file() and name in doc["file_bytes"]
+    assert main([*argv, "--calibration", "1000000", "--quantize", "int8-static"]) == 2
+    assert "has only" in capsys.readouterr().err
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "brainvq_edge.py",
+        "decoder.onnx",
+        "encoder.onnx",
+        "export.json",
+    ]
