@@ -1,0 +1,47 @@
+"""With no --config, a run starts from the packaged config that fits the machine, says which
+and why, and records it in RUN/config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from data.files import write_png
+
+from brainvq.app.commands.train import resolve_config_file
+from brainvq.app.presets import choose_preset
+from brainvq.run import load_run_config, packaged_config, prepare_run
+
+
+def test_the_cpu_preset_is_chosen_said_and_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU machine
+    source = tmp_path / "pngs"
+    write_png(source / "a.png", np.zeros((16, 16), np.uint8))
+    run = tmp_path / "run"
+    path, preset = resolve_config_file(run, None, str(source), "brainvq train")
+    assert path == packaged_config("oasis_cpu") and preset.name == "oasis_cpu"
+    said = capsys.readouterr().out
+    assert said.startswith("brainvq train: no --config given: using configs/oasis_cpu.yaml (")
+    assert "no CUDA GPU" in said and "CPU cores" in said
+    config = prepare_run(run, path, {"data": {"source": str(source)}}, preset=preset)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["preset"] == {"name": "oasis_cpu", "reason": preset.reason}
+    cpu = load_run_config(packaged_config("oasis_cpu"))
+    assert config.vqvae.channels == cpu.vqvae.channels == (32, 64)
+    # A continued run keeps its config and its recorded preset; a given file is recorded too.
+    assert resolve_config_file(run, None, str(source), "x") == (None, None)
+    given = resolve_config_file(tmp_path / "other", packaged_config("quick"), None, "x")[1]
+    assert given.reason == "given with --config" and given.name.endswith("quick.yaml")
+
+
+def test_the_demo_and_the_gpu_have_their_own_presets(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert choose_preset("demo").name == "demo"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Some GPU")
+    gpu = choose_preset("/data/oasis")
+    assert gpu.name == "oasis" and "Some GPU" in gpu.reason
