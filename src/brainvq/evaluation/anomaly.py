@@ -1,0 +1,335 @@
+"""Anomaly maps from a VQ-VAE and the prior over its codes, and the calibration of their thresholds.
+
+A model trained on healthy brains gives low likelihood to the codes of something it never saw.
+For slices x: (N, H, W) uint8 at the model's working size:
+
+1. encode -> code maps (N, h, w); the per-code NLL map -log p(code | codes before it, level)
+   in nats, from one teacher-forced pass of the prior (`code_nll_map`).
+2. heal each map n_heal times (brainvq.inference.healing): in raster order, a code whose NLL
+   given the healed prefix is above the code threshold is redrawn from the prior.
+3. decode the healed maps. For healing r: residual_r = G_s * |x - healed_r| (Gaussian smoothing,
+   sigma smooth_sigma latent cells), weight_r = G_m * up(resampled_r) (the redrawn codes as
+   pixels, smoothed with sigma mask_sigma cells: 1 inside a large redrawn region, fading over
+   about two sigma around it, well below 1 over an isolated code). The anomaly map is the mean
+   over healings of residual_r * weight_r, zero outside the brain mask (`brain_mask`); higher is
+   more anomalous, in units of intensity in [0, 1].
+4. the slice score: the mean of the map's largest values over score_share of the image's pixels.
+
+Calibration: the code threshold is the (1 - resample_share) quantile of the NLL of the run's
+training codes (the prior has seen them, but the pixel calibration does not use them, which keeps
+its guarantee exact); the pixel and slice thresholds come from the maps of healthy calibration
+slices by conformal risk control and split conformal (brainvq.evaluation.conformal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from brainvq.config import require
+from brainvq.evaluation.conformal import (
+    conformal_quantile,
+    flagged_share,
+    risk_control_threshold,
+)
+from brainvq.inference.codes import CodeSet, decode_codes, encode_images
+from brainvq.inference.generate import RunModels
+from brainvq.inference.healing import heal
+from brainvq.models.pixelcnn import GatedPixelCNN
+
+NLL_BATCH = 64
+MAP_BATCH = 64  # slices whose residuals are held in memory at once
+
+
+@dataclass
+class AnomalyConfig:
+    """How anomaly maps are made; a calibration holds only for the settings it was made with."""
+
+    n_heal: int = 4  # independent healings per slice, averaged
+    # the code threshold: the (1 - resample_share) quantile of the training codes' NLL, so that
+    # about this share of healthy codes is redrawn
+    resample_share: float = 0.05
+    temperature: float = 1.0  # of the draws that replace flagged codes
+    mask_sigma: float = 1.0  # latent cells: how far around a redrawn code the residual counts
+    smooth_sigma: float = 0.5  # latent cells: smoothing of the residuals (and the baselines')
+    score_share: float = 0.005  # slice score: mean of the map over its top share of pixels
+    foreground_level: float = 0.02  # brain mask: intensity above this, holes filled
+    code_maps: int = 1024  # at most this many training code maps for the code threshold
+    calibration_slices: int = 512  # at most this many healthy slices for the pixel threshold
+    seed: int = 0  # which slices and maps calibrate, and the calibration's healing draws
+
+    def validate(self) -> None:
+        require(self.n_heal >= 1, "n_heal", f"must be >= 1, got {self.n_heal}")
+        require(
+            0 < self.resample_share < 1,
+            "resample_share",
+            f"must be in (0, 1), got {self.resample_share}",
+        )
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(self.mask_sigma >= 0, "mask_sigma", f"must be >= 0, got {self.mask_sigma}")
+        require(self.smooth_sigma >= 0, "smooth_sigma", f"must be >= 0, got {self.smooth_sigma}")
+        require(
+            0 < self.score_share <= 1, "score_share", f"must be in (0, 1], got {self.score_share}"
+        )
+        require(
+            0 <= self.foreground_level < 1,
+            "foreground_level",
+            f"must be in [0, 1), got {self.foreground_level}",
+        )
+        require(self.code_maps >= 1, "code_maps", f"must be >= 1, got {self.code_maps}")
+        require(
+            self.calibration_slices >= 1,
+            "calibration_slices",
+            f"must be >= 1, got {self.calibration_slices}",
+        )
+
+
+def brain_mask(images: np.ndarray, level: float) -> np.ndarray:
+    """images: (N, H, W) uint8 -> (N, H, W) bool: intensity above level (in [0, 1]) with the
+    holes filled, so that dark structures inside the brain (ventricles, a dark lesion) count."""
+    bright = np.asarray(images).astype(np.float32) / 255.0 > level  # (N, H, W)
+    return np.stack([ndimage.binary_fill_holes(m) for m in bright]) if len(bright) else bright
+
+
+def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
+    """(N, H, W) float -> the same, each slice Gaussian-smoothed with sigma pixels (0: a copy)."""
+    x = np.asarray(x, dtype=np.float32)
+    if sigma == 0:
+        return x.copy()
+    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode="nearest")
+
+
+def upsample(cells: np.ndarray, factor: int) -> np.ndarray:
+    """(N, h, w) -> (N, h * factor, w * factor): each latent cell covers factor x factor pixels."""
+    return np.repeat(np.repeat(cells, factor, axis=1), factor, axis=2)
+
+
+@torch.inference_mode()
+def code_nll_map(
+    prior: GatedPixelCNN, codes: np.ndarray, levels: np.ndarray | None, batch_size: int = NLL_BATCH
+) -> np.ndarray:
+    """-log p(code | the codes before it, level) at every position, in nats.
+
+    codes: (N, h, w) integer in [0, K); levels: (N,) integer, or None for an unconditional prior.
+    Returns (N, h, w) float32; its sum is the maps' total cross-entropy under the prior."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3:
+        raise ValueError(f"codes: expected (N, h, w) code maps, got shape {codes.shape}")
+    if levels is not None:
+        levels = np.asarray(levels)
+        if levels.shape != (len(codes),) or not np.issubdtype(levels.dtype, np.integer):
+            raise ValueError(
+                f"levels: expected ({len(codes)},) integers, got {levels.shape} {levels.dtype}"
+            )
+        levels = levels.astype(np.int64)
+    was_training = prior.training
+    prior.eval()
+    out = np.zeros(codes.shape, dtype=np.float32)
+    try:
+        for start in range(0, len(codes), batch_size):
+            part = slice(start, start + batch_size)
+            c = torch.from_numpy(codes[part].astype(np.int64))  # (b, h, w)
+            lv = None if levels is None else torch.from_numpy(levels[part])  # (b,)
+            logits = prior(c, lv)  # (b, K, h, w)
+            nll = -torch.log_softmax(logits.float(), dim=1).gather(1, c[:, None])[:, 0]
+            out[part] = nll.numpy()
+    finally:
+        prior.train(was_training)
+    return out
+
+
+def code_threshold(prior: GatedPixelCNN, train: CodeSet, config: AnomalyConfig) -> float:
+    """The (1 - resample_share) quantile of the NLL of (at most code_maps of) the training codes."""
+    n = len(train.codes)
+    if n == 0:
+        raise ValueError("the run has no training code maps to set the code threshold from")
+    pick = np.random.default_rng(config.seed).permutation(n)[: config.code_maps]
+    levels = train.level[pick].astype(np.int64) if prior.config.n_levels > 0 else None
+    nll = code_nll_map(prior, train.codes[pick], levels)
+    return float(np.quantile(nll, 1 - config.resample_share))
+
+
+def residual_map(
+    images: np.ndarray,
+    healed: np.ndarray,
+    resampled: np.ndarray,
+    foreground: np.ndarray,
+    downsample: int,
+    config: AnomalyConfig,
+) -> np.ndarray:
+    """The anomaly map (step 3 of the module docstring).
+
+    images: (N, H, W) uint8; healed: (N, R, H, W) uint8, R healings each; resampled:
+    (N, R, h, w) bool; foreground: (N, H, W) bool; downsample: pixels per latent cell.
+    Returns (N, H, W) float32 >= 0."""
+    n, r, side_h, side_w = healed.shape
+    x = np.asarray(images, dtype=np.float32)[:, None] / 255.0  # (N, 1, H, W)
+    residual = np.abs(x - healed.astype(np.float32) / 255.0).reshape(n * r, side_h, side_w)
+    residual = smooth(residual, config.smooth_sigma * downsample)  # (N * R, H, W)
+    weight = upsample(resampled.reshape(n * r, *resampled.shape[2:]), downsample)
+    weight = np.clip(smooth(weight.astype(np.float32), config.mask_sigma * downsample), 0, 1)
+    maps = (residual * weight).reshape(n, r, side_h, side_w).mean(axis=1)  # (N, H, W)
+    return (maps * foreground).astype(np.float32)
+
+
+def slice_scores(maps: np.ndarray, share: float) -> np.ndarray:
+    """(N, H, W) maps -> (N,) float64: the mean of each map's largest ceil(share * H * W) values."""
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1)  # (N, H * W)
+    k = max(1, int(np.ceil(share * flat.shape[1])))
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].astype(np.float64).mean(axis=1)
+
+
+class MapSet(NamedTuple):
+    """What the anomaly maps of N slices were made from, with R = n_heal healings each.
+
+    maps: (N, H, W) float32 >= 0; scores: (N,) float64; nll: (N, h, w) float32 nats (teacher
+    forced); codes: (N, h, w) int64 the slices' codes; healed_codes: (N, R, h, w) int64;
+    resampled: (N, R, h, w) bool; healed: (N, R, H, W) uint8 decoded; foreground: (N, H, W) bool.
+    """
+
+    maps: np.ndarray
+    scores: np.ndarray
+    nll: np.ndarray
+    codes: np.ndarray
+    healed_codes: np.ndarray
+    resampled: np.ndarray
+    healed: np.ndarray
+    foreground: np.ndarray
+
+
+def anomaly_maps(
+    models: RunModels,
+    images: np.ndarray,
+    levels: np.ndarray | None,
+    code_threshold: float,
+    config: AnomalyConfig,
+    *,
+    seed: int = 0,
+    sampler: str = "cached",
+    progress: bool = False,
+    threads: int | None = None,
+) -> MapSet:
+    """Steps 1-4 of the module docstring for images (N, H, W) uint8 at levels (N,) int (None for
+    an unconditional prior). Healing draws come from `seed` (the same maps for the same seed,
+    whichever sampler)."""
+    images = np.asarray(images)
+    size = models.vqvae.config.image_size
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
+        raise ValueError(
+            f"images: expected (N, {size}, {size}) uint8 slices (the model's working size), "
+            f"got {images.shape} {images.dtype}"
+        )
+    if levels is not None:
+        levels = np.asarray(levels, dtype=np.int64)
+    n, r = len(images), config.n_heal
+    codes = encode_images(models.vqvae.model, images).astype(np.int64)  # (N, h, w)
+    nll = code_nll_map(models.prior.model, codes, levels)
+    healing = heal(
+        models.prior.model,
+        torch.from_numpy(codes),
+        code_threshold,
+        r,
+        level=None if levels is None else torch.from_numpy(levels),
+        temperature=config.temperature,
+        seed=seed,
+        sampler=sampler,
+        progress=progress,
+        threads=threads,
+    )
+    h, w = codes.shape[1:]
+    healed_codes = healing.codes.cpu().numpy().reshape(n, r, h, w)
+    resampled = healing.resampled.cpu().numpy().reshape(n, r, h, w)
+    healed = decode_codes(models.vqvae.model, healing.codes).reshape(n, r, size, size)
+    foreground = brain_mask(images, config.foreground_level)
+    maps = np.zeros(images.shape, dtype=np.float32)
+    d = models.vqvae.config.downsample
+    for start in range(0, n, MAP_BATCH):
+        part = slice(start, start + MAP_BATCH)
+        maps[part] = residual_map(
+            images[part], healed[part], resampled[part], foreground[part], d, config
+        )
+    return MapSet(
+        maps=maps,
+        scores=slice_scores(maps, config.score_share),
+        nll=nll,
+        codes=codes,
+        healed_codes=healed_codes,
+        resampled=resampled,
+        healed=healed,
+        foreground=foreground,
+    )
+
+
+@dataclass(frozen=True)
+class CalibrationMaps:
+    """What the thresholds are computed from: healthy slices' maps, brain pixels only.
+
+    values: (P,) float32 map values of the brain pixels, slice after slice; counts: (n,) int64
+    brain pixels per slice; scores: (n,) float64 slice scores."""
+
+    values: np.ndarray
+    counts: np.ndarray
+    scores: np.ndarray
+
+    @classmethod
+    def of(cls, maps: np.ndarray, foreground: np.ndarray, scores: np.ndarray) -> CalibrationMaps:
+        """From maps (n, H, W), their brain masks (n, H, W) bool and slice scores (n,)."""
+        return cls(
+            values=np.asarray(maps)[foreground].astype(np.float32),  # row-major: slice by slice
+            counts=foreground.reshape(len(foreground), -1).sum(axis=1).astype(np.int64),
+            scores=np.asarray(scores, dtype=np.float64),
+        )
+
+
+@dataclass
+class Calibration:
+    """The thresholds of RUN/anomaly/calibration.json and what they were computed from.
+
+    code_threshold: nats; pixel_threshold: flag a brain pixel whose map value is > it;
+    slice_threshold: flag a slice whose score is > it. calibration_flagged_share and
+    calibration_flagged_slices: the same rates measured on the calibration slices themselves."""
+
+    alpha: float
+    code_threshold: float
+    pixel_threshold: float
+    slice_threshold: float
+    n_code_maps: int
+    n_slices: int
+    calibration_flagged_share: float
+    calibration_flagged_slices: float
+    models: str = ""  # a fingerprint of the weights the calibration holds for
+    source: str = ""  # the calibration slices: their data source and split
+    settings: AnomalyConfig = field(default_factory=AnomalyConfig)
+
+
+def calibrate_thresholds(
+    stats: CalibrationMaps,
+    alpha: float,
+    code_thr: float,
+    n_code_maps: int,
+    settings: AnomalyConfig,
+    models: str = "",
+    source: str = "",
+) -> Calibration:
+    """The pixel threshold (conformal risk control) and the slice threshold (split conformal) at
+    rate alpha from the calibration maps."""
+    pixel = risk_control_threshold(stats.values, stats.counts, alpha)
+    slice_t = conformal_quantile(stats.scores, alpha)
+    return Calibration(
+        alpha=float(alpha),
+        code_threshold=float(code_thr),
+        pixel_threshold=pixel,
+        slice_threshold=slice_t,
+        n_code_maps=int(n_code_maps),
+        n_slices=len(stats.counts),
+        calibration_flagged_share=float(flagged_share(stats.values, stats.counts, pixel).mean()),
+        calibration_flagged_slices=float((stats.scores > slice_t).mean()),
+        models=models,
+        source=source,
+        settings=settings,
+    )

@@ -1,0 +1,197 @@
+"""Healing code maps: walk a map in raster order and resample the codes the prior finds unlikely.
+
+At each position the prior's logits are computed given the *healed* prefix (the codes before it,
+as healing has left them). If the input code there is unlikely, -log softmax(logits)[code] >
+threshold (nats), it is replaced by a draw from the prior; otherwise it is kept. A map of a
+healthy brain is mostly kept; the codes of something the prior never saw are redrawn as healthy
+tissue that fits the kept surroundings above and to the left.
+
+The two implementations mirror the samplers in brainvq.inference.sampling and share their
+randomness: one uniform per (map, position), drawn up front exactly as `sample` draws them, turned
+into a code by the same inverse-CDF draw. Given a seed they heal identically, so "cached ==
+naive" is a test of equality; with a threshold that flags every code, healing is `sample` with
+the same seed, and with one that flags none it returns the input.
+
+- "naive": one full forward pass of the network per position (the reference).
+- "cached": the row cache of the cached sampler (`_RowCache`): a few small matrix products per
+  layer per position.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
+
+import torch
+from rich.progress import Progress
+from torch import Tensor
+
+from brainvq.inference.sampling import SAMPLERS, _level_tensor, _RowCache, draw_codes
+from brainvq.inference.threads import intra_op_threads, sampler_threads
+from brainvq.models.pixelcnn import GatedPixelCNN
+
+HEAL_BATCH = 128  # code maps healed together: the row cache's buffers grow with it
+
+
+class Healing(NamedTuple):
+    """The healings of B code maps, n_heal each: those of map b are rows b * n_heal + r.
+
+    codes: (B * n_heal, h, w) int64 in [0, K), the healed maps.
+    resampled: (B * n_heal, h, w) bool, where the input code was flagged and redrawn (a redraw
+        may pick the same code again).
+    nll: (B * n_heal, h, w) float32, -log p(input code | healed prefix, level) in nats: what was
+        compared with the threshold.
+    """
+
+    codes: Tensor
+    resampled: Tensor
+    nll: Tensor
+
+
+def heal(
+    model: GatedPixelCNN,
+    codes: Tensor,
+    threshold: float,
+    n_heal: int = 1,
+    *,
+    level: Tensor | int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    sampler: str = "cached",
+    batch_size: int = HEAL_BATCH,
+    progress: bool = False,
+    threads: int | None = None,
+) -> Healing:
+    """Heal each code map n_heal times, independently.
+
+    codes: (B, h, w) int64 in [0, K). threshold: a code whose NLL (nats) given the healed prefix
+    is above it is resampled; +inf keeps every code, -inf resamples every one. level: an int, a
+    (B,) int64 tensor (one level per input map) or None for an unconditional prior. temperature
+    and top_k shape the draws only; the NLL compared with the threshold is always the prior's
+    own (temperature 1). The uniforms for all B * n_heal maps are drawn from `seed` exactly as
+    `sample(model, B * n_heal, (h, w), seed=seed)` draws them; the maps are then healed
+    batch_size at a time, which changes nothing but the memory used. progress: a bar over the
+    input maps. threads: intra-op threads (None: brainvq.inference.threads.sampler_threads'
+    policy for the maps healed together). The model is put in eval mode for the call and
+    restored afterwards.
+    """
+    k = model.config.codebook_size
+    if codes.dim() != 3 or codes.dtype != torch.int64:
+        raise ValueError(
+            f"codes: expected a (B, h, w) int64 tensor, got {tuple(codes.shape)} {codes.dtype}"
+        )
+    if isinstance(n_heal, bool) or not isinstance(n_heal, int) or n_heal < 1:
+        raise ValueError(f"n_heal: expected an integer >= 1, got {n_heal!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError(f"threshold: expected a number (nats, +-inf allowed), got {threshold!r}")
+    if math.isnan(threshold):
+        raise ValueError("threshold: expected a number (nats, +-inf allowed), got nan")
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    if top_k is not None and not 1 <= top_k <= k:
+        raise ValueError(f"top_k: expected None or an integer in [1, {k}], got {top_k!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, got {sampler!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+    b, h, w = codes.shape
+    n = b * n_heal
+    device = next(model.parameters()).device
+    if isinstance(level, Tensor):
+        if level.shape != (b,):
+            raise ValueError(
+                f"level: expected an int or a ({b},) tensor, got shape {tuple(level.shape)}"
+            )
+        level = level.repeat_interleave(n_heal)  # (B * n_heal,)
+    level_t = _level_tensor(model, level, n, device)
+    inputs = codes.to(device).repeat_interleave(n_heal, dim=0)  # (B * n_heal, h, w)
+    model.check_inputs(inputs, level_t)
+    # exactly as sample() draws them, so that flagging every code is sample() with this seed
+    generator = torch.Generator().manual_seed(seed)
+    uniforms = torch.rand(n, h, w, generator=generator, dtype=torch.float64).to(device)
+    out = Healing(
+        codes=inputs.clone(),
+        resampled=torch.zeros(n, h, w, dtype=torch.bool, device=device),
+        nll=torch.zeros(n, h, w, dtype=torch.float32, device=device),
+    )
+    # whole input maps per batch, so that the bar counts input maps
+    per_batch = max(1, batch_size // n_heal) * n_heal
+    run = _heal_naive if sampler == "naive" else _heal_cached
+    was_training = model.training
+    model.eval()
+    try:
+        threads = sampler_threads(min(per_batch, n), threads)
+        with torch.inference_mode(), intra_op_threads(threads), _bar(b, progress) as advance:
+            for start in range(0, n, per_batch):
+                part = slice(start, min(start + per_batch, n))
+                part_level = None if level_t is None else level_t[part]
+                step = _Step(inputs[part], uniforms[part], float(threshold), temperature, top_k)
+                run(model, part_level, step, Healing(*(t[part] for t in out)))
+                advance((part.stop - part.start) // n_heal)
+    finally:
+        model.train(was_training)
+    return out
+
+
+class _Step:
+    """The decision at one position: keep the input code or draw a new one."""
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        uniforms: Tensor,
+        threshold: float,
+        temperature: float,
+        top_k: int | None,
+    ) -> None:
+        self.inputs, self.uniforms, self.threshold = inputs, uniforms, threshold
+        self.temperature, self.top_k = temperature, top_k
+
+    def __call__(self, logits: Tensor, i: int, j: int, out: Healing) -> Tensor:
+        """logits: (n, K) given the healed prefix -> (n,) int64 code at (i, j), written to out."""
+        current = self.inputs[:, i, j]  # (n,)
+        nll = -torch.log_softmax(logits.float(), dim=1).gather(1, current[:, None])[:, 0]  # (n,)
+        flag = nll > self.threshold  # (n,)
+        code = current.clone()
+        if flag.any():
+            rows = flag.nonzero()[:, 0]
+            u = self.uniforms[rows, i, j]  # (f,)
+            code[rows] = draw_codes(logits[rows], u, self.temperature, self.top_k)
+        out.codes[:, i, j] = code
+        out.resampled[:, i, j] = flag
+        out.nll[:, i, j] = nll
+        return code
+
+
+def _heal_naive(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: Healing) -> None:
+    """The reference: one full forward pass of the healed maps per position. Fills out."""
+    _, h, w = out.codes.shape
+    for i in range(h):
+        for j in range(w):
+            step(model(out.codes, level)[:, :, i, j], i, j, out)
+
+
+def _heal_cached(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: Healing) -> None:
+    """Row-cached healing (the same logits as the naive reference). Fills out."""
+    n, h, w = out.codes.shape
+    cache = _RowCache(model, n, h, w, level)
+    for i in range(h):
+        cache.start_row(i)
+        for j in range(w):
+            cache.set_code(j, step(cache.logits_at(j), i, j, out))
+        if i + 1 < h:
+            cache.finish_row(i, out.codes[:, i])
+
+
+@contextmanager
+def _bar(total: int, progress: bool) -> Iterator[Callable[[int], None]]:
+    """Yield advance(k): a rich progress bar over the input maps (nothing when progress is off)."""
+    if not progress:
+        yield lambda _: None
+        return
+    with Progress(transient=True) as bar:
+        task = bar.add_task("healing slices", total=total)
+        yield lambda k: bar.advance(task, k)

@@ -1,0 +1,241 @@
+"""`brainvq anomaly` end to end on a tiny trained run: a PNG, a folder and a NIfTI volume, the
+calibration stored and reused, the notebook API, the naive sampler, and every bad input ending in
+one line and exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from anomaly_run import train_tiny_run
+from data.files import phantom, write_nifti, write_png
+from PIL import Image
+
+import brainvq
+from brainvq.app.anomaly_files import stack_affine
+from brainvq.app.cli import main
+from brainvq.app.pipeline import run_slices
+from brainvq.data import load_slices
+from brainvq.run import RunLayout, load_run
+
+ALPHA = "0.1"  # the tiny run has 32 validate slices: enough for 0.1, not for 0.01
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_run(tmp_path_factory.mktemp("anomaly_cli"))
+
+
+@pytest.fixture(scope="module")
+def slices(tiny_run: Path) -> np.ndarray:
+    """Real test-split slices of the run's cohort (32x32 uint8)."""
+    return run_slices(load_run(tiny_run), progress=False).require_split("test").images
+
+
+def cli(argv: list, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr stripped) of `brainvq argv` in this process."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip()
+
+
+def scores(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "scores.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
+    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(RunLayout(tiny_run).anomaly, ignore_errors=True)
+    png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
+    out = tmp_path / "out"
+    argv = ["anomaly", "--run", tiny_run, "--input", png, "--out", out, "--alpha", ALPHA]
+    code, stdout, err = cli(argv, capsys)
+    assert code == 0, err
+    with np.load(out / "anomaly_maps.npz", allow_pickle=False) as f:
+        assert f["maps"].shape == (1, 32, 32) and f["maps"].dtype == np.float32
+        assert f["masks"].dtype == bool and f["names"].tolist() == [png.name]
+        assert (f["maps"] >= 0).all()
+        maps, masks = f["maps"], f["masks"]
+    calibration = json.loads(RunLayout(tiny_run).anomaly_calibration.read_text())
+    np.testing.assert_array_equal(masks, maps > calibration["pixel_threshold"])
+    assert calibration["alpha"] == 0.1 and calibration["n_slices"] == 32
+    assert calibration["calibration_flagged_share"] <= 0.1
+    assert (rows := scores(out))[0]["level"] == "16" and rows[0]["level_from"] == "input"
+    assert list(rows[0]) == ["name", "level", "score", "flagged", "level_from", "output"]
+    triptych = Image.open(out / rows[0]["output"])
+    assert triptych.size == (3 * 32 + 4, 32) and triptych.mode == "RGB"
+    assert (out / "grid.png").is_file()
+    assert json.loads((out / "summary.json").read_text())["calibration"]["alpha"] == 0.1
+    assert "calibrated on 32 healthy slices" in stdout
+    code, stdout, err = cli(argv, capsys)  # the calibration is reused
+    assert code == 0 and "calibrated" not in stdout, stdout
+
+
+def test_the_api_and_the_naive_sampler_give_the_same_maps(
+    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = write_png(tmp_path / "case_9_slice_12.nii.png", slices[12])
+    result = brainvq.anomaly(tiny_run, png, alpha=0.1, seed=3)
+    assert result.maps.shape == (1, 32, 32) and result.levels.tolist() == [12]
+    out = tmp_path / "naive"
+    argv = ["anomaly", "--run", tiny_run, "--input", png, "--out", out, "--alpha", ALPHA]
+    code, _, err = cli([*argv, "--seed", "3", "--sampler", "naive"], capsys)
+    assert code == 0, err
+    with np.load(out / "anomaly_maps.npz") as f:
+        np.testing.assert_array_equal(f["maps"], result.maps)
+    other = brainvq.anomaly(tiny_run, png, alpha=0.1, seed=4)
+    assert not np.array_equal(other.maps, result.maps) or not result.maps.any()
+
+
+def test_a_folder_takes_levels_from_the_flag_or_the_classifier(
+    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    for i, name in enumerate(("a.png", "b.png", "sub/c.png")):
+        write_png(folder / name, slices[8 + 4 * i])
+    out = tmp_path / "out"
+    argv = ["anomaly", "--run", tiny_run, "--input", folder, "--out", out, "--alpha", ALPHA]
+    code, stdout, err = cli(argv, capsys)
+    assert code == 0, err
+    assert "level classifier" in stdout
+    rows = scores(out)
+    assert [r["name"] for r in rows] == ["a.png", "b.png", "sub/c.png"]
+    assert {r["level_from"] for r in rows} == {"classifier"}
+    assert all(0 <= int(r["level"]) < 32 for r in rows)
+    assert (out / "sub" / "c.png").is_file()
+    assert "level classifier" in " ".join(json.loads((out / "summary.json").read_text())["notes"])
+    code, stdout, err = cli([*argv, "--level", "7"], capsys)
+    assert code == 0, err
+    assert {(r["level"], r["level_from"]) for r in scores(out)} == {("7", "--level")}
+
+
+def test_a_nifti_volume_gives_a_map_stack(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    volume = write_nifti(tmp_path / "vols" / "subject_a.nii.gz", phantom())
+    out = tmp_path / "out"
+    argv = ["anomaly", "--run", tiny_run, "--input", volume, "--out", out, "--alpha", ALPHA]
+    code, _, err = cli(argv, capsys)
+    assert code == 0, err
+    rows = scores(out)
+    assert len(rows) == 32 and [int(r["level"]) for r in rows] == list(range(32))
+    assert {r["level_from"] for r in rows} == {"input"}
+    stack = nib.load(str(out / "subject_a_anomaly.nii.gz"))
+    assert stack.shape == (32, 32, 32)
+    with np.load(out / "anomaly_maps.npz") as f:
+        np.testing.assert_allclose(stack.get_fdata(), f["maps"].transpose(1, 2, 0), atol=1e-6)
+    info = json.loads((out / "summary.json").read_text())["nifti"]["subject_a_anomaly.nii.gz"]
+    assert "RAS" in info["orientation"] and len(info["z_voxels"]) == 32
+
+
+@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (1.0, 2.0, 1.5)])
+def test_the_map_stack_affine_puts_each_pixel_on_its_voxel(
+    zooms: tuple[float, ...], tmp_path: Path
+) -> None:
+    """A bright box at known voxels, off centre: where the slices show it, the affine must
+    point back into it (orientation, scale, padding and slice positions all count)."""
+    data = phantom()
+    lo, hi = np.array([6, 26, 10]), np.array([14, 38, 24])  # the box: voxels lo <= v < hi
+    data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 400
+    volume = write_nifti(tmp_path / "v.nii.gz", data, np.diag([*zooms, 1.0]))
+    sliceset = load_slices(volume, size=32, n_levels=32, cache_dir=tmp_path / "cache")
+    z = np.array([int(str(f).split("#z")[1]) for f in sliceset.filename])
+    affine, off_line = stack_affine(volume, z, 32)
+    assert off_line <= 0.5  # the slices' z lie on the line the affine assumes, up to rounding
+    to_voxel = np.linalg.inv(nib.load(str(volume)).affine) @ affine
+    shown = [k for k in range(32) if (sliceset.images[k] > 200).any()]
+    assert shown
+    for k in shown:
+        rows, cols = np.nonzero(sliceset.images[k] > 200)
+        centre = to_voxel @ np.array([rows.mean(), cols.mean(), k, 1.0])
+        assert np.all(np.abs(centre[:2] - (lo[:2] + hi[:2] - 1) / 2) <= 1.5), (k, centre)
+        assert lo[2] - 0.5 <= centre[2] <= hi[2] - 0.5, (k, centre)
+
+
+def test_calibrate_action_stores_thresholds_and_alpha_is_rethresholded(
+    tiny_run: Path,
+    slices: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(RunLayout(run).anomaly, ignore_errors=True)
+    code, stdout, err = cli(["anomaly", "calibrate", "--run", run, "--alpha", ALPHA], capsys)
+    assert code == 0, err
+    assert "calibrated on 32 healthy slices" in stdout
+    assert RunLayout(run).anomaly_calibration.is_file()
+    assert RunLayout(run).anomaly_calibration_maps.is_file()
+    png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
+    argv = ["anomaly", "--run", run, "--input", png, "--out", tmp_path / "o"]
+    code, stdout, err = cli([*argv, "--alpha", "0.2"], capsys)
+    assert code == 0, err
+    assert "thresholds recomputed for alpha 0.2" in stdout
+    assert json.loads(RunLayout(run).anomaly_calibration.read_text())["alpha"] == 0.2
+    code, stdout, err = cli([*argv, "--alpha", "0.2", "--n-heal", "2"], capsys)
+    assert code == 0, err
+    assert "the settings changed" in stdout
+
+
+BAD = {
+    "no --input": (["--out", "{out}"], "--input"),
+    "missing input": (["--input", "{tmp}/nope.png", "--out", "{out}"], "nope.png"),
+    "unsupported file": (["--input", "{tmp}/notes.txt", "--out", "{out}"], "unsupported"),
+    "alpha 0": (["--input", "{png}", "--out", "{out}", "--alpha", "0"], "--alpha"),
+    "alpha above 1": (["--input", "{png}", "--out", "{out}", "--alpha", "1.5"], "--alpha"),
+    "no healings": (["--input", "{png}", "--out", "{out}", "--n-heal", "0"], "--n-heal"),
+    "level out of range": (["--input", "{png}", "--out", "{out}", "--level", "99"], "--level 99"),
+    "out is a file": (["--input", "{png}", "--out", "{tmp}/notes.txt"], "--out"),
+    "alpha too small for the calibration": (["--input", "{png}", "--out", "{out}"], "99"),
+    "calibrate with an input": (["calibrate", "--input", "{png}"], "calibrate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_and_exit_2(
+    case: str,
+    tiny_run: Path,
+    slices: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_png(tmp_path / "plain.png", slices[3])
+    (tmp_path / "notes.txt").write_text("not an image")
+    flags, name = BAD[case]
+    values = {"tmp": tmp_path, "out": tmp_path / "out", "png": tmp_path / "plain.png"}
+    argv = ["anomaly", "--run", tiny_run, *(f.format(**values) for f in flags)]
+    if case == "calibrate with an input":
+        argv = ["anomaly", "calibrate", "--run", tiny_run, "--input", values["png"]]
+    code, _, err = cli(argv, capsys)
+    assert code == 2, f"exit {code}, stderr: {err}"
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("brainvq anomaly: error: "), err
+    assert name in err, f"{name!r} not named in: {err}"
+    assert not (tmp_path / "out" / "anomaly_maps.npz").exists()
+
+
+def test_a_run_without_models_and_a_broken_calibration_are_named(
+    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli(["anomaly", "--run", empty, "--input", png, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "not a brainvq run" in err and "\n" not in err, err
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    RunLayout(run).anomaly.mkdir(exist_ok=True)
+    RunLayout(run).anomaly_calibration.write_text("{broken")
+    argv = ["anomaly", "--run", run, "--input", png, "--out", tmp_path / "o", "--alpha", ALPHA]
+    code, _, err = cli(argv, capsys)
+    assert code == 2 and "calibration.json" in err and "\n" not in err, err
