@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from brainvq.app.cli import main
 from brainvq.app.commands.prune import prune_run
+from brainvq.config import to_dict
 from brainvq.io.bundle import load_prior, load_vqvae
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.run import RunLayout, TrainConfig, load_run, read_json
@@ -166,6 +167,33 @@ def test_fine_tuning_keeps_the_codebook_and_trains_the_rest(tmp_path: Path) -> N
         if key.startswith("quantizer."):
             assert torch.equal(after[key], value), key
     assert not torch.equal(after["encoder.layers.0.weight"], before["encoder.layers.0.weight"])
+
+
+def test_distillation_adds_the_latent_mse_to_the_source_model() -> None:
+    """With the source model as teacher, the loss gains distill_weight x MSE(pruned latents,
+    source latents), computed here by hand; the teacher is not part of the module's state."""
+    source = model_with_codebook()
+    pruned = prune_vqvae(source, 0.5).model
+    x = images(4, seed=3)
+    cfg = TrainConfig(warmup_steps=0, channels_last=False)
+    plain = FrozenCodebookModule(pruned, cfg).eval()
+    taught = FrozenCodebookModule(pruned, cfg, teacher=source, distill_weight=2.0).eval()
+    with torch.no_grad():
+        base, _, _ = plain.losses(x)
+        losses, _, _ = taught.losses(x)
+        expected = F.mse_loss(pruned.encoder(x), source.encoder(x))
+    assert losses["distill"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert expected.item() > 0
+    assert losses["loss"].item() == pytest.approx(
+        base["loss"].item() + 2.0 * expected.item(), rel=1e-5
+    )
+    assert "distill" not in base
+    assert not any(k.startswith("_teacher") or "teacher" in k for k in taught.state_dict())
+    other = model_with_codebook(VQVAEConfig(**{**to_dict(CONFIG), "code_dim": 4}))
+    with pytest.raises(ValueError, match="teacher: expected the source model"):
+        FrozenCodebookModule(pruned, cfg, teacher=other)
+    with pytest.raises(ValueError, match="distill_weight"):
+        FrozenCodebookModule(pruned, cfg, teacher=source, distill_weight=-1.0)
 
 
 @pytest.fixture(scope="module")

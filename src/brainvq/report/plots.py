@@ -131,7 +131,7 @@ def plot_reconstructions(
     err = np.abs(x - x_hat)
     cell = _cell_size(n, extra_in=1.2)
     fig = Figure(figsize=(n * cell + 1.2, 3 * cell + 0.7), layout="constrained")
-    fig.suptitle(f"Reconstructions (mean SSIM {scores.mean():.4f})", fontsize=13)
+    fig.suptitle(f"Reconstructions of {n} slices (their mean SSIM {scores.mean():.4f})", size=13)
     axes = fig.subplots(3, n, squeeze=False)
     vmax = max(float(err.max()), 1e-6)
     for i in range(n):

@@ -61,6 +61,10 @@ from brainvq.training.vqvae_module import VQVAEModule
 FINETUNE_EPOCHS = 1_000_000
 # The fine-tuning learning rate, as a share of the run's: the pruned model starts near a solution.
 FINETUNE_LR_SCALE = 0.1
+# weight of the latent distillation term: the pruned encoder's latents are pulled towards the
+# source encoder's (MSE, the scale of the commitment term), so that it picks the source's codes
+# and the source run's prior still fits them
+DISTILL_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,13 @@ def model_cost(model: VQVAE) -> dict[str, float]:
 class FrozenCodebookModule(VQVAEModule):
     """VQVAEModule whose codebook does not move: the quantizer runs in eval mode during training
     (no EMA update, no k-means, no restarts) and a learned codebook gets no gradient; the loss
-    (reconstruction + beta x commitment) and its straight-through gradient are unchanged."""
+    (reconstruction + beta x commitment) and its straight-through gradient are unchanged.
+
+    With a `teacher` (the unpruned source model), the loss gains distill_weight x the MSE
+    between this model's latents and the teacher's for the same images (logged as `distill`):
+    pruning changes which code the encoder picks for a latent, and the prior of the source run
+    was trained on the source's codes. The teacher is frozen and not part of the module's
+    state (it is neither trained nor checkpointed)."""
 
     def __init__(
         self,
@@ -239,10 +249,42 @@ class FrozenCodebookModule(VQVAEModule):
         augment: AugmentConfig | None = None,
         total_steps: int = 1000,
         adversarial: AdversarialConfig | None = None,
+        teacher: VQVAE | None = None,
+        distill_weight: float = DISTILL_WEIGHT,
     ) -> None:
         super().__init__(model.config, train_config, augment, total_steps, adversarial)
         self.model.load_state_dict(model.state_dict())
         self.model.quantizer.requires_grad_(False)
+        if not distill_weight >= 0:
+            raise ValueError(f"distill_weight: expected a number >= 0, got {distill_weight!r}")
+        if teacher is not None:
+            if teacher.config.code_dim != model.config.code_dim or not torch.equal(
+                teacher.quantizer.codebook, model.quantizer.codebook
+            ):
+                raise ValueError("teacher: expected the source model of this pruned model")
+            teacher = teacher.eval().requires_grad_(False)
+        self._teacher = (teacher,)  # a tuple: not registered as a submodule
+        self.distill_weight = distill_weight
+
+    def losses(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Any]:
+        teacher = self._teacher[0]
+        if teacher is None or self.distill_weight == 0:
+            return super().losses(x)
+        latents: list[Tensor] = []
+        hook = self.model.quantizer.register_forward_hook(
+            lambda _module, args, _out: latents.append(args[0])  # the encoder's latents
+        )
+        try:
+            losses, x_hat, vq = super().losses(x)
+        finally:
+            hook.remove()
+        with torch.no_grad():
+            teacher.to(x.device)
+            target = teacher.encoder(x.float().contiguous())  # (B, D, h, w)
+        distill = torch.nn.functional.mse_loss(latents[0].float(), target.float())
+        losses["distill"] = distill
+        losses["loss"] = losses["loss"] + self.distill_weight * distill
+        return losses, x_hat, vq
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         self.model.quantizer.eval()
@@ -257,6 +299,7 @@ def finetune_vqvae(
     minutes: float,
     lr: float,
     meta: dict[str, Any],
+    teacher: VQVAE | None = None,
 ) -> Path:
     """Fine-tune a pruned VQ-VAE for `minutes` in the run at `run_dir` and write its bundle.
 
@@ -264,7 +307,9 @@ def finetune_vqvae(
     one device;
     checkpoints, frames, history and logs go where fit_vqvae puts them, and the bundle (best by
     validation SSIM, else the last weights) to RUN/vqvae/VQVAE_Model with `meta` added.
-    minutes = 0 writes the pruned model as it is. Returns the bundle folder.
+    minutes = 0 writes the pruned model as it is. teacher: the unpruned source model, whose
+    latents the pruned encoder is distilled towards (FrozenCodebookModule). Returns the bundle
+    folder.
     """
     if not minutes >= 0:
         raise ValueError(f"minutes: expected a number >= 0, got {minutes!r}")
@@ -279,7 +324,11 @@ def finetune_vqvae(
         num_nodes=1,
         strategy="auto",
     )
-    info: dict[str, Any] = {"finetune_minutes": minutes, "finetune_lr": lr}
+    info: dict[str, Any] = {
+        "finetune_minutes": minutes,
+        "finetune_lr": lr,
+        "distill_weight": DISTILL_WEIGHT if teacher is not None else 0.0,
+    }
     if minutes > 0:
         datamodule = SliceDataModule(
             sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
@@ -289,7 +338,9 @@ def finetune_vqvae(
         total = FINETUNE_EPOCHS * per_epoch
         # the run's loss without the discriminator, which is not in the bundle to go on from
         adversarial = replace(config.adversarial, enabled=False)
-        module = FrozenCodebookModule(result.model, cfg, config.data.augment, total, adversarial)
+        module = FrozenCodebookModule(
+            result.model, cfg, config.data.augment, total, adversarial, teacher=teacher
+        )
         trainer, history = make_trainer(
             cfg,
             layout,

@@ -95,7 +95,9 @@ def prune_run(
     summary = pruning_summary(result)
     start = time.perf_counter()
     meta = {"pruned_from": str(source.bundle("vqvae")), **summary}
-    bundle = finetune_vqvae(out, pruned_config, sliceset, result, minutes, lr, meta)
+    bundle = finetune_vqvae(
+        out, pruned_config, sliceset, result, minutes, lr, meta, teacher=original.model
+    )
     record_timing(out, "prune_finetune_s", time.perf_counter() - start)
     evaluate_run(out, sliceset)
     pruned = load_vqvae(bundle)
