@@ -30,8 +30,11 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/brainvq demo --out runs/demo
 
+# TESTS: what `make test` runs (default: the whole suite)
+TESTS ?= tests
+
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks train.py predict.py
