@@ -7,43 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_prior import K, codes_like, one_thread, tiny_model  # noqa: F401
 
 from brainvq.inference.healing import heal
 from brainvq.inference.sampling import sample
-from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-
-K = 8
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from threads (see tests/test_sampling.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(n_levels: int = 0, **overrides: int) -> GatedPixelCNN:
-    """A random-init prior over K = 8 codes; deterministic weights."""
-    torch.manual_seed(0)
-    fields: dict[str, int] = dict(
-        codebook_size=K,
-        n_levels=n_levels,
-        embed_dim=8,
-        channels=16,
-        n_layers=3,
-        kernel_size=3,
-        first_kernel=3,
-        head_channels=16,
-    )
-    fields.update(overrides)
-    return GatedPixelCNN(PixelCNNConfig(**fields))
-
-
-def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
-    """(n, h, w) int64 in [0, K)."""
-    return torch.randint(0, K, (n, h, w), generator=torch.Generator().manual_seed(seed))
+from brainvq.models.pixelcnn import GatedPixelCNN
 
 
 def teacher_forced_nll(model: GatedPixelCNN, codes: torch.Tensor, level=None) -> torch.Tensor:
