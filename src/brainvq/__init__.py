@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from brainvq._version import __version__
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -26,8 +28,8 @@ if TYPE_CHECKING:
     from brainvq.inference.generate import RunModels
     from brainvq.io.bundle import Bundle
 
-__version__ = "0.2.0"
 __all__ = [
+    "__version__",
     "anomaly",
     "build_report",
     "complete",

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Callable
 
-from brainvq import __version__
+from brainvq._version import __version__
 from brainvq.hardware import keep_freed_memory
 from brainvq.training.guards import NonFiniteLossError
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from brainvq import __version__
+from brainvq._version import __version__
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.io.onnx_trace import ONNX_OPSET, trace_to_onnx
 from brainvq.models.vqvae import VQVAE
