@@ -13,6 +13,7 @@ import json
 import math
 import os
 import socket
+import time
 import warnings
 from typing import Any
 
@@ -31,6 +32,8 @@ OBJECTIVES = {"vqvae": ("val/ssim", "maximize"), "prior": ("val/nll_bits", "mini
 PRUNE_STEPS = 20
 HEARTBEAT_S = 30  # a running trial records a heartbeat this often
 GRACE_S = 120  # a trial without a heartbeat for this long is failed by any worker
+CREATE_TRIES = 3  # attempts to open a storage whose tables another worker is creating
+CREATE_WAIT_S = 1.0  # between them
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -72,19 +75,30 @@ def _storage_error(url: str, error: Exception) -> ValueError:
 
 def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for `url` with heartbeats; SQLite waits for its lock up to 60 s,
-    so several workers on one machine can share a study.db."""
+    so several workers on one machine can share a study.db.
+
+    Workers started together on a new storage race to create its tables (one finds a table
+    the other just made): a worker that loses tries again, up to CREATE_TRIES times, and then
+    finds the tables made."""
     import sqlalchemy.exc
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    race = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-            )
+        for attempt in range(1, CREATE_TRIES + 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url,
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=HEARTBEAT_S,
+                        grace_period=GRACE_S,
+                    )
+            except race:
+                if attempt == CREATE_TRIES:
+                    raise
+                time.sleep(CREATE_WAIT_S)
     except (ImportError, sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         raise _storage_error(url, e) from None
 
