@@ -126,7 +126,7 @@ def pruned_models(args: argparse.Namespace, vqvae: Bundle, folder: Path) -> dict
             result = prune_vqvae(vqvae.model, amount)
             out[amount] = Bundle(result.model, result.config, {}, Path("random-weights"))
             continue
-        from brainvq.app.commands.prune import prune_run
+        from brainvq.app.prune import prune_run
 
         run = folder / f"pruned_{amount:g}"
         if RunLayout(run).bundle("vqvae").is_dir():

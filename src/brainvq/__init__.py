@@ -188,14 +188,10 @@ def anomaly(
 
 
 def _prepare(run_dir: str | Path, data: str | None, config: str | Path | None):
-    from brainvq.app.commands.train import resolve_config_file
-    from brainvq.run import prepare_run
+    from brainvq.app.presets import prepare_training_run
 
-    config_file, preset = resolve_config_file(
-        Path(run_dir), Path(config) if config else None, data, "brainvq"
-    )
     overrides = {"data": {"source": data}} if data else {}
-    return prepare_run(run_dir, config_file, overrides, preset=preset)
+    return prepare_training_run(run_dir, config, data, overrides, "brainvq")
 
 
 def train_vqvae(

@@ -11,8 +11,7 @@ import torch
 import yaml
 from data.files import write_png
 
-from brainvq.app.commands.train import resolve_config_file
-from brainvq.app.presets import choose_preset
+from brainvq.app.presets import choose_preset, resolve_config_file
 from brainvq.run import load_run_config, packaged_config, prepare_run
 
 

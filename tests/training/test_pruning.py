@@ -17,7 +17,7 @@ from tiny import TINY_CONFIG
 from torch.utils.data import DataLoader, TensorDataset
 
 from brainvq.app.cli import main
-from brainvq.app.commands.prune import prune_run
+from brainvq.app.prune import prune_run
 from brainvq.config import to_dict
 from brainvq.io.bundle import load_prior, load_vqvae
 from brainvq.models.vqvae import VQVAE, VQVAEConfig

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from brainvq.app.cli import CliError, guarded
-from brainvq.app.commands.train import add_training_flags, resolve_config_file, stage_overrides
+from brainvq.app.commands.train import add_training_flags, stage_overrides
 from brainvq.hardware import keep_freed_memory
 
 RUNS_DIR = Path("runs")
@@ -50,16 +50,15 @@ def train_main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         from brainvq.app.pipeline import train_all
-        from brainvq.run import prepare_run
+        from brainvq.app.presets import prepare_training_run
 
         if args.data is None:
             args.data, why = default_source()
             print(f"train.py: {why}")
         run_dir = args.out or RUNS_DIR / time.strftime("run-%Y%m%d-%H%M%S")
-        config_file, preset = resolve_config_file(run_dir, args.config, args.data, "train.py")
-        print(f"train.py: data {args.data}, run directory {run_dir}")
         overrides = stage_overrides(args, ("vqvae", "prior"))
-        config = prepare_run(run_dir, config_file, overrides, preset=preset)
+        config = prepare_training_run(run_dir, args.config, args.data, overrides, "train.py")
+        print(f"train.py: data {args.data}, run directory {run_dir}")
         train_all(run_dir, config, resume=args.resume)
         return 0
 

@@ -11,8 +11,6 @@ objective, pruning at epoch ends, the worker loop).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,23 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from brainvq.app.presets import resolve_config_file
+from brainvq.app.tune_files import minutes_taken, trial_note, write_outputs
 from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
-from brainvq.io.atomic import atomic_write_json, atomic_write_text, output_folder
+from brainvq.io.atomic import output_folder
 from brainvq.run import TUNE_STAGES, RunConfig, RunLayout, load_run_config, merge, read_json
-from brainvq.training.search_space import SearchSpace, nested, parse_space
-from brainvq.training.study import (
-    OBJECTIVES,
-    best_trial,
-    open_study,
-    param_importances,
-    shown_storage,
-    state_counts,
-)
+from brainvq.training.search_space import parse_space
+from brainvq.training.study import OBJECTIVES, best_trial, open_study, shown_storage, state_counts
 from brainvq.training.tuning import TrialSetup, run_worker
 
 
@@ -54,6 +46,13 @@ class TuneJob:
     storage: str | None = None  # an Optuna storage URL; None: sqlite:///RUN/tune/study.db
     study: str | None = None  # None: the stage's name
     vqvae_run: Path | None = None  # prior: the run whose VQ-VAE the trials train on; None: RUN
+    # the base config: this file (default: the packaged one that fits the machine; a prior
+    # study: the config of the run whose VQ-VAE it trains on), then these overrides
+    config: Path | None = None
+    data: str | None = None  # the data source (default: the base config's)
+    seed: int | None = None  # seeds the sampler and every trial's training
+    accelerator: str | None = None
+    threads: int | None = None
     progress: bool = True
 
     def validate(self) -> None:
@@ -71,6 +70,35 @@ class TuneJob:
             raise ValueError("--study: the study name is empty")
         if self.vqvae_run is not None and self.stage != "prior":
             raise ValueError("--vqvae-run: only a prior study trains on another run's VQ-VAE")
+
+
+def base_config(job: TuneJob) -> RunConfig:
+    """The config every trial starts from: job.config, or the default described at TuneJob,
+    with the job's data source, seed, accelerator and threads."""
+    train = {"accelerator": job.accelerator, "threads": job.threads, "seed": job.seed}
+    overrides: dict[str, Any] = {
+        f"{job.stage}_train": {k: v for k, v in train.items() if v is not None}
+    }
+    if job.data:
+        overrides["data"] = {"source": job.data}
+    if job.stage == "prior":
+        vqvae_run = RunLayout(job.vqvae_run or job.run_dir)
+        config_file = job.config or vqvae_run.config
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(
+                f"{vqvae_run.config} is missing: a prior study starts from the config of the "
+                "run whose VQ-VAE it uses (--vqvae-run, default --out), or from --config FILE"
+            )
+        return load_run_config(config_file, overrides)
+    own = RunLayout(job.run_dir).config
+    if not (job.data or job.config or own.is_file()):
+        raise ValueError(
+            "say which data to tune on: --data SOURCE (or --config FILE with data.source)"
+        )
+    config_file, preset = resolve_config_file(job.run_dir, job.config, job.data, "brainvq tune")
+    if preset is not None:
+        overrides = merge(overrides, {"preset": to_dict(preset)})
+    return load_run_config(config_file or own, overrides)
 
 
 def storage_url(layout: RunLayout, storage: str | None) -> str:
@@ -113,109 +141,6 @@ def _prior_base(job: TuneJob, base: RunConfig) -> tuple[RunConfig, Path]:
             f"{vqvae.image_size}: tune the prior with that VQ-VAE's config"
         )
     return load_run_config(None, merge(to_dict(base), {"vqvae": to_dict(vqvae)})), bundle
-
-
-def _trial_note(trial: FrozenTrial) -> str:
-    attrs = trial.user_attrs
-    if trial.state == TrialState.FAIL:
-        return attrs.get("fail_reason", "no reason recorded (its worker lost its heartbeat)")
-    if trial.state == TrialState.RUNNING:
-        worker = attrs.get("worker") or {}
-        return f"running (pid {worker.get('pid', '?')} on {worker.get('host', '?')})"
-    return attrs.get("note", "")
-
-
-def _minutes(trial: FrozenTrial) -> float | None:
-    return None if trial.duration is None else trial.duration.total_seconds() / 60
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def trials_csv(trials: list[FrozenTrial], space: SearchSpace) -> str:
-    """One row per trial: number, state, objective, minutes, epochs, sampled values, note."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    keys = [p.key for p in space.params]
-    writer.writerow(["number", "state", "objective", "minutes", "epochs", *keys, "note"])
-    for t in trials:
-        writer.writerow(
-            [
-                t.number,
-                t.state.name.lower(),
-                _cell(t.value if t.state in (TrialState.COMPLETE, TrialState.PRUNED) else None),
-                _cell(None if _minutes(t) is None else round(_minutes(t), 3)),
-                _cell(t.user_attrs.get("epochs")),
-                *(_cell(t.params.get(k)) for k in keys),
-                _trial_note(t),
-            ]
-        )
-    return out.getvalue()
-
-
-def best_yaml(base: RunConfig, space: SearchSpace, best: FrozenTrial, name: str) -> str:
-    """The base config with the best trial's values, as a YAML file `--config` takes."""
-    metric, _ = OBJECTIVES[space.stage]
-    config = load_run_config(None, merge(to_dict(base), nested(space.values(best.params))))
-    header = (
-        f"# brainvq tune: the base config with the best values of study {name!r}\n"
-        f"# (trial {best.number}: {metric} {best.value:.4f}). Train with\n"
-        "#   brainvq train all --config best.yaml --out NEW_RUN\n"
-    )
-    return header + yaml.safe_dump(to_dict(config), sort_keys=False)
-
-
-def write_outputs(
-    layout: RunLayout,
-    study: optuna.Study,
-    space: SearchSpace,
-    base: RunConfig,
-    job: TuneJob,
-    trial_minutes: float | None,
-) -> dict[str, Any]:
-    """RUN/tune/trials.csv, summary.json and (once a trial completed) best.yaml, from every
-    trial in the storage. Returns summary.json."""
-    name = job.study or job.stage
-    metric, direction = OBJECTIVES[job.stage]
-    trials = study.get_trials(deepcopy=False)
-    atomic_write_text(layout.tune_trials, trials_csv(trials, space))
-    best = best_trial(study)
-    if best is not None:
-        atomic_write_text(layout.tune_best, best_yaml(base, space, best, name))
-    baseline = next((t for t in trials if t.user_attrs.get("baseline")), None)
-    counts = state_counts(study)
-    summary = {
-        "study": name,
-        "stage": job.stage,
-        "metric": metric,
-        "direction": direction,
-        "storage": None if job.storage is None else shown_storage(job.storage),
-        "trials_target": job.trials,
-        "trial_minutes": trial_minutes,
-        "space": space.describe(),
-        "counts": {state.name.lower(): n for state, n in counts.items()},
-        "best": None
-        if best is None
-        else {
-            "number": best.number,
-            "value": best.value,
-            "params": best.params,
-            "run": str(layout.tune_trial(best.number).relative_to(layout.root)),
-        },
-        "baseline": None
-        if baseline is None
-        else {
-            "number": baseline.number,
-            "state": baseline.state.name.lower(),
-            "value": baseline.value,
-        },
-        "importances": param_importances(study),
-    }
-    atomic_write_json(layout.tune_summary, summary)
-    return summary
 
 
 def _short(values: dict[str, Any]) -> str:
@@ -270,9 +195,9 @@ class StudyProgress:
     def ended(self, trial: FrozenTrial) -> None:
         state = trial.state.name.lower()
         value = "" if trial.value is None else f" {self.metric} {trial.value:.4f}"
-        minutes = _minutes(trial)
+        minutes = minutes_taken(trial)
         took = "" if minutes is None else f" in {_duration(minutes)}"
-        note = _trial_note(trial)
+        note = trial_note(trial)
         self.bar.console.print(
             f"trial {trial.number} {state}{value}{took}" + (f": {note}" if note else "")
         )
@@ -303,11 +228,12 @@ def quiet_trials() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def tune_stage(job: TuneJob, base: RunConfig) -> dict[str, Any]:
-    """Run (or continue, or join) the study of `job.stage` from `base`; returns summary.json.
+def tune_stage(job: TuneJob) -> dict[str, Any]:
+    """Run (or continue, or join) the study of `job.stage` from its base config (base_config);
+    returns summary.json.
 
-    Everything is checked before any trial runs: the job, the space, the storage, and that
-    RUN/tune holds no other study."""
+    Everything is checked before any trial runs: the job, the base config, the space, the
+    storage, and that RUN/tune holds no other study."""
     from brainvq.app.pipeline import run_slices
     from brainvq.inference.codes import encode_splits
     from brainvq.io.bundle import load_vqvae
@@ -315,6 +241,7 @@ def tune_stage(job: TuneJob, base: RunConfig) -> dict[str, Any]:
     from brainvq.report.tune import draw_tune_figures
 
     job.validate()
+    base = base_config(job)
     train = getattr(base, f"{job.stage}_train")
     if train.devices * train.num_nodes > 1:
         raise ValueError(
@@ -341,7 +268,17 @@ def tune_stage(job: TuneJob, base: RunConfig) -> dict[str, Any]:
     sliceset = run_slices(base, progress=job.progress)
     if vqvae_bundle is not None:  # the code maps every trial trains on, encoded once
         encode_splits(load_vqvae(vqvae_bundle), sliceset, layout.tune_codes)
-    write = partial(write_outputs, layout, study, space, base, job, trial_minutes)
+    write = partial(
+        write_outputs,
+        layout,
+        study,
+        space,
+        base,
+        name=name,
+        storage=job.storage,
+        trials_target=job.trials,
+        trial_minutes=trial_minutes,
+    )
     write()
     with quiet_trials(), StudyProgress(study, job.trials, job.stage, job.progress) as progress:
         setup = TrialSetup(

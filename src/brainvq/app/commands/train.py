@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from brainvq.run import PresetInfo
-
 STAGES = ("vqvae", "prior", "all")
 
 
@@ -84,31 +82,11 @@ def stage_overrides(args: argparse.Namespace, stages: tuple[str, ...]) -> dict[s
     return out
 
 
-def resolve_config_file(
-    run_dir: Path, config_file: Path | None, source: str | None, prog: str
-) -> tuple[Path | None, PresetInfo | None]:
-    """The config file a training command starts from, and where it came from.
-
-    A file given with --config is used as it is; a run being continued keeps its own
-    config.yaml; otherwise brainvq picks the packaged config that fits this machine and says
-    which and why (printed, and recorded in RUN/config.yaml)."""
-    from brainvq.app.presets import choose_preset
-    from brainvq.run import RunLayout, packaged_config
-
-    if config_file is not None:
-        return config_file, PresetInfo(str(config_file), "given with --config")
-    if RunLayout(run_dir).config.is_file():
-        return None, None
-    preset = choose_preset(source or "demo")
-    path = packaged_config(preset.name)
-    print(f"{prog}: no --config given: using configs/{path.name} ({preset.reason})")
-    return path, preset
-
-
 def run(args: argparse.Namespace) -> int:
     from brainvq.app import pipeline
+    from brainvq.app.presets import prepare_training_run
     from brainvq.report.summary import print_summary
-    from brainvq.run import RunLayout, load_run, prepare_run
+    from brainvq.run import RunLayout, load_run
 
     overrides = stage_overrides(args, ("vqvae", "prior") if args.stage == "all" else (args.stage,))
     has_config = RunLayout(args.run).config.is_file()
@@ -118,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "say which data to train on: --data SOURCE (or --config FILE with data.source)"
         )
-    config_file, preset = resolve_config_file(args.run, args.config, args.data, "brainvq train")
-    config = prepare_run(args.run, config_file, overrides, preset=preset)
+    config = prepare_training_run(args.run, args.config, args.data, overrides, "brainvq train")
     if args.stage == "all":
         pipeline.train_all(args.run, config, resume=args.resume)
         return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainvq.app.commands.train import resolve_config_file
 from brainvq.run import TUNE_STAGES
 
 
@@ -69,32 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainvq.app.tune import TuneJob, tune_stage
-    from brainvq.config import to_dict
-    from brainvq.run import RunLayout, load_run_config, merge
 
-    train = {k: getattr(args, k) for k in ("accelerator", "threads", "seed")}
-    overrides: dict = {f"{args.stage}_train": {k: v for k, v in train.items() if v is not None}}
-    if args.data:
-        overrides["data"] = {"source": args.data}
-    if args.stage == "prior":
-        vqvae_run = RunLayout(args.vqvae_run or args.run)
-        config_file = args.config or vqvae_run.config
-        if not Path(config_file).is_file():
-            raise FileNotFoundError(
-                f"{vqvae_run.config} is missing: a prior study starts from the config of the "
-                "run whose VQ-VAE it uses (--vqvae-run, default --out), or from --config FILE"
-            )
-        preset = None
-    else:
-        if not (args.data or args.config or RunLayout(args.run).config.is_file()):
-            raise ValueError(
-                "say which data to tune on: --data SOURCE (or --config FILE with data.source)"
-            )
-        config_file, preset = resolve_config_file(args.run, args.config, args.data, "brainvq tune")
-        config_file = config_file or RunLayout(args.run).config
-    if preset is not None:
-        overrides = merge(overrides, {"preset": to_dict(preset)})
-    base = load_run_config(config_file, overrides)
     job = TuneJob(
         run_dir=args.run,
         stage=args.stage,
@@ -104,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         study=args.study,
         vqvae_run=args.vqvae_run,
+        config=args.config,
+        data=args.data,
+        seed=args.seed,
+        accelerator=args.accelerator,
+        threads=args.threads,
     )
-    tune_stage(job, base)
+    tune_stage(job)
     return 0
