@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-DEFAULT_CALIBRATION = 128
+from brainvq.app.export import DEFAULT_CALIBRATION
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -55,19 +53,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def calibration_slices(run_dir: Path, n: int) -> np.ndarray:
-    """n of the run's training slices, evenly spaced through the split: (n, S, S) uint8."""
-    from brainvq.app.pipeline import run_slices
-    from brainvq.run import load_run
-
-    if n < 1:
-        raise ValueError(f"--calibration: expected a number of slices >= 1, got {n}")
-    train = run_slices(load_run(run_dir)).require_split("train")
-    if n > len(train):
-        raise ValueError(f"--calibration {n}: the run's data has only {len(train)} training slices")
-    return train.images[np.linspace(0, len(train) - 1, n).round().astype(int)]
-
-
 def _check_flags(args: argparse.Namespace) -> None:
     from brainvq.app.cli import CliError
 
@@ -85,8 +70,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainvq.app.cli import CliError
+    from brainvq.app.export import export_run
     from brainvq.io.checkpoint import checkpoint_to_bundle
-    from brainvq.run import RunLayout
 
     _check_flags(args)
     if args.from_ckpt is not None:
@@ -96,18 +81,12 @@ def run(args: argparse.Namespace) -> int:
     if args.run is not None and not args.run.is_dir():
         raise FileNotFoundError(f"run directory not found: {args.run}")
     try:
-        from brainvq.io.onnx import export_onnx, require_onnx
-
-        require_onnx()  # before loading any calibration slices
-        calibration = None
-        if args.quantize == "int8-static":
-            calibration = calibration_slices(args.run, args.calibration or DEFAULT_CALIBRATION)
-        manifest = export_onnx(
+        manifest = export_run(
             args.run or args.model,
             args.out,
             quantize=args.quantize,
-            calibration=calibration,
-            prior=RunLayout(args.run).bundle("prior") if args.with_prior else None,
+            calibration=args.calibration,
+            with_prior=args.with_prior,
         )
     except ImportError as e:
         raise CliError(str(e)) from None
