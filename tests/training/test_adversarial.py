@@ -71,8 +71,6 @@ def fit(m: VQVAEModule, root: Path) -> L.Trainer:
         m.train_config,
         RunLayout(root),
         stage="vqvae",
-        monitor="val/ssim",
-        mode="max",
         progress_bar=False,
         manual_optimization=not m.automatic_optimization,
     )

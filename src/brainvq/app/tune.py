@@ -29,8 +29,9 @@ from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
 from brainvq.io.atomic import output_folder
 from brainvq.run import TUNE_STAGES, RunConfig, RunLayout, load_run_config, merge, read_json
+from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import parse_space
-from brainvq.training.study import OBJECTIVES, best_trial, open_study, shown_storage, state_counts
+from brainvq.training.study import best_trial, open_study, shown_storage, state_counts
 from brainvq.training.tuning import TrialSetup, run_worker
 
 
@@ -161,7 +162,7 @@ class StudyProgress:
     def __init__(self, study: optuna.Study, target: int, stage: str, enabled: bool) -> None:
         self.study = study
         self.target = target
-        self.metric = OBJECTIVES[stage][0]
+        self.metric = OBJECTIVES[stage].metric
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -16,14 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 from brainvq.config import to_dict
 from brainvq.io.atomic import atomic_write_json, atomic_write_text
 from brainvq.run import RunConfig, RunLayout, load_run_config, merge
+from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import SearchSpace, nested
-from brainvq.training.study import (
-    OBJECTIVES,
-    best_trial,
-    param_importances,
-    shown_storage,
-    state_counts,
-)
+from brainvq.training.study import best_trial, param_importances, shown_storage, state_counts
 
 
 def trial_note(trial: FrozenTrial) -> str:
@@ -69,7 +64,7 @@ def trials_csv(trials: list[FrozenTrial], space: SearchSpace) -> str:
 
 def best_yaml(base: RunConfig, space: SearchSpace, best: FrozenTrial, name: str) -> str:
     """The base config with the best trial's values, as a YAML file `--config` takes."""
-    metric, _ = OBJECTIVES[space.stage]
+    metric = OBJECTIVES[space.stage].metric
     config = load_run_config(None, merge(to_dict(base), nested(space.values(best.params))))
     header = (
         f"# brainvq tune: the base config with the best values of study {name!r}\n"
@@ -93,7 +88,7 @@ def write_outputs(
     """RUN/tune/trials.csv, summary.json and (once a trial completed) best.yaml, from every
     trial in the storage of study `name` (storage None: the default SQLite file). Returns
     summary.json."""
-    metric, direction = OBJECTIVES[space.stage]
+    objective = OBJECTIVES[space.stage]
     trials = study.get_trials(deepcopy=False)
     atomic_write_text(layout.tune_trials, trials_csv(trials, space))
     best = best_trial(study)
@@ -104,8 +99,8 @@ def write_outputs(
     summary = {
         "study": name,
         "stage": space.stage,
-        "metric": metric,
-        "direction": direction,
+        "metric": objective.metric,
+        "direction": objective.direction,
         "storage": None if storage is None else shown_storage(storage),
         "trials_target": trials_target,
         "trial_minutes": trial_minutes,

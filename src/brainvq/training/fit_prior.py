@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,22 +11,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
 from brainvq.inference.codes import CodeSet, encode_splits
-from brainvq.io.atomic import remove_stale_temporaries
-from brainvq.io.bundle import load_vqvae, save_bundle
-from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.io.bundle import load_vqvae
 from brainvq.run import RunConfig, RunLayout
-from brainvq.training.callbacks import median_throughput
 from brainvq.training.prior_module import PriorModule
-from brainvq.training.trainer import (
-    best_checkpoint,
-    load_model_weights,
-    make_trainer,
-    resolve_precision,
-    resume_checkpoint,
-)
+from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 
 
 def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
@@ -58,7 +47,6 @@ def fit_prior(
     and write RUN/prior/PixelCNN_Model/ (best by validation NLL). Returns the bundle folder.
     `callbacks` join the trainer's own (e.g. a tuning trial's pruning callback)."""
     layout = RunLayout(run_dir)
-    stage_dir = layout.stage("prior")
     cfg = config.prior_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     vqvae = load_vqvae(layout.bundle("vqvae"))
@@ -74,43 +62,24 @@ def fit_prior(
         map_size=int(codes["train"].codes.shape[1]),
     )
     world = cfg.devices * cfg.num_nodes
-    steps = math.ceil(len(codes["train"].codes) / (cfg.batch_size * world))
-    if cfg.limit_train_batches:
-        steps = min(steps, cfg.limit_train_batches)
+    n_train = len(codes["train"].codes)
+    steps = steps_per_epoch(n_train, cfg.batch_size, world, cfg.limit_train_batches)
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
     counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.codebook_size)
     module.model.init_output_bias(torch.from_numpy(counts))  # a resume loads its own weights
-    trainer, history = make_trainer(
+    trainer, history = fit_stage(
+        "prior",
+        module,
         cfg,
         layout,
-        stage="prior",
-        monitor="val/nll_bits",
-        mode="min",
-        extra_callbacks=list(callbacks),
+        callbacks=callbacks,
         progress_bar=progress_bar,
-    )
-    if trainer.is_global_zero:
-        remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
-    ckpt_path = resume_checkpoint(layout.last_checkpoint("prior"), resume)
-    trainer.fit(
-        module,
+        resume=resume,
         train_dataloaders=_loader(codes["train"], cfg.batch_size, True, cfg.seed),
         val_dataloaders=_loader(codes["validate"], cfg.batch_size, False, cfg.seed),
-        ckpt_path=ckpt_path,
-        weights_only=True,
     )
-    bundle = layout.bundle("prior")
-    if trainer.is_global_zero:
-        best = best_checkpoint(trainer)
-        model = load_model_weights(best, GatedPixelCNN(model_config)) if best else module.model
-        meta = {
-            "epochs_trained": int(trainer.current_epoch),
-            "vqvae_bundle": str(vqvae.path),
-            "latent_shape": list(codes["train"].codes.shape[1:]),
-            "train_config": to_dict(cfg),
-            "precision": resolve_precision(cfg),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "train_items_per_s": median_throughput(history.rows),
-        }
-        save_bundle(bundle, model.eval(), model_config, kind="prior", meta=meta)
-    return bundle
+    meta = {
+        "vqvae_bundle": str(vqvae.path),
+        "latent_shape": list(codes["train"].codes.shape[1:]),
+    }
+    return finish_bundle("prior", trainer, history, module, cfg, layout, meta)

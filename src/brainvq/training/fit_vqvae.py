@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,18 +12,9 @@ import torch
 from brainvq.config import to_dict
 from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
-from brainvq.io.atomic import remove_stale_temporaries
-from brainvq.io.bundle import save_bundle
-from brainvq.models.vqvae import VQVAE
 from brainvq.run import RunConfig, RunLayout
-from brainvq.training.callbacks import ReconstructionFrames, median_throughput
-from brainvq.training.trainer import (
-    best_checkpoint,
-    load_model_weights,
-    make_trainer,
-    resolve_precision,
-    resume_checkpoint,
-)
+from brainvq.training.callbacks import ReconstructionFrames
+from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 from brainvq.training.vqvae_module import VQVAEModule
 
 N_FRAME_SLICES = 8
@@ -35,11 +25,6 @@ def frame_slices(sliceset: SliceSet, n: int = N_FRAME_SLICES) -> torch.Tensor:
     val = sliceset.require_split("validate")
     idx = np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int)
     return torch.from_numpy(val.images[idx]).float().div(255).unsqueeze(1)  # (n, 1, H, W)
-
-
-def steps_per_epoch(n_train: int, batch_size: int, world: int, limit: int | None) -> int:
-    steps = math.ceil(n_train / (batch_size * world))
-    return min(steps, limit) if limit else steps
 
 
 def fit_vqvae(
@@ -58,7 +43,6 @@ def fit_vqvae(
     validation SSIM).
     """
     layout = RunLayout(run_dir)
-    stage_dir = layout.stage("vqvae")
     cfg = config.vqvae_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     sliceset.require_split("train")
@@ -78,40 +62,23 @@ def fit_vqvae(
         total_steps=total_steps,
         adversarial=config.adversarial,
     )
-    trainer, history = make_trainer(
+    trainer, history = fit_stage(
+        "vqvae",
+        module,
         cfg,
         layout,
-        stage="vqvae",
-        monitor="val/ssim",
-        mode="max",
-        extra_callbacks=[ReconstructionFrames(layout.frames, frames), *callbacks],
+        callbacks=[ReconstructionFrames(layout.frames, frames), *callbacks],
         progress_bar=progress_bar,
-        manual_optimization=not module.automatic_optimization,
+        resume=resume,
+        datamodule=datamodule,
     )
-    if trainer.is_global_zero:
-        remove_stale_temporaries(stage_dir)  # left by a run that was killed mid-write
-    ckpt_path = resume_checkpoint(layout.last_checkpoint("vqvae"), resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    bundle = layout.bundle("vqvae")
-    if trainer.is_global_zero:
-        best = best_checkpoint(trainer)
-        model = load_model_weights(best, VQVAE(config.vqvae)) if best else module.model
-        meta = {
-            "epochs_trained": int(trainer.current_epoch),
-            "best_checkpoint": Path(best).name if best else None,
-            "world_size": int(trainer.world_size),
-            "codebook_sync_max_diff": module.codebook_sync_max_diff,
-            # how the model was trained: the discriminator itself is never in the bundle
-            "adversarial": (
-                to_dict(config.adversarial) if config.adversarial.changes_training else None
-            ),
-            "discriminator_sync_max_diff": module.discriminator_sync_max_diff,
-            "data_source": sliceset.source,
-            "n_levels": int(sliceset.n_levels),
-            "train_config": to_dict(cfg),
-            "precision": resolve_precision(cfg),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "train_items_per_s": median_throughput(history.rows),
-        }
-        save_bundle(bundle, model, config.vqvae, kind="vqvae", meta=meta)
-    return bundle
+    meta = {
+        "world_size": int(trainer.world_size),
+        "codebook_sync_max_diff": module.codebook_sync_max_diff,
+        # how the model was trained: the discriminator itself is never in the bundle
+        "adversarial": to_dict(config.adversarial) if config.adversarial.changes_training else None,
+        "discriminator_sync_max_diff": module.discriminator_sync_max_diff,
+        "data_source": sliceset.source,
+        "n_levels": int(sliceset.n_levels),
+    }
+    return finish_bundle("vqvae", trainer, history, module, cfg, layout, meta)

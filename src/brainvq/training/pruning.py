@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from brainvq.config import to_dict
 from brainvq.data.augment import AugmentConfig
 from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
@@ -46,14 +45,9 @@ from brainvq.io.bundle import save_bundle
 from brainvq.models.discriminator import AdversarialConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.run import RunConfig, RunLayout, TrainConfig
-from brainvq.training.callbacks import ReconstructionFrames, median_throughput
-from brainvq.training.fit_vqvae import frame_slices, steps_per_epoch
-from brainvq.training.trainer import (
-    best_checkpoint,
-    load_model_weights,
-    make_trainer,
-    resolve_precision,
-)
+from brainvq.training.callbacks import ReconstructionFrames
+from brainvq.training.fit_vqvae import frame_slices
+from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 from brainvq.training.vqvae_module import VQVAEModule
 
 # Fine-tuning stops at its minute budget, not at an epoch count, and its learning rate anneals
@@ -314,7 +308,6 @@ def finetune_vqvae(
     if not minutes >= 0:
         raise ValueError(f"minutes: expected a number >= 0, got {minutes!r}")
     layout = RunLayout(run_dir)
-    model: nn.Module = result.model
     cfg = replace(
         config.vqvae_train,
         max_minutes=minutes or None,
@@ -329,40 +322,36 @@ def finetune_vqvae(
         "finetune_lr": lr,
         "distill_weight": DISTILL_WEIGHT if teacher is not None else 0.0,
     }
-    if minutes > 0:
-        datamodule = SliceDataModule(
-            sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
+    if minutes == 0:
+        info["parameters"] = sum(p.numel() for p in result.model.parameters())
+        model = result.model.eval()
+        return save_bundle(
+            layout.bundle("vqvae"), model, result.config, kind="vqvae", meta={**meta, **info}
         )
-        n_train = int((sliceset.split == "train").sum())
-        per_epoch = steps_per_epoch(n_train, cfg.batch_size, cfg.devices * cfg.num_nodes, None)
-        total = FINETUNE_EPOCHS * per_epoch
-        # the run's loss without the discriminator, which is not in the bundle to go on from
-        adversarial = replace(config.adversarial, enabled=False)
-        module = FrozenCodebookModule(
-            result.model, cfg, config.data.augment, total, adversarial, teacher=teacher
-        )
-        trainer, history = make_trainer(
-            cfg,
-            layout,
-            stage="vqvae",
-            monitor="val/ssim",
-            mode="max",
-            extra_callbacks=[ReconstructionFrames(layout.frames, frame_slices(sliceset))],
-        )
-        trainer.fit(module, datamodule=datamodule, weights_only=True)
-        best = best_checkpoint(trainer)
-        model = load_model_weights(best, VQVAE(result.config)) if best else module.model
-        info |= {
-            "epochs_trained": int(trainer.current_epoch),
-            "best_checkpoint": Path(best).name if best else None,
-            "train_config": to_dict(cfg),
-            "precision": resolve_precision(cfg),
-            "train_items_per_s": median_throughput(history.rows),
-        }
-    info["parameters"] = sum(p.numel() for p in model.parameters())
-    bundle = layout.bundle("vqvae")
-    save_bundle(bundle, model.cpu().eval(), result.config, kind="vqvae", meta={**meta, **info})
-    return bundle
+    datamodule = SliceDataModule(
+        sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
+    )
+    n_train = int((sliceset.split == "train").sum())
+    per_epoch = steps_per_epoch(n_train, cfg.batch_size, cfg.devices * cfg.num_nodes, None)
+    # the run's loss without the discriminator, which is not in the bundle to go on from
+    adversarial = replace(config.adversarial, enabled=False)
+    module = FrozenCodebookModule(
+        result.model,
+        cfg,
+        config.data.augment,
+        FINETUNE_EPOCHS * per_epoch,
+        adversarial,
+        teacher=teacher,
+    )
+    trainer, history = fit_stage(
+        "vqvae",
+        module,
+        cfg,
+        layout,
+        callbacks=[ReconstructionFrames(layout.frames, frame_slices(sliceset))],
+        datamodule=datamodule,
+    )
+    return finish_bundle("vqvae", trainer, history, module, cfg, layout, {**meta, **info})
 
 
 def default_finetune_lr(config: RunConfig) -> float:

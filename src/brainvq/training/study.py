@@ -22,10 +22,9 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from brainvq.run import TuneConfig
+from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import SearchSpace
 
-# stage -> (the validation metric a trial reports, the study's direction)
-OBJECTIVES = {"vqvae": ("val/ssim", "maximize"), "prior": ("val/nll_bits", "minimize")}
 # A trial reports its best value so far at every 1/PRUNE_STEPS of its budget (time or epochs,
 # whichever is further along), so the pruner compares trials at equal shares of their budget
 # whatever their speed, rather than at equal epochs.
@@ -144,11 +143,11 @@ class TrialSeededTPE(optuna.samplers.BaseSampler):
 
 def study_identity(stage: str, space: SearchSpace, trial_minutes: float | None) -> dict:
     """What every worker of one study must agree on (kept in the study's user attributes)."""
-    metric, direction = OBJECTIVES[stage]
+    objective = OBJECTIVES[stage]
     return {
         "stage": stage,
-        "metric": metric,
-        "direction": direction,
+        "metric": objective.metric,
+        "direction": objective.direction,
         "space": space.describe(),
         "trial_minutes": trial_minutes,
     }
@@ -167,7 +166,7 @@ def open_study(
     worker). A study made with another stage, space or trial budget is refused. A new study
     starts with `baseline` (the base config's own values) as its first trial, so the study
     shows what tuning gains over the base config at the same budget."""
-    direction = OBJECTIVES[space.stage][1]
+    direction = OBJECTIVES[space.stage].direction
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if tune.prune:
         pruner = optuna.pruners.MedianPruner(

@@ -1,19 +1,33 @@
-"""Building a Lightning Trainer the same way for both stages."""
+"""The one fit path of every training stage (the VQ-VAE, the prior, a pruned VQ-VAE's
+fine-tuning): a Lightning Trainer built the same way (`make_trainer`), fitted (`fit_stage`),
+and its best epoch written as the stage's bundle with the same meta (`finish_bundle`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from brainvq.config import to_dict
 from brainvq.hardware import cpu_has_native_bf16, set_threads
+from brainvq.io.atomic import remove_stale_temporaries
+from brainvq.io.bundle import save_bundle
 from brainvq.run import RunLayout, TrainConfig
-from brainvq.training.callbacks import AtomicCheckpointIO, EpochHistory, Throughput
+from brainvq.training.callbacks import (
+    AtomicCheckpointIO,
+    EpochHistory,
+    Throughput,
+    median_throughput,
+)
+from brainvq.training.objectives import OBJECTIVES
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -33,19 +47,24 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "32"
 
 
+def steps_per_epoch(n_train: int, batch_size: int, world: int, limit: int | None) -> int:
+    """Optimiser steps in one epoch of n_train items over `world` processes (at most `limit`)."""
+    steps = math.ceil(n_train / (batch_size * world))
+    return min(steps, limit) if limit else steps
+
+
 def make_trainer(
     cfg: TrainConfig,
     layout: RunLayout,
     stage: str,
-    monitor: str,
-    mode: str,
-    extra_callbacks: list[L.Callback] = (),
+    extra_callbacks: Sequence[L.Callback] = (),
     progress_bar: bool = True,
     manual_optimization: bool = False,
 ) -> tuple[L.Trainer, EpochHistory]:
     """A Trainer for `stage` of the run at `layout`: it checkpoints every epoch to
-    RUN/<stage>/checkpoints/ (last.ckpt, and best.ckpt by `monitor`), logs to TensorBoard and
-    CSV under RUN/logs/, and keeps the per-epoch history in RUN/<stage>/history.json.
+    RUN/<stage>/checkpoints/ (last.ckpt, and best.ckpt by the stage's objective), logs to
+    TensorBoard and CSV under RUN/logs/, and keeps the per-epoch history in
+    RUN/<stage>/history.json.
     progress_bar=False: no per-step bar (a caller that shows its own, e.g. `brainvq tune`).
     manual_optimization: the module optimises itself (several optimisers, as the adversarial
     VQ-VAE): it clips its own gradients, and DDP is told that a backward pass may leave some
@@ -59,11 +78,12 @@ def make_trainer(
     history = EpochHistory(layout.history(stage))
     # Two callbacks: Lightning >= 2.5 writes `save_last` only when the top-k one saved, but a
     # resume needs the latest epoch whatever its score.
+    objective = OBJECTIVES[stage]
     best = ModelCheckpoint(
         dirpath=layout.checkpoints(stage),
         filename="best",
-        monitor=monitor,
-        mode=mode,
+        monitor=objective.metric,
+        mode=objective.mode,
         save_top_k=1,
         enable_version_counter=False,
         auto_insert_metric_name=False,
@@ -152,3 +172,64 @@ def best_checkpoint(trainer: L.Trainer) -> str:
         if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
             return callback.best_model_path
     return ""
+
+
+def fit_stage(
+    stage: str,
+    module: L.LightningModule,
+    cfg: TrainConfig,
+    layout: RunLayout,
+    *,
+    callbacks: Sequence[L.Callback] = (),
+    progress_bar: bool = True,
+    resume: bool = False,
+    **data: Any,
+) -> tuple[L.Trainer, EpochHistory]:
+    """Fit `module` as `stage` of the run at `layout` (make_trainer; `callbacks` join the
+    trainer's own), continuing from the stage's last.ckpt when `resume` and it exists. `data`:
+    Trainer.fit's datamodule=, or train_dataloaders= and val_dataloaders=."""
+    trainer, history = make_trainer(
+        cfg,
+        layout,
+        stage,
+        extra_callbacks=callbacks,
+        progress_bar=progress_bar,
+        manual_optimization=not module.automatic_optimization,
+    )
+    if trainer.is_global_zero:
+        remove_stale_temporaries(layout.stage(stage))  # left by a run killed mid-write
+    ckpt_path = resume_checkpoint(layout.last_checkpoint(stage), resume)
+    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True, **data)
+    return trainer, history
+
+
+def finish_bundle(
+    stage: str,
+    trainer: L.Trainer,
+    history: EpochHistory,
+    module: L.LightningModule,
+    cfg: TrainConfig,
+    layout: RunLayout,
+    meta: dict[str, Any],
+) -> Path:
+    """Write the stage's bundle (RUN/<stage>/<bundle folder>) from the best checkpoint by the
+    stage's objective, else from the module's last weights, with `meta` and what every stage
+    records: epochs, the checkpoint used, the training config and precision, parameters and
+    median throughput. Only the process of global rank zero writes. Returns the folder."""
+    folder = layout.bundle(stage)
+    if not trainer.is_global_zero:
+        return folder
+    best = best_checkpoint(trainer)
+    model = module.model
+    if best:  # a model of the same config, with the best epoch's weights
+        model = load_model_weights(best, type(model)(model.config))
+    meta = {
+        "epochs_trained": int(trainer.current_epoch),
+        "best_checkpoint": Path(best).name if best else None,
+        **meta,
+        "train_config": to_dict(cfg),
+        "precision": resolve_precision(cfg),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_items_per_s": median_throughput(history.rows),
+    }
+    return save_bundle(folder, model.eval(), model.config, kind=stage, meta=meta)

@@ -11,6 +11,7 @@ looked at.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,10 +32,10 @@ from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
 from brainvq.run import RunConfig, RunLayout, load_run_config, merge, save_run_config
 from brainvq.training.guards import NonFiniteLossError
+from brainvq.training.objectives import OBJECTIVES, Objective
 from brainvq.training.search_space import SearchSpace, nested
 from brainvq.training.study import (
     FINISHED,
-    OBJECTIVES,
     PRUNE_STEPS,
     fail_dead_trials,
     state_counts,
@@ -64,10 +65,10 @@ class EpochEndPruning(L.Callback):
     PRUNE_STEPS its budget has passed, and ask the pruner. A pruned trial stops the trainer
     cleanly at this epoch's end (`pruned_at` is then the share of its budget it had spent)."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, direction: str) -> None:
+    def __init__(self, trial: optuna.Trial, objective: Objective) -> None:
         self.trial = trial
-        self.metric = metric
-        self.better = max if direction == "maximize" else min
+        self.metric = objective.metric
+        self.better = objective.better
         self.best: float | None = None
         self.reported = 0
         self.pruned_at: float | None = None
@@ -136,13 +137,15 @@ def trial_config(setup: TrialSetup, values: dict[str, Any]) -> RunConfig:
     return load_run_config(None, doc)
 
 
-def best_logged(history: Path, metric: str, direction: str) -> tuple[float | None, int]:
-    """The best finite value of `metric` in a stage's history.json, and its number of rows."""
+def best_logged(history: Path, objective: Objective) -> tuple[float | None, int]:
+    """The best finite value of the objective's metric in a stage's history.json, and its
+    number of rows."""
     rows = json.loads(history.read_text()) if history.is_file() else []
+    metric = objective.metric
     values = [r[metric] for r in rows if metric in r and math.isfinite(r[metric])]
     if not values:
         return None, len(rows)
-    return (max(values) if direction == "maximize" else min(values)), len(rows)
+    return functools.reduce(objective.better, values), len(rows)
 
 
 def run_trial(trial: optuna.Trial, setup: TrialSetup) -> float:
@@ -151,7 +154,8 @@ def run_trial(trial: optuna.Trial, setup: TrialSetup) -> float:
     from brainvq.training.fit_vqvae import fit_vqvae
 
     stage = setup.stage
-    metric, direction = OBJECTIVES[stage]
+    objective = OBJECTIVES[stage]
+    metric = objective.metric
     ahead = [
         t
         for t in trial.study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -179,7 +183,7 @@ def run_trial(trial: optuna.Trial, setup: TrialSetup) -> float:
         _link_tree(setup.layout.tune_codes, run.codes)
     if setup.on_start is not None:
         setup.on_start(trial.number, values)
-    pruning = EpochEndPruning(trial, metric, direction)
+    pruning = EpochEndPruning(trial, objective)
     fit = fit_vqvae if stage == "vqvae" else fit_prior
     start = time.perf_counter()
     try:
@@ -197,7 +201,7 @@ def run_trial(trial: optuna.Trial, setup: TrialSetup) -> float:
         shutil.rmtree(run.checkpoints(stage), ignore_errors=True)  # for resuming only
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    value, epochs = best_logged(run.history(stage), metric, direction)
+    value, epochs = best_logged(run.history(stage), objective)
     trial.set_user_attr("epochs", epochs)
     trial.set_user_attr("train_minutes", round((time.perf_counter() - start) / 60, 3))
     if value is None:
