@@ -32,16 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from brainvq.data import load_slices
-from brainvq.evaluation.anomaly import (
-    AnomalyConfig,
-    CalibrationMaps,
-    MapSet,
-    anomaly_maps,
-    brain_mask,
-    calibrate_thresholds,
-    code_threshold,
-    slice_scores,
-)
 from brainvq.evaluation.anomaly_benchmark import (
     LesionSettings,
     auroc,
@@ -52,11 +42,17 @@ from brainvq.evaluation.anomaly_benchmark import (
     plant_lesion,
     reconstruction_residual_map,
 )
+from brainvq.evaluation.anomaly_calibration import (
+    CalibrationMaps,
+    calibrate_thresholds,
+    code_threshold,
+)
 from brainvq.evaluation.conformal import flagged_share
 from brainvq.hardware import machine
+from brainvq.inference.anomaly_maps import MapSet, anomaly_maps, brain_mask, slice_scores
 from brainvq.inference.codes import decode_codes, load_codes
 from brainvq.inference.generate import load_run_models
-from brainvq.run import RunLayout, load_run
+from brainvq.run import AnomalyConfig, RunLayout, load_run
 
 MIN_BRAIN_SHARE = 0.15  # slices with less brain than this share of the image get no lesion
 VOLUME = 32
@@ -119,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     validate = sliceset.require_split("validate")
     cal_part, test_part = split_subjects(validate.subject)
     rng = np.random.default_rng(args.seed)
-    config = replace(AnomalyConfig(), n_heal=args.n_heal, calibration_slices=n_cal)
+    config = replace(run_config.anomaly, n_heal=args.n_heal, calibration_slices=n_cal)
     conditional = models.n_levels > 0
 
     def levels_of(part):

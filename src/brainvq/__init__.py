@@ -164,13 +164,14 @@ def anomaly(
     out: str | Path | None = None,
     *,
     alpha: float = 0.01,
-    n_heal: int = 4,
+    n_heal: int | None = None,
     level: int | None = None,
     seed: int = 0,
 ) -> AnomalyResult:
     """Anomaly maps of every slice of `source` (a PNG/JPEG, a folder, NIfTI volumes, an OASIS
     set) with the run's prior, thresholded at false-positive rate alpha (calibrated on the run's
-    healthy validate slices on first use). .maps (N, H, W) float32, .masks (N, H, W) bool,
+    healthy validate slices on first use; n_heal and the other settings: the run config's
+    `anomaly:` section). .maps (N, H, W) float32, .masks (N, H, W) bool,
     .scores (N,), .flagged (N,), .names; with `out`, also writes them there as `brainvq anomaly`
     does."""
     from brainvq.app.anomaly import find_anomalies

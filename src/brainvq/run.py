@@ -1,5 +1,6 @@
 """The run: its directory (every path and file name in one place), its configuration (data,
-both models, both training stages and sampling, in one YAML), and its metrics and timings.
+both models, both training stages, sampling, tuning and anomaly maps, in one YAML), and its
+metrics and timings.
 
 A run directory holds everything one pipeline run made:
 
@@ -222,6 +223,50 @@ class TuneConfig:
 
 
 @dataclass
+class AnomalyConfig:
+    """How `brainvq anomaly` makes its maps (brainvq.inference.anomaly_maps) and calibrates their
+    thresholds; a calibration holds only for the settings it was made with."""
+
+    n_heal: int = 4  # independent healings per slice, averaged
+    # the code threshold: the (1 - resample_share) quantile of the training codes' NLL, so that
+    # about this share of healthy codes is redrawn
+    resample_share: float = 0.05
+    temperature: float = 1.0  # of the draws that replace flagged codes
+    mask_sigma: float = 1.0  # latent cells: how far around a redrawn code the residual counts
+    smooth_sigma: float = 0.5  # latent cells: smoothing of the residuals (and the baselines')
+    score_share: float = 0.005  # slice score: mean of the map over its top share of pixels
+    foreground_level: float = 0.02  # brain mask: intensity above this, holes filled
+    code_maps: int = 1024  # at most this many training code maps for the code threshold
+    calibration_slices: int = 512  # at most this many healthy slices for the pixel threshold
+    seed: int = 0  # which slices and maps calibrate, and the calibration's healing draws
+
+    def validate(self) -> None:
+        require(self.n_heal >= 1, "n_heal", f"must be >= 1, got {self.n_heal}")
+        require(
+            0 < self.resample_share < 1,
+            "resample_share",
+            f"must be in (0, 1), got {self.resample_share}",
+        )
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(self.mask_sigma >= 0, "mask_sigma", f"must be >= 0, got {self.mask_sigma}")
+        require(self.smooth_sigma >= 0, "smooth_sigma", f"must be >= 0, got {self.smooth_sigma}")
+        require(
+            0 < self.score_share <= 1, "score_share", f"must be in (0, 1], got {self.score_share}"
+        )
+        require(
+            0 <= self.foreground_level < 1,
+            "foreground_level",
+            f"must be in [0, 1), got {self.foreground_level}",
+        )
+        require(self.code_maps >= 1, "code_maps", f"must be >= 1, got {self.code_maps}")
+        require(
+            self.calibration_slices >= 1,
+            "calibration_slices",
+            f"must be >= 1, got {self.calibration_slices}",
+        )
+
+
+@dataclass
 class PresetInfo:
     """Which configuration a run started from, and why (recorded in RUN/config.yaml)."""
 
@@ -242,6 +287,7 @@ class RunConfig:
     prior_train: TrainConfig = field(default_factory=_default_prior_train)
     sample: SampleConfig = field(default_factory=SampleConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
 
     def validate(self) -> None:
         require(

@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from anomaly_run import train_tiny_run
+import yaml
 from data.files import phantom, write_nifti, write_png
 from PIL import Image
 
@@ -27,14 +27,9 @@ ALPHA = "0.1"  # the tiny run has 32 validate slices: enough for 0.1, not for 0.
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_run(tmp_path_factory.mktemp("anomaly_cli"))
-
-
-@pytest.fixture(scope="module")
-def slices(tiny_run: Path) -> np.ndarray:
+def slices(anomaly_tiny_run: Path) -> np.ndarray:
     """Real test-split slices of the run's cohort (32x32 uint8)."""
-    return run_slices(load_run(tiny_run), progress=False).require_split("test").images
+    return run_slices(load_run(anomaly_tiny_run), progress=False).require_split("test").images
 
 
 def cli(argv: list, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -53,12 +48,12 @@ def scores(folder: Path) -> list[dict[str, str]]:
 
 
 def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
-    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    anomaly_tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shutil.rmtree(RunLayout(tiny_run).anomaly, ignore_errors=True)
+    shutil.rmtree(RunLayout(anomaly_tiny_run).anomaly, ignore_errors=True)
     png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
     out = tmp_path / "out"
-    argv = ["anomaly", "--run", tiny_run, "--input", png, "--out", out, "--alpha", ALPHA]
+    argv = ["anomaly", "--run", anomaly_tiny_run, "--input", png, "--out", out, "--alpha", ALPHA]
     code, stdout, err = cli(argv, capsys)
     assert code == 0, err
     with np.load(out / "anomaly_maps.npz", allow_pickle=False) as f:
@@ -66,7 +61,7 @@ def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
         assert f["masks"].dtype == bool and f["names"].tolist() == [png.name]
         assert (f["maps"] >= 0).all()
         maps, masks = f["maps"], f["masks"]
-    calibration = json.loads(RunLayout(tiny_run).anomaly_calibration.read_text())
+    calibration = json.loads(RunLayout(anomaly_tiny_run).anomaly_calibration.read_text())
     np.testing.assert_array_equal(masks, maps > calibration["pixel_threshold"])
     assert calibration["alpha"] == 0.1 and calibration["n_slices"] == 32
     assert calibration["calibration_flagged_share"] <= 0.1
@@ -82,29 +77,29 @@ def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
 
 
 def test_the_api_and_the_naive_sampler_give_the_same_maps(
-    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    anomaly_tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = write_png(tmp_path / "case_9_slice_12.nii.png", slices[12])
-    result = brainvq.anomaly(tiny_run, png, alpha=0.1, seed=3)
+    result = brainvq.anomaly(anomaly_tiny_run, png, alpha=0.1, seed=3)
     assert result.maps.shape == (1, 32, 32) and result.levels.tolist() == [12]
     out = tmp_path / "naive"
-    argv = ["anomaly", "--run", tiny_run, "--input", png, "--out", out, "--alpha", ALPHA]
+    argv = ["anomaly", "--run", anomaly_tiny_run, "--input", png, "--out", out, "--alpha", ALPHA]
     code, _, err = cli([*argv, "--seed", "3", "--sampler", "naive"], capsys)
     assert code == 0, err
     with np.load(out / "anomaly_maps.npz") as f:
         np.testing.assert_array_equal(f["maps"], result.maps)
-    other = brainvq.anomaly(tiny_run, png, alpha=0.1, seed=4)
+    other = brainvq.anomaly(anomaly_tiny_run, png, alpha=0.1, seed=4)
     assert not np.array_equal(other.maps, result.maps) or not result.maps.any()
 
 
 def test_a_folder_takes_levels_from_the_flag_or_the_classifier(
-    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    anomaly_tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "in"
     for i, name in enumerate(("a.png", "b.png", "sub/c.png")):
         write_png(folder / name, slices[8 + 4 * i])
     out = tmp_path / "out"
-    argv = ["anomaly", "--run", tiny_run, "--input", folder, "--out", out, "--alpha", ALPHA]
+    argv = ["anomaly", "--run", anomaly_tiny_run, "--input", folder, "--out", out, "--alpha", ALPHA]
     code, stdout, err = cli(argv, capsys)
     assert code == 0, err
     assert "level classifier" in stdout
@@ -120,11 +115,11 @@ def test_a_folder_takes_levels_from_the_flag_or_the_classifier(
 
 
 def test_a_nifti_volume_gives_a_map_stack(
-    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    anomaly_tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     volume = write_nifti(tmp_path / "vols" / "subject_a.nii.gz", phantom())
     out = tmp_path / "out"
-    argv = ["anomaly", "--run", tiny_run, "--input", volume, "--out", out, "--alpha", ALPHA]
+    argv = ["anomaly", "--run", anomaly_tiny_run, "--input", volume, "--out", out, "--alpha", ALPHA]
     code, _, err = cli(argv, capsys)
     assert code == 0, err
     rows = scores(out)
@@ -163,13 +158,13 @@ def test_the_map_stack_affine_puts_each_pixel_on_its_voxel(
 
 
 def test_calibrate_action_stores_thresholds_and_alpha_is_rethresholded(
-    tiny_run: Path,
+    anomaly_tiny_run: Path,
     slices: np.ndarray,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(anomaly_tiny_run, run)
     shutil.rmtree(RunLayout(run).anomaly, ignore_errors=True)
     code, stdout, err = cli(["anomaly", "calibrate", "--run", run, "--alpha", ALPHA], capsys)
     assert code == 0, err
@@ -185,6 +180,18 @@ def test_calibrate_action_stores_thresholds_and_alpha_is_rethresholded(
     code, stdout, err = cli([*argv, "--alpha", "0.2", "--n-heal", "2"], capsys)
     assert code == 0, err
     assert "the settings changed" in stdout
+    # without --n-heal, the settings are the run config's anomaly: section
+    config = yaml.safe_load(RunLayout(run).config.read_text())
+    config["anomaly"]["n_heal"] = 2
+    RunLayout(run).config.write_text(yaml.safe_dump(config))
+    code, stdout, err = cli([*argv, "--alpha", "0.2"], capsys)
+    assert code == 0, err
+    assert "calibrated" not in stdout and "recomputed" not in stdout, stdout  # n_heal 2's fits
+    assert json.loads(RunLayout(run).anomaly_calibration.read_text())["settings"]["n_heal"] == 2
+    config["anomaly"]["n_heal"] = 0
+    RunLayout(run).config.write_text(yaml.safe_dump(config))
+    code, _, err = cli([*argv, "--alpha", "0.2"], capsys)
+    assert code == 2 and "anomaly.n_heal" in err, err
 
 
 BAD = {
@@ -204,7 +211,7 @@ BAD = {
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_bad_input_is_one_line_and_exit_2(
     case: str,
-    tiny_run: Path,
+    anomaly_tiny_run: Path,
     slices: np.ndarray,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -213,9 +220,9 @@ def test_bad_input_is_one_line_and_exit_2(
     (tmp_path / "notes.txt").write_text("not an image")
     flags, name = BAD[case]
     values = {"tmp": tmp_path, "out": tmp_path / "out", "png": tmp_path / "plain.png"}
-    argv = ["anomaly", "--run", tiny_run, *(f.format(**values) for f in flags)]
+    argv = ["anomaly", "--run", anomaly_tiny_run, *(f.format(**values) for f in flags)]
     if case == "calibrate with an input":
-        argv = ["anomaly", "calibrate", "--run", tiny_run, "--input", values["png"]]
+        argv = ["anomaly", "calibrate", "--run", anomaly_tiny_run, "--input", values["png"]]
     code, _, err = cli(argv, capsys)
     assert code == 2, f"exit {code}, stderr: {err}"
     assert "\n" not in err and "Traceback" not in err, err
@@ -225,7 +232,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 
 def test_a_run_without_models_and_a_broken_calibration_are_named(
-    tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    anomaly_tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
     empty = tmp_path / "empty"
@@ -233,7 +240,7 @@ def test_a_run_without_models_and_a_broken_calibration_are_named(
     code, _, err = cli(["anomaly", "--run", empty, "--input", png, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "not a brainvq run" in err and "\n" not in err, err
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(anomaly_tiny_run, run)
     RunLayout(run).anomaly.mkdir(exist_ok=True)
     RunLayout(run).anomaly_calibration.write_text("{broken")
     argv = ["anomaly", "--run", run, "--input", png, "--out", tmp_path / "o", "--alpha", ALPHA]

@@ -1,8 +1,10 @@
 """Anomaly maps of user slices with a run's VQ-VAE and prior, thresholded by the run's calibration.
 
 `find_anomalies` loads the input (a PNG/JPEG, a folder of them, NIfTI volumes or an OASIS set) at
-the model's working size, finds each slice's level, makes the maps (brainvq.evaluation.anomaly)
-and thresholds them; `anomaly_to_folder` also writes them (brainvq.app.anomaly_files).
+the model's working size, finds each slice's level, makes the maps (brainvq.inference.anomaly_maps)
+and thresholds them (brainvq.evaluation.anomaly_calibration); `write_anomalies`
+(brainvq.app.anomaly_files) writes them to a folder. The settings are the run config's
+`anomaly:` section (`anomaly_settings`), with --n-heal over it.
 
 The calibration lives in RUN/anomaly/ (RunLayout.anomaly_calibration and .anomaly_calibration_maps):
 made on first use, or by `calibrate_run`, from the healthy slices of the run's validate split. It
@@ -23,21 +25,19 @@ from brainvq.app.pipeline import run_slices
 from brainvq.config import ConfigError, from_dict, to_dict
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
-from brainvq.evaluation.anomaly import (
-    AnomalyConfig,
+from brainvq.evaluation.anomaly_calibration import (
     Calibration,
     CalibrationMaps,
-    MapSet,
-    anomaly_maps,
     calibrate_thresholds,
     code_threshold,
 )
 from brainvq.evaluation.generation_metrics import predict_levels
+from brainvq.inference.anomaly_maps import MapSet, anomaly_maps
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import RunModels, check_level, level_from_name, load_run_models
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE, load_level_classifier
-from brainvq.run import RunLayout, load_run, read_json
+from brainvq.run import AnomalyConfig, RunConfig, RunLayout, load_run, read_json
 
 LEVEL_FROM = ("input", "--level", "classifier", "none")  # where a slice's level came from
 
@@ -124,10 +124,15 @@ def _maps_key(models: str, source: str, settings: AnomalyConfig) -> str:
     return json.dumps({"models": models, "source": source, "settings": to_dict(settings)})
 
 
+def anomaly_settings(config: RunConfig, n_heal: int | None = None) -> AnomalyConfig:
+    """The run config's `anomaly:` section, with `n_heal` (--n-heal) over it when given."""
+    return config.anomaly if n_heal is None else replace(config.anomaly, n_heal=n_heal)
+
+
 def calibrate_run(
     run_dir: str | Path,
     alpha: float = 0.01,
-    settings: AnomalyConfig | None = None,
+    n_heal: int | None = None,
     *,
     models: RunModels | None = None,
     sampler: str = "cached",
@@ -135,11 +140,11 @@ def calibrate_run(
     progress: bool = True,
 ) -> Calibration:
     """Calibrate the run's anomaly thresholds at rate alpha on the healthy slices of its validate
-    split (at most settings.calibration_slices, a seeded random subset) and write
-    RUN/anomaly/calibration.json and calibration_maps.npz."""
-    settings = settings or AnomalyConfig()
+    split (at most calibration_slices, a seeded random subset; settings: anomaly_settings) and
+    write RUN/anomaly/calibration.json and calibration_maps.npz."""
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
+    settings = anomaly_settings(config, n_heal)
     models = models or load_run_models(run_dir)
     validate = run_slices(config, progress=progress).require_split("validate")
     rng = np.random.default_rng(settings.seed)
@@ -239,7 +244,7 @@ def run_calibration(
     calibration = calibrate_run(
         run_dir,
         alpha,
-        settings,
+        settings.n_heal,
         models=models,
         sampler=sampler,
         threads=threads,
@@ -275,11 +280,13 @@ class AnomalyResult:
     notes: list[str]
 
 
-def check_options(alpha: float, n_heal: int, seed: int) -> None:
+def check_options(alpha: float, n_heal: int | None, seed: int) -> None:
     """ValueError naming the flag for an alpha outside (0, 1), n_heal < 1 or a seed < 0."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"--alpha {alpha}: expected a false-positive rate in (0, 1)")
-    if isinstance(n_heal, bool) or not isinstance(n_heal, int) or n_heal < 1:
+    if n_heal is None:
+        pass
+    elif isinstance(n_heal, bool) or not isinstance(n_heal, int) or n_heal < 1:
         raise ValueError(f"--n-heal {n_heal}: expected an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"--seed {seed}: expected an integer >= 0")
@@ -290,7 +297,7 @@ def find_anomalies(
     source: str | Path,
     *,
     alpha: float = 0.01,
-    n_heal: int = 4,
+    n_heal: int | None = None,
     level: int | None = None,
     seed: int = 0,
     sampler: str = "cached",
@@ -298,7 +305,8 @@ def find_anomalies(
     progress: bool = True,
 ) -> AnomalyResult:
     """Anomaly maps, masks and slice scores of every slice of `source` (see the module
-    docstring), calibrated first if the run has no calibration for these settings."""
+    docstring), calibrated first if the run has no calibration for these settings (the run
+    config's `anomaly:` section; n_heal: its n_heal unless given)."""
     check_options(alpha, n_heal, seed)
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
@@ -308,7 +316,7 @@ def find_anomalies(
     cache = Path(config.data.cache_dir) if config.data.cache_dir else None
     inputs = load_inputs(source, size, n_levels, cache)
     levels, level_from, notes = resolve_levels(models, layout, inputs, level)
-    settings = replace(AnomalyConfig(), n_heal=n_heal)
+    settings = anomaly_settings(config, n_heal)
     calibration, note = run_calibration(
         run_dir, alpha, settings, models, sampler=sampler, threads=threads, progress=progress
     )

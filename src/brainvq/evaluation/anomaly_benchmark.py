@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage, stats
 
-from brainvq.evaluation.anomaly import AnomalyConfig, smooth, upsample
+from brainvq.inference.anomaly_maps import smooth, upsample
+from brainvq.run import AnomalyConfig
 
 MIN_LESION_PIXELS = 12
 MAX_TRIES = 50

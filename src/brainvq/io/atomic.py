@@ -85,6 +85,8 @@ def output_folder(path: str | Path, what: str = "--out") -> Path:
                 )
             break
     return path
+
+
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete what a killed writer left under `folder`: `.<name>.*.tmp` files of atomic_path
     and `.<name>.*` folders of a bundle swap. Call only when no other process writes there.

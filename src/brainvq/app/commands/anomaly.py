@@ -35,7 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, help="the output folder")
     p.add_argument("--alpha", type=float, default=0.01, help="false-positive rate (default 0.01)")
-    p.add_argument("--n-heal", type=int, default=4, help="independent healings per slice")
+    p.add_argument(
+        "--n-heal",
+        type=int,
+        help="independent healings per slice (default: the run config's anomaly.n_heal, 4)",
+    )
     p.add_argument(
         "--level", type=int, help="level of slices whose name or position does not give one"
     )
@@ -50,11 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from brainvq.app.anomaly import calibrate_run, check_options, find_anomalies
     from brainvq.app.anomaly_files import write_anomalies
-    from brainvq.evaluation.anomaly import AnomalyConfig
     from brainvq.io.atomic import output_folder
 
     check_options(args.alpha, args.n_heal, args.seed)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         cal = calibrate_run(
             args.run,
             args.alpha,
-            replace(AnomalyConfig(), n_heal=args.n_heal),
+            args.n_heal,
             sampler=args.sampler,
             threads=args.threads,
         )

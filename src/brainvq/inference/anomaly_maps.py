@@ -1,4 +1,5 @@
-"""Anomaly maps from a VQ-VAE and the prior over its codes, and the calibration of their thresholds.
+"""Anomaly maps from a VQ-VAE and the prior over its codes (settings: brainvq.run.AnomalyConfig,
+the run config's `anomaly:` section).
 
 A model trained on healthy brains gives low likelihood to the codes of something it never saw.
 For slices x: (N, H, W) uint8 at the model's working size:
@@ -12,80 +13,30 @@ For slices x: (N, H, W) uint8 at the model's working size:
    pixels, smoothed with sigma mask_sigma cells: 1 inside a large redrawn region, fading over
    about two sigma around it, well below 1 over an isolated code). The anomaly map is the mean
    over healings of residual_r * weight_r, zero outside the brain mask (`brain_mask`); higher is
-   more anomalous, in units of intensity in [0, 1].
-4. the slice score: the mean of the map's largest values over score_share of the image's pixels.
+   more anomalous, in units of intensity in [0, 1] (`residual_map`).
+4. the slice score: the mean of the map's largest values over score_share of the image's pixels
+   (`slice_scores`).
 
-Calibration: the code threshold is the (1 - resample_share) quantile of the NLL of the run's
-training codes (the prior has seen them, but the pixel calibration does not use them, which keeps
-its guarantee exact); the pixel and slice thresholds come from the maps of healthy calibration
-slices by conformal risk control and split conformal (brainvq.evaluation.conformal).
+`anomaly_maps` runs steps 1-4. The code threshold and the calibrated pixel and slice thresholds
+come from healthy slices (brainvq.evaluation.anomaly_calibration).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from brainvq.config import require
-from brainvq.evaluation.conformal import (
-    conformal_quantile,
-    flagged_share,
-    risk_control_threshold,
-)
-from brainvq.inference.codes import CodeSet, decode_codes, encode_images
+from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.generate import RunModels
 from brainvq.inference.healing import heal
 from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.run import AnomalyConfig
 
 NLL_BATCH = 64
 MAP_BATCH = 64  # slices whose residuals are held in memory at once
-
-
-@dataclass
-class AnomalyConfig:
-    """How anomaly maps are made; a calibration holds only for the settings it was made with."""
-
-    n_heal: int = 4  # independent healings per slice, averaged
-    # the code threshold: the (1 - resample_share) quantile of the training codes' NLL, so that
-    # about this share of healthy codes is redrawn
-    resample_share: float = 0.05
-    temperature: float = 1.0  # of the draws that replace flagged codes
-    mask_sigma: float = 1.0  # latent cells: how far around a redrawn code the residual counts
-    smooth_sigma: float = 0.5  # latent cells: smoothing of the residuals (and the baselines')
-    score_share: float = 0.005  # slice score: mean of the map over its top share of pixels
-    foreground_level: float = 0.02  # brain mask: intensity above this, holes filled
-    code_maps: int = 1024  # at most this many training code maps for the code threshold
-    calibration_slices: int = 512  # at most this many healthy slices for the pixel threshold
-    seed: int = 0  # which slices and maps calibrate, and the calibration's healing draws
-
-    def validate(self) -> None:
-        require(self.n_heal >= 1, "n_heal", f"must be >= 1, got {self.n_heal}")
-        require(
-            0 < self.resample_share < 1,
-            "resample_share",
-            f"must be in (0, 1), got {self.resample_share}",
-        )
-        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        require(self.mask_sigma >= 0, "mask_sigma", f"must be >= 0, got {self.mask_sigma}")
-        require(self.smooth_sigma >= 0, "smooth_sigma", f"must be >= 0, got {self.smooth_sigma}")
-        require(
-            0 < self.score_share <= 1, "score_share", f"must be in (0, 1], got {self.score_share}"
-        )
-        require(
-            0 <= self.foreground_level < 1,
-            "foreground_level",
-            f"must be in [0, 1), got {self.foreground_level}",
-        )
-        require(self.code_maps >= 1, "code_maps", f"must be >= 1, got {self.code_maps}")
-        require(
-            self.calibration_slices >= 1,
-            "calibration_slices",
-            f"must be >= 1, got {self.calibration_slices}",
-        )
 
 
 def brain_mask(images: np.ndarray, level: float) -> np.ndarray:
@@ -140,17 +91,6 @@ def code_nll_map(
     finally:
         prior.train(was_training)
     return out
-
-
-def code_threshold(prior: GatedPixelCNN, train: CodeSet, config: AnomalyConfig) -> float:
-    """The (1 - resample_share) quantile of the NLL of (at most code_maps of) the training codes."""
-    n = len(train.codes)
-    if n == 0:
-        raise ValueError("the run has no training code maps to set the code threshold from")
-    pick = np.random.default_rng(config.seed).permutation(n)[: config.code_maps]
-    levels = train.level[pick].astype(np.int64) if prior.config.n_levels > 0 else None
-    nll = code_nll_map(prior, train.codes[pick], levels)
-    return float(np.quantile(nll, 1 - config.resample_share))
 
 
 def residual_map(
@@ -262,74 +202,4 @@ def anomaly_maps(
         resampled=resampled,
         healed=healed,
         foreground=foreground,
-    )
-
-
-@dataclass(frozen=True)
-class CalibrationMaps:
-    """What the thresholds are computed from: healthy slices' maps, brain pixels only.
-
-    values: (P,) float32 map values of the brain pixels, slice after slice; counts: (n,) int64
-    brain pixels per slice; scores: (n,) float64 slice scores."""
-
-    values: np.ndarray
-    counts: np.ndarray
-    scores: np.ndarray
-
-    @classmethod
-    def of(cls, maps: np.ndarray, foreground: np.ndarray, scores: np.ndarray) -> CalibrationMaps:
-        """From maps (n, H, W), their brain masks (n, H, W) bool and slice scores (n,)."""
-        return cls(
-            values=np.asarray(maps)[foreground].astype(np.float32),  # row-major: slice by slice
-            counts=foreground.reshape(len(foreground), -1).sum(axis=1).astype(np.int64),
-            scores=np.asarray(scores, dtype=np.float64),
-        )
-
-
-@dataclass
-class Calibration:
-    """The thresholds of RUN/anomaly/calibration.json and what they were computed from.
-
-    code_threshold: nats; pixel_threshold: flag a brain pixel whose map value is > it;
-    slice_threshold: flag a slice whose score is > it. calibration_flagged_share and
-    calibration_flagged_slices: the same rates measured on the calibration slices themselves."""
-
-    alpha: float
-    code_threshold: float
-    pixel_threshold: float
-    slice_threshold: float
-    n_code_maps: int
-    n_slices: int
-    calibration_flagged_share: float
-    calibration_flagged_slices: float
-    models: str = ""  # a fingerprint of the weights the calibration holds for
-    source: str = ""  # the calibration slices: their data source and split
-    settings: AnomalyConfig = field(default_factory=AnomalyConfig)
-
-
-def calibrate_thresholds(
-    stats: CalibrationMaps,
-    alpha: float,
-    code_thr: float,
-    n_code_maps: int,
-    settings: AnomalyConfig,
-    models: str = "",
-    source: str = "",
-) -> Calibration:
-    """The pixel threshold (conformal risk control) and the slice threshold (split conformal) at
-    rate alpha from the calibration maps."""
-    pixel = risk_control_threshold(stats.values, stats.counts, alpha)
-    slice_t = conformal_quantile(stats.scores, alpha)
-    return Calibration(
-        alpha=float(alpha),
-        code_threshold=float(code_thr),
-        pixel_threshold=pixel,
-        slice_threshold=slice_t,
-        n_code_maps=int(n_code_maps),
-        n_slices=len(stats.counts),
-        calibration_flagged_share=float(flagged_share(stats.values, stats.counts, pixel).mean()),
-        calibration_flagged_slices=float((stats.scores > slice_t).mean()),
-        models=models,
-        source=source,
-        settings=settings,
     )
