@@ -5,7 +5,6 @@ run's prior still scores."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -209,9 +208,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_prune_writes_a_run_whose_codes_the_prior_still_scores(tiny_run: Path, tmp_path: Path):
+    # six seconds of fine-tuning at 0.3x the run's lr (the default 0.1x needs the minutes of a
+    # real run); the untuned model is the pruned one as it is (0 minutes)
     out = tmp_path / "pruned"
-    metrics = prune_run(tiny_run, 0.5, 0.1, out)
-    untuned = prune_run(tiny_run, 0.5, 0, tmp_path / "untuned")["vqvae"]["ssim"]
+    metrics = prune_run(tiny_run, 0.5, 0.1, out, lr=0.003)
+    untuned = prune_run(tiny_run, 0.5, 0, tmp_path / "untuned")
     source_ssim = read_json(RunLayout(tiny_run).metrics)["vqvae"]["ssim"]
     source = load_vqvae(tiny_run)
     pruned = load_vqvae(out)
@@ -222,17 +223,29 @@ def test_prune_writes_a_run_whose_codes_the_prior_still_scores(tiny_run: Path, t
     prior, copied = load_prior(tiny_run), load_prior(out)
     for key, value in prior.model.state_dict().items():
         assert torch.equal(copied.model.state_dict()[key], value), key
-    p, v = metrics["prune"], metrics["vqvae"]
+    p, v, u = metrics["prune"], metrics["vqvae"], untuned["prune"]
     assert p["kept_channels"] == p["prunable_channels"] // 2
     assert p["parameters_after"] < p["parameters_before"]
-    # halving every width loses much of the reconstruction (the source's SSIM ~0.56 fell to
-    # 0.04 in bf16 and 0.29 in fp32 on a 2-core EPYC); six seconds of fine-tuning bring it back
-    print(f"source SSIM {source_ssim:.3f}, pruned {untuned:.3f}, fine-tuned {v['ssim']:.3f}")
+    print(
+        f"SSIM: source {source_ssim:.3f}, pruned {untuned['vqvae']['ssim']:.3f}, fine-tuned "
+        f"{v['ssim']:.3f}; codes kept: pruned {u['codes_identical_val']:.3f}, fine-tuned "
+        f"{p['codes_identical_val']:.3f}; prior NLL bits: source codes "
+        f"{p['source_code_nll_bits_val']:.3f}, pruned {u['code_nll_bits_val']:.3f}, fine-tuned "
+        f"{p['code_nll_bits_val']:.3f}"
+    )
+    # halving every width loses much of the reconstruction and of the code assignment (on a
+    # 2-core EPYC: SSIM ~0.56 -> 0.04 in bf16, 0.29 in fp32; codes kept 7% and 27%); the
+    # fine-tuning, distilled towards the source encoder, brings both back (SSIM 0.51 / 0.56,
+    # codes kept 56-69% / 91%)
     assert source_ssim > 0.4
-    assert v["ssim"] > untuned + 0.02 and v["ssim"] > 0.6 * source_ssim
-    assert 0.0 <= p["codes_identical_val"] <= 1.0
-    bits = math.log2(16)
-    assert 0 < p["code_nll_bits_val"] < 2 * bits and 0 < p["source_code_nll_bits_val"] < 2 * bits
+    assert v["ssim"] > untuned["vqvae"]["ssim"] + 0.02 and v["ssim"] > 0.6 * source_ssim
+    assert p["codes_identical_val"] > u["codes_identical_val"] + 0.2
+    # so the source run's prior scores the new codes about as it scores the source's: within
+    # `margin` bits per code (measured: +0.03 fp32, +0.16 bf16; log2 K = 4), which the untuned
+    # model's codes are not (+0.59 fp32, +1.5 bf16)
+    margin = 0.4
+    assert p["code_nll_bits_val"] <= p["source_code_nll_bits_val"] + margin
+    assert u["code_nll_bits_val"] > u["source_code_nll_bits_val"] + margin
     assert (out / "codes" / "validate.npz").is_file() and (out / "metrics.json").is_file()
     assert load_run(out).preset.reason.startswith("brainvq prune --run")
 
