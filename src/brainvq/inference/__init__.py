@@ -1,2 +1,3 @@
 """Using trained models: code maps (batched encode/decode, the RUN/codes cache), the samplers
-(naive reference and row cache), generation and completion of slices, and the thread policy."""
+(the naive reference and the cached one, sampling; their row cache, row_cache) and their thread
+policy, generation and completion of slices, healing, and anomaly maps (anomaly_maps)."""

@@ -13,8 +13,8 @@ naive" is a test of equality; with a threshold that flags every code, healing is
 the same seed, and with one that flags none it returns the input.
 
 - "naive": one full forward pass of the network per position (the reference).
-- "cached": the row cache of the cached sampler (`_RowCache`): a few small matrix products per
-  layer per position.
+- "cached": the row cache of the cached sampler (brainvq.inference.row_cache): a few small
+  matrix products per layer per position.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import torch
 from rich.progress import Progress
 from torch import Tensor
 
-from brainvq.inference.sampling import SAMPLERS, _level_tensor, _RowCache, draw_codes
+from brainvq.inference.row_cache import RowCache
+from brainvq.inference.sampling import SAMPLERS, draw_codes, level_tensor
 from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.pixelcnn import GatedPixelCNN
 
@@ -106,7 +107,7 @@ def heal(
                 f"level: expected an int or a ({b},) tensor, got shape {tuple(level.shape)}"
             )
         level = level.repeat_interleave(n_heal)  # (B * n_heal,)
-    level_t = _level_tensor(model, level, n, device)
+    level_t = level_tensor(model, level, n, device)
     inputs = codes.to(device).repeat_interleave(n_heal, dim=0)  # (B * n_heal, h, w)
     model.check_inputs(inputs, level_t)
     # exactly as sample() draws them, so that flagging every code is sample() with this seed
@@ -177,7 +178,7 @@ def _heal_naive(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: He
 def _heal_cached(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: Healing) -> None:
     """Row-cached healing (the same logits as the naive reference). Fills out."""
     n, h, w = out.codes.shape
-    cache = _RowCache(model, n, h, w, level)
+    cache = RowCache(model, n, h, w, level)
     for i in range(h):
         cache.start_row(i)
         for j in range(w):
