@@ -25,6 +25,7 @@ import scipy.linalg
 import torch
 
 from brainvq.metrics import ssim
+from brainvq.models.eval_mode import eval_mode
 from brainvq.models.level_classifier import LevelClassifier
 
 INFERENCE_BATCH = 256
@@ -79,14 +80,10 @@ def check_levels(levels: np.ndarray, n: int, n_levels: int, name: str) -> np.nda
 def _run_classifier(model: LevelClassifier, images: np.ndarray, logits: bool) -> torch.Tensor:
     """Batched eval-mode pass -> logits (N, n_levels) or features (N, F); keeps the model's mode."""
     x = classifier_input(images, model.config.image_size, "images")
-    was_training = model.training
-    model.eval()
-    try:
-        fn = model.forward if logits else model.features
-        out = torch.cat([fn(x[i : i + INFERENCE_BATCH]) for i in range(0, len(x), INFERENCE_BATCH)])
-    finally:
-        model.train(was_training)
-    return out
+    fn = model.forward if logits else model.features
+    starts = range(0, len(x), INFERENCE_BATCH)
+    with eval_mode(model):
+        return torch.cat([fn(x[i : i + INFERENCE_BATCH]) for i in starts])
 
 
 def extract_features(model: LevelClassifier, images: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from scipy import ndimage
 from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.generate import RunModels
 from brainvq.inference.healing import heal
+from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.run import AnomalyConfig
 
@@ -77,10 +78,8 @@ def code_nll_map(
                 f"levels: expected ({len(codes)},) integers, got {levels.shape} {levels.dtype}"
             )
         levels = levels.astype(np.int64)
-    was_training = prior.training
-    prior.eval()
     out = np.zeros(codes.shape, dtype=np.float32)
-    try:
+    with eval_mode(prior):
         for start in range(0, len(codes), batch_size):
             part = slice(start, start + batch_size)
             c = torch.from_numpy(codes[part].astype(np.int64))  # (b, h, w)
@@ -88,8 +87,6 @@ def code_nll_map(
             logits = prior(c, lv)  # (b, K, h, w)
             nll = -torch.log_softmax(logits.float(), dim=1).gather(1, c[:, None])[:, 0]
             out[part] = nll.numpy()
-    finally:
-        prior.train(was_training)
     return out
 
 

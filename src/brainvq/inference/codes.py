@@ -16,6 +16,7 @@ import torch
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE, Bundle
+from brainvq.models.eval_mode import eval_mode
 from brainvq.models.vqvae import VQVAE
 
 BATCH = 64
@@ -61,11 +62,9 @@ def _run(
     batch_size: int,
     device: torch.device | str,
 ) -> list[np.ndarray]:
-    """Apply `step` to each batch of n items with `model` in eval mode on `device`, in
-    inference mode, and concatenate each of its outputs over the batches."""
-    model.to(device).eval()
-    parts: list[tuple[np.ndarray, ...]] = []
-    with torch.inference_mode():
+    """Apply `step` to each batch of n items with `model` in eval mode (for the call) on
+    `device`, in inference mode, and concatenate each of its outputs over the batches."""
+    with eval_mode(model.to(device)), torch.inference_mode():
         parts = [step(part) for part in _batches(n, batch_size)]
     return [np.concatenate(column) for column in zip(*parts, strict=True)] if parts else []
 

@@ -31,6 +31,7 @@ from torch import Tensor
 from brainvq.inference.row_cache import RowCache
 from brainvq.inference.sampling import SAMPLERS, draw_codes, level_tensor
 from brainvq.inference.threads import intra_op_threads, sampler_threads
+from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
 
 HEAL_BATCH = 128  # code maps healed together: the row cache's buffers grow with it
@@ -121,19 +122,19 @@ def heal(
     # whole input maps per batch, so that the bar counts input maps
     per_batch = max(1, batch_size // n_heal) * n_heal
     run = _heal_naive if sampler == "naive" else _heal_cached
-    was_training = model.training
-    model.eval()
-    try:
-        threads = sampler_threads(min(per_batch, n), threads)
-        with torch.inference_mode(), intra_op_threads(threads), _bar(b, progress) as advance:
-            for start in range(0, n, per_batch):
-                part = slice(start, min(start + per_batch, n))
-                part_level = None if level_t is None else level_t[part]
-                step = _Step(inputs[part], uniforms[part], float(threshold), temperature, top_k)
-                run(model, part_level, step, Healing(*(t[part] for t in out)))
-                advance((part.stop - part.start) // n_heal)
-    finally:
-        model.train(was_training)
+    threads = sampler_threads(min(per_batch, n), threads)
+    with (
+        eval_mode(model),
+        torch.inference_mode(),
+        intra_op_threads(threads),
+        _bar(b, progress) as advance,
+    ):
+        for start in range(0, n, per_batch):
+            part = slice(start, min(start + per_batch, n))
+            part_level = None if level_t is None else level_t[part]
+            step = _Step(inputs[part], uniforms[part], float(threshold), temperature, top_k)
+            run(model, part_level, step, Healing(*(t[part] for t in out)))
+            advance((part.stop - part.start) // n_heal)
     return out
 
 

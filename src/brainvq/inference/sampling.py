@@ -22,6 +22,7 @@ from torch import Tensor
 
 from brainvq.inference.row_cache import RowCache
 from brainvq.inference.threads import intra_op_threads, sampler_threads
+from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
 
 SAMPLERS = ("naive", "cached")
@@ -94,13 +95,8 @@ def sample(
         return draw_codes(logits, uniforms[:, i, j], temperature, top_k)
 
     run = _sample_naive if sampler == "naive" else _sample_cached
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), intra_op_threads(sampler_threads(n, threads)):
-            run(model, codes, level_t, keep_rows, draw, _rows(keep_rows, h, progress, sampler))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode(), intra_op_threads(sampler_threads(n, threads)):
+        run(model, codes, level_t, keep_rows, draw, _rows(keep_rows, h, progress, sampler))
     return codes
 
 
@@ -165,19 +161,14 @@ def teacher_forced_logits(
     level_t = level_tensor(model, level, n, codes.device)
     model.check_inputs(codes, level_t)
     out = torch.empty(n, model.config.codebook_size, h, w, device=codes.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            cache = RowCache(model, n, h, w, level_t)
-            for i in range(h):
-                cache.start_row(i)
-                for j in range(w):
-                    out[:, :, i, j] = cache.logits_at(j)
-                    cache.set_code(j, codes[:, i, j])
-                cache.finish_row(i, codes[:, i])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        cache = RowCache(model, n, h, w, level_t)
+        for i in range(h):
+            cache.start_row(i)
+            for j in range(w):
+                out[:, :, i, j] = cache.logits_at(j)
+                cache.set_code(j, codes[:, i, j])
+            cache.finish_row(i, codes[:, i])
     return out
 
 

@@ -9,14 +9,13 @@ the trainer.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from brainvq.config import require
+from brainvq.models.eval_mode import eval_mode
 from brainvq.models.quantizer import UPDATE_MODES, VectorQuantizer, VQOutput
 
 NORMS = ("none", "group", "batch")
@@ -214,19 +213,6 @@ class Decoder(nn.Module):
         return self.layers(z)
 
 
-@contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Run module in eval mode without gradients, then restore each submodule's mode."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
 class VQVAE(nn.Module):
     """Encoder -> VectorQuantizer -> Decoder.
 
@@ -282,7 +268,7 @@ class VQVAE(nn.Module):
         x: (B, C, H, W) float in [0, 1]. Returns (B, H/f, W/f) int64 in [0, codebook_size).
         """
         self._check_images(x)
-        with _frozen(self):
+        with eval_mode(self), torch.no_grad():
             return self.quantizer.lookup(self.encoder(x))
 
     def decode_indices(self, indices: Tensor) -> Tensor:
@@ -291,5 +277,5 @@ class VQVAE(nn.Module):
         indices: (B, h, w) integer in [0, codebook_size). Returns (B, C, h*f, w*f) float, about
         [0, 1] (not clamped), equal to the eval-mode forward's x_hat for indices = encode(x).
         """
-        with _frozen(self):
+        with eval_mode(self), torch.no_grad():
             return self.decoder(self.quantizer.embed(indices))

@@ -16,6 +16,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.images import image_grid, save_png
+from brainvq.models.eval_mode import eval_mode
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -117,12 +118,9 @@ class ReconstructionFrames(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        was_training = pl_module.training
-        pl_module.eval()
-        with torch.no_grad():
+        with eval_mode(pl_module), torch.no_grad():
             x = self.images.to(pl_module.device)
             x_hat = pl_module.model.decode_indices(pl_module.model.encode(x)).float().clamp(0, 1)
-        pl_module.train(was_training)
         both = torch.cat([x.float(), x_hat], dim=0)[:, 0].cpu().numpy()  # (2n, H, W)
         grid = image_grid((both * 255).round().astype(np.uint8), ncols=len(x))
         save_png(self.frames_dir / f"epoch_{trainer.current_epoch:03d}.png", grid)
