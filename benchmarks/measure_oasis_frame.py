@@ -10,7 +10,9 @@ the table, in units of that spread.
 
     python benchmarks/measure_oasis_frame.py --data ../shared/oasis [--write]
 
---write stores the frame in src/brainvq/data/space/oasis_frame.json (the packaged table).
+--write stores the frame in src/brainvq/data/space/oasis_frame.json (the packaged table), with
+the training subjects' intensity landmarks (brainvq.data.space.intensity) on that frame: the
+scale NIfTI volumes are standardised to when a run has no training slices of its own yet.
 Data: OASIS-1 (Marcus et al., 2007).
 """
 
@@ -26,7 +28,9 @@ import numpy as np
 from scipy import ndimage
 
 from brainvq.data import load_slices
+from brainvq.data.space.align import template_on_frame
 from brainvq.data.space.frame import BASE_SIZE, OASIS_FRAME_FILE, Frame
+from brainvq.data.space.intensity import learn_landmarks
 from brainvq.data.space.registration import sitk_image
 from brainvq.data.space.template import load_reference
 from brainvq.hardware import machine
@@ -146,8 +150,19 @@ def main() -> int:
             "max_error_mm": round(float(np.abs(val - mean).max()), 3),
         }
         print(f"validate subjects: {check}")
+    volumes = list(found["train"].values())
+    images = np.round(np.concatenate([v.transpose(2, 0, 1) for v in volumes]) * 255).astype(
+        np.uint8
+    )
+    core = np.concatenate([template_on_frame(frame, BASE_SIZE)[1]] * len(volumes))
+    groups = np.repeat(np.arange(len(volumes)), LEVELS)
+    landmarks = learn_landmarks(images, core, groups)
+    print(
+        f"intensity landmarks {np.round(landmarks.values, 4).tolist()}, peak {landmarks.peak:.4f}"
+    )
     if args.write:
         doc = {
+            "intensity_landmarks": {"values": list(landmarks.values), "peak": landmarks.peak},
             "frame": frame.to_dict(),
             "method": __doc__.split("\n\n")[1].replace("\n", " "),
             "metric_median": round(float(np.median(metrics["train"])), 4),

@@ -170,7 +170,15 @@ def _tuple(matrix: np.ndarray) -> tuple[tuple[float, ...], ...]:
 
 
 @functools.lru_cache(maxsize=1)
+def _oasis_table() -> dict[str, Any]:
+    return json.loads(OASIS_FRAME_FILE.read_text(encoding="utf-8"))
+
+
 def oasis_frame() -> Frame:
     """The measured frame of the OASIS slice set (OASIS_FRAME_FILE, see the module docstring)."""
-    doc = json.loads(OASIS_FRAME_FILE.read_text(encoding="utf-8"))
-    return Frame.from_dict(doc["frame"])
+    return Frame.from_dict(_oasis_table()["frame"])
+
+
+def oasis_intensity() -> dict[str, Any]:
+    """The OASIS training subjects' intensity landmarks on their frame: {values, peak}."""
+    return dict(_oasis_table()["intensity_landmarks"])
