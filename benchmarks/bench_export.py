@@ -38,7 +38,8 @@ from brainvq.hardware import machine
 from brainvq.inference.codes import decode_codes
 from brainvq.inference.sampling import sample
 from brainvq.io.bundle import WEIGHTS_FILE, Bundle, load_prior, load_vqvae, save_bundle
-from brainvq.io.onnx import DECODER_FILE, ENCODER_FILE, QUANTIZED_FILES, export_onnx
+from brainvq.io.onnx import DECODER_FILE, ENCODER_FILE, export_onnx
+from brainvq.io.onnx_quantize import QUANTIZED_FILES
 from brainvq.metrics import ssim
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig

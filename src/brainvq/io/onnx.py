@@ -11,9 +11,9 @@ with a dynamic batch size and a fixed working size, plus `export.json` describin
 and `brainvq_edge.py`, a copy of brainvq.edge (numpy + onnxruntime only), so that the folder
 runs on its own. Optionally also:
 
-- int8 versions (QUANTIZE_MODES): "int8", onnxruntime's dynamic quantization (int8 weights,
-  activations quantized at run time), or "int8-static", QDQ static quantization calibrated on
-  real slices (per-channel int8 weights, activation ranges fixed by calibration);
+- int8 versions (brainvq.io.onnx_quantize): "int8", onnxruntime's dynamic quantization (int8
+  weights, activations quantized at run time), or "int8-static", QDQ static quantization
+  calibrated on real slices (per-channel int8 weights, activation ranges fixed by calibration);
 - the prior's cached-sampler steps (brainvq.io.onnx_prior), for sampling without PyTorch.
 
 Exporting works on a copy, so the models handed in are never changed.
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from brainvq._version import __version__
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
+from brainvq.io.onnx_quantize import QUANTIZE_MODES, QUANTIZED_FILES, int8_doc, quantize_pair
 from brainvq.io.onnx_trace import ONNX_OPSET, trace_to_onnx
 from brainvq.models.vqvae import VQVAE
 
@@ -43,37 +44,17 @@ MANIFEST_FILE = "export.json"
 MANIFEST_FORMAT = "brainvq-onnx"
 # 2: int8.mode (dynamic or static), the prior's graphs, the edge runtime's copy
 MANIFEST_VERSION = 2
+EXPORT_EXTRA = "pip install 'brainvq[export]'"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 EDGE_RUNTIME_FILE = "brainvq_edge.py"
-QUANTIZE_MODES = ("int8", "int8-static")
-QUANTIZED_FILES = {
-    "int8": ("encoder.int8.onnx", "decoder.int8.onnx"),
-    "int8-static": ("encoder.int8-static.onnx", "decoder.int8-static.onnx"),
-}
-ENCODER_INT8_FILE, DECODER_INT8_FILE = QUANTIZED_FILES["int8"]
-EXPORT_EXTRA = "pip install 'brainvq[export]'"
-# Dynamic quantization has integer kernels for Conv (ConvInteger) but none for ConvTranspose;
-# the nearest-code MatMul stays float32 on purpose, since 8-bit distances would change the codes.
-QUANTIZED_OP_TYPES = ("Conv",)
-# Static (QDQ) quantization of the convolutions and what runs between them, so that
-# onnxruntime fuses each DQ -> op -> Q group into one integer kernel (ConvTranspose included);
-# the codebook Gather and the nearest-code search (MatMul, ReduceSum, ArgMin) stay float32.
-# The encoder keeps more in float32, because 8-bit latents move codes across the boundary to
-# their nearest neighbour: its last convolution (the latents) and the residual additions (on
-# the demo run's VQ-VAE, 96.7% of codes as fp32 with both float, 95.5% with both quantized).
-STATIC_OP_TYPES = {
-    "encoder": ("Conv", "Relu"),
-    "decoder": ("Conv", "ConvTranspose", "Relu", "Add"),
-}
-# The export check: ONNX vs PyTorch on the same indices. Float32 runtimes agree to ~1e-6 here;
-# a larger gap means the exporter produced a different network.
+# The export check: ONNX vs PyTorch on the same indices. Float32 runtimes agree far more
+# closely (export.json records the gap); a larger one means the exporter made another network.
 DECODER_TOLERANCE = 1e-3
 CHECK_BATCH = 2
 CHECK_SEED = 0
 # Lowest resolution of the smooth random images the export check feeds the encoder.
 CHECK_COARSE = 8
-CALIBRATION_BATCH = 16
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -123,6 +104,14 @@ class OnnxDecoder(nn.Module):
         return self.decoder(codes)
 
 
+def edge_runtime_source() -> Path:
+    """The file of the module brainvq.edge (copied into every export as EDGE_RUNTIME_FILE),
+    wherever the package is installed."""
+    import brainvq.edge
+
+    return Path(brainvq.edge.__file__)
+
+
 def check_out_dir(out_dir: str | Path) -> Path:
     """`out_dir` as a Path; NotADirectoryError if it exists and is not a folder."""
     out = Path(out_dir)
@@ -135,68 +124,6 @@ def _trace_pair_part(module: nn.Module, example: Tensor, path: Path, names: tupl
     """Encoder or decoder: one input, one output, batch axis dynamic."""
     axes = {name: {0: "batch"} for name in names}
     trace_to_onnx(module, (example,), path, [names[0]], [names[1]], axes)
-
-
-def _prepare(source: Path, scratch: Path) -> Path:
-    """onnxruntime's recommended pre-processing before quantization (shape inference, fusions)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = scratch / f"{source.stem}.prepared.onnx"
-    quant_pre_process(str(source), str(prepared))
-    return prepared
-
-
-def _quantize_dynamic(source: Path, target: Path, scratch: Path) -> None:
-    """Dynamic int8 quantization (int8 weights, activations quantized at run time) of the
-    QUANTIZED_OP_TYPES nodes."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    prepared = _prepare(source, scratch)
-    quantize_dynamic(
-        str(prepared),
-        str(target),
-        op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-        weight_type=QuantType.QInt8,
-    )
-    prepared.unlink()
-
-
-def _quantize_static(source: Path, target: Path, scratch: Path, part: str, data: np.ndarray):
-    """QDQ static int8 quantization of the STATIC_OP_TYPES[part] nodes (the encoder's last
-    convolution excluded): per-channel int8 weights, uint8 activations whose ranges come from
-    running the model on `data` (the input of `part`)."""
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    name = "images" if part == "encoder" else "indices"
-
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            starts = range(0, len(data), CALIBRATION_BATCH)
-            self.batches = iter([{name: data[i : i + CALIBRATION_BATCH]} for i in starts])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    prepared = _prepare(source, scratch)
-    convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
-    quantize_static(
-        str(prepared),
-        str(target),
-        Batches(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=list(STATIC_OP_TYPES[part]),
-        nodes_to_exclude=convs[-1:] if part == "encoder" else [],  # nodes in graph order
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    prepared.unlink()
 
 
 def _session(path: Path) -> Any:
@@ -233,27 +160,6 @@ def _agreement(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.nd
 
 def _tensor_doc(name: str, dtype: str, shape: list, value_range: list) -> dict:
     return {"name": name, "dtype": dtype, "shape": shape, "range": value_range}
-
-
-def _int8_doc(mode: str, calibration: int) -> dict:
-    encoder, decoder = QUANTIZED_FILES[mode]
-    if mode == "int8":
-        method = (
-            "onnxruntime quantize_dynamic: int8 weights and run-time quantized activations for "
-            f"{', '.join(QUANTIZED_OP_TYPES)} nodes; ConvTranspose, the codebook and the "
-            "nearest-code distances stay float32"
-        )
-    else:
-        method = (
-            "onnxruntime quantize_static, QDQ format: per-channel int8 weights and uint8 "
-            "activations, ranges calibrated (min/max) on "
-            f"{calibration} training slices, for the encoder's "
-            f"{', '.join(STATIC_OP_TYPES['encoder'])} nodes but its last Conv (the latents) and "
-            f"the decoder's {', '.join(STATIC_OP_TYPES['decoder'])} nodes; the codebook and the "
-            "nearest-code distances stay float32"
-        )
-    doc = {"mode": mode, "encoder": encoder, "decoder": decoder, "method": method}
-    return doc | ({"calibration_slices": calibration} if mode == "int8-static" else {})
 
 
 def _manifest(bundle: Bundle, files: dict[str, int], checks: dict, int8: dict | None) -> dict:
@@ -306,16 +212,7 @@ def _write_models(
     )
     names = [ENCODER_FILE, DECODER_FILE]
     if quantize is not None:
-        encoder, decoder = QUANTIZED_FILES[quantize]
-        if quantize == "int8":
-            _quantize_dynamic(folder / ENCODER_FILE, folder / encoder, folder)
-            _quantize_dynamic(folder / DECODER_FILE, folder / decoder, folder)
-        else:
-            x = torch.from_numpy(calibration).float().div(255).unsqueeze(1)  # (N, 1, H, W)
-            codes = model.encode(x).numpy()  # (N, h, w): the decoder sees the codes it decodes
-            _quantize_static(folder / ENCODER_FILE, folder / encoder, folder, "encoder", x.numpy())
-            _quantize_static(folder / DECODER_FILE, folder / decoder, folder, "decoder", codes)
-        names += [encoder, decoder]
+        names += quantize_pair(model, folder, (ENCODER_FILE, DECODER_FILE), quantize, calibration)
     for name in names:
         onnx.checker.check_model(str(folder / name))
     return names
@@ -405,7 +302,7 @@ def export_onnx(
             )
         int8 = None
         if quantize is not None:
-            int8 = _int8_doc(quantize, 0 if calibration is None else len(calibration))
+            int8 = int8_doc(quantize, 0 if calibration is None else len(calibration))
             pair = (int8["encoder"], int8["decoder"])
             checks["int8_vs_fp32"] = _agreement(
                 _run_pair(scratch, pair, images, reference[0]), fp32
@@ -422,7 +319,7 @@ def export_onnx(
                 prior_model, scratch, prior_entry
             )
             names += [prior_entry["row"]["file"], prior_entry["position"]["file"]]
-        shutil.copyfile(Path(__file__).parent.parent / "edge.py", scratch / EDGE_RUNTIME_FILE)
+        shutil.copyfile(edge_runtime_source(), scratch / EDGE_RUNTIME_FILE)
         names.append(EDGE_RUNTIME_FILE)
         files = {name: (scratch / name).stat().st_size for name in names}
         manifest = _manifest(bundle, files, checks, int8)
