@@ -30,12 +30,10 @@ class VQVAEConfig:
 
     channels holds one width per downsampling stage (log2(downsample) of them, finest first);
     the residual blocks run at the last width with res_channels hidden channels. The default
-    widths are small on purpose: on a CPU, (16, 32) trains 2.4x more images per CPU second than
-    (32, 64) and reached validation SSIM 0.88 on OASIS 128x128 after 100 single-core CPU seconds
-    (0.82 for (32, 64)) and 0.93 after 300. Given minutes in bf16 with the SSIM loss the order
-    turns: 7 single-thread minutes on the demo reached 0.943 with (16, 32) and 0.957 with
-    (32, 64), which the demo and oasis_cpu configs therefore use. Wider models (e.g. (64, 128))
-    are for GPUs.
+    widths are small on purpose: (16, 32) trains the most images per CPU second. Given minutes
+    in bf16 with the SSIM loss, wider wins: 7 single-thread minutes on the demo reached SSIM
+    0.943 with (16, 32) and 0.957 with (32, 64) (README: What moved the numbers), which the demo
+    and oasis_cpu configs therefore use. Wider models (e.g. (64, 128)) are for GPUs.
 
     The trainer's reconstruction loss is MSE + ssim_weight x (1 - SSIM) (the SSIM of
     `brainvq.metrics`); beta weighs the commitment loss. Both are kept here, with the
@@ -220,7 +218,7 @@ class VQVAE(nn.Module):
     and may stray slightly outside [0, 1], so clamp it before showing or scoring it. On
     skull-stripped slices, whose background is exactly 0, a linear output reaches 0 (after the
     clamp) where a sigmoid needs very negative logits; in equal-time OASIS runs it gave the
-    higher validation SSIM (0.83 vs 0.79 after 150 CPU seconds).
+    higher validation SSIM.
     """
 
     def __init__(self, config: VQVAEConfig):
