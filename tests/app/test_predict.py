@@ -18,7 +18,7 @@ from brainvq.app.cli import main
 from brainvq.app.predict import DEFAULT_OUT, predict
 from brainvq.io.bundle import load_vqvae
 
-PREDICT_SCRIPT = Path(__file__).resolve().parents[1] / "predict.py"
+PREDICT_SCRIPT = Path(__file__).resolve().parents[2] / "predict.py"
 MODEL = Path("runs") / "tiny" / "vqvae" / "VQVAE_Model"  # relative to the work folder
 
 
