@@ -1,11 +1,16 @@
 """The `brainvq` command itself: building its parser (every subcommand's flags, `--help`)
 imports no Lightning and no pipeline, so help and argument errors answer at once (torch comes
-with brainvq.hardware, which every command needs)."""
+with brainvq.hardware, which every command needs); and its training output in a log is one line
+per epoch, while a terminal keeps its live bars."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from tiny import train_cmd
 
 
 def test_building_the_parser_imports_no_lightning_or_pipeline() -> None:
@@ -21,3 +26,30 @@ def test_building_the_parser_imports_no_lightning_or_pipeline() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def train_log(tmp_path: Path, epochs: int, **env: str) -> str:
+    """stdout and stderr together of a tiny training whose output is not a terminal."""
+    environment = {**os.environ, "BRAINVQ_CACHE": str(tmp_path / "cache"), **env}
+    result = subprocess.run(
+        train_cmd(tmp_path / "run", "--epochs", str(epochs)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=environment,
+        timeout=300,
+    )
+    log = result.stdout.decode()  # as bytes: text mode would turn the bars' \r into \n
+    assert result.returncode == 0, log[-2000:]
+    return log
+
+
+def test_a_log_gets_one_line_per_epoch_and_a_terminal_keeps_its_bars(tmp_path: Path) -> None:
+    log = train_log(tmp_path / "log", 2, TTY_INTERACTIVE="0")
+    assert "\r" not in log, log[:2000]
+    epochs = [line for line in log.splitlines() if line.startswith("vqvae epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["vqvae epoch 1/2", "vqvae epoch 2/2"]
+    assert all("val/ssim" in e and "train/loss" in e for e in epochs), epochs
+    assert len(log.splitlines()) < 40, log
+    # where progress can be drawn live (rich's TTY_INTERACTIVE=1, as on a terminal), it is
+    terminal = train_log(tmp_path / "terminal", 1, TTY_INTERACTIVE="1")
+    assert "\r" in terminal and "vqvae epoch " not in terminal

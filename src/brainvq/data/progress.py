@@ -1,21 +1,6 @@
-"""Progress bars for long decoding loops, written to stderr so stdout stays clean."""
+"""The data sources' progress bars: brainvq.progress (a live bar on a terminal, one line per
+long step in a log), under the name the sources import."""
 
-from __future__ import annotations
+from brainvq.progress import progress
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
-
-from rich.console import Console
-from rich.progress import track
-
-T = TypeVar("T")
-
-_STDERR = Console(stderr=True)
-
-
-def progress(items: Iterable[T], total: int, description: str, enabled: bool = True) -> Iterator[T]:
-    """Iterate over `items`, showing a progress bar on stderr when `enabled`."""
-    if not enabled:
-        yield from items
-        return
-    yield from track(items, total=total, description=description, console=_STDERR, transient=True)
+__all__ = ["progress"]

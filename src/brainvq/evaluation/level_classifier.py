@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 
 from brainvq.evaluation.generation_metrics import check_levels, classifier_input
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
+from brainvq.progress import Bar
 
 
 def train_level_classifier(
@@ -43,8 +43,7 @@ def train_level_classifier(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps_per_epoch = -(-len(x) // config.batch_size)
     model.train()
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("level classifier", total=config.epochs * steps_per_epoch)
+    with Bar("level classifier", config.epochs * steps_per_epoch, progress) as bar:
         for epoch in range(config.epochs):
             perm = torch.randperm(len(x), generator=order)
             for start in range(0, len(x), config.batch_size):
@@ -53,10 +52,8 @@ def train_level_classifier(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                bar.update(
-                    task,
-                    advance=1,
-                    description=f"level classifier epoch {epoch + 1}/{config.epochs} "
-                    f"loss {loss.item():.3f}",
+                bar.advance()
+                bar.describe(
+                    f"level classifier epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f}"
                 )
     return model.eval()

@@ -20,12 +20,9 @@ the same seed, and with one that flags none it returns the input.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from brainvq.inference.row_cache import RowCache
@@ -33,6 +30,7 @@ from brainvq.inference.sampling import SAMPLERS, draw_codes, level_tensor
 from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.progress import Bar
 
 HEAL_BATCH = 128  # code maps healed together: the row cache's buffers grow with it
 
@@ -127,14 +125,14 @@ def heal(
         eval_mode(model),
         torch.inference_mode(),
         intra_op_threads(threads),
-        _bar(b, progress) as advance,
+        Bar(f"healing {b} code maps x {n_heal}", b, progress) as bar,
     ):
         for start in range(0, n, per_batch):
             part = slice(start, min(start + per_batch, n))
             part_level = None if level_t is None else level_t[part]
             step = _Step(inputs[part], uniforms[part], float(threshold), temperature, top_k)
             run(model, part_level, step, Healing(*(t[part] for t in out)))
-            advance((part.stop - part.start) // n_heal)
+            bar.advance((part.stop - part.start) // n_heal)
     return out
 
 
@@ -186,14 +184,3 @@ def _heal_cached(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: H
             cache.set_code(j, step(cache.logits_at(j), i, j, out))
         if i + 1 < h:
             cache.finish_row(i, out.codes[:, i])
-
-
-@contextmanager
-def _bar(total: int, progress: bool) -> Iterator[Callable[[int], None]]:
-    """Yield advance(k): a rich progress bar over the input maps (nothing when progress is off)."""
-    if not progress:
-        yield lambda _: None
-        return
-    with Progress(transient=True) as bar:
-        task = bar.add_task("healing slices", total=total)
-        yield lambda k: bar.advance(task, k)

@@ -17,13 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-from rich.progress import Progress
 from torch import Tensor
 
 from brainvq.inference.row_cache import RowCache
 from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.progress import Bar
 
 SAMPLERS = ("naive", "cached")
 
@@ -96,7 +96,7 @@ def sample(
 
     run = _sample_naive if sampler == "naive" else _sample_cached
     with eval_mode(model), torch.inference_mode(), intra_op_threads(sampler_threads(n, threads)):
-        run(model, codes, level_t, keep_rows, draw, _rows(keep_rows, h, progress, sampler))
+        run(model, codes, level_t, keep_rows, draw, _rows(n, keep_rows, h, progress, sampler))
     return codes
 
 
@@ -217,15 +217,12 @@ def level_tensor(
     return level.to(device=device, dtype=torch.int64)
 
 
-def _rows(start: int, h: int, progress: bool, sampler: str) -> Iterator[int]:
-    if not progress:
-        yield from range(start, h)
-        return
-    with Progress(transient=True) as bar:
-        task = bar.add_task(f"sampling rows ({sampler})", total=h - start)
+def _rows(n: int, start: int, h: int, progress: bool, sampler: str) -> Iterator[int]:
+    """The rows to sample, start..h-1, with a progress bar over them (brainvq.progress)."""
+    with Bar(f"sampling {n} code maps ({sampler}), rows", h - start, progress) as bar:
         for i in range(start, h):
             yield i
-            bar.advance(task)
+            bar.advance()
 
 
 Draw = Callable[[Tensor, int, int], Tensor]

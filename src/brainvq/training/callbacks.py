@@ -11,12 +11,13 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.images import image_grid, save_png
 from brainvq.models.eval_mode import eval_mode
+from brainvq.progress import log_line
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -128,3 +129,39 @@ class ReconstructionFrames(L.Callback):
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
                 experiment.add_image("reconstructions", grid[None], trainer.current_epoch)
+
+
+class EpochLines(ProgressBar):
+    """Lightning's progress for a log: one line per training epoch on stderr, with the epoch's
+    progress-bar metrics and how long it took, instead of a bar redrawn at every step
+    (brainvq.progress: what a log gets)."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+        self._enabled = True
+        self._start = 0.0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        metrics = self.get_metrics(trainer, pl_module)
+        shown = ", ".join(
+            f"{key.removesuffix('_epoch')} {value:.4g}"
+            if isinstance(value, float)
+            else f"{key} {value}"
+            for key, value in metrics.items()
+            if key != "v_num" and not key.endswith("_step")
+        )
+        epochs = "" if trainer.max_epochs is None else f"/{trainer.max_epochs}"
+        took = time.perf_counter() - self._start
+        log_line(f"{self.stage} epoch {trainer.current_epoch + 1}{epochs}: {shown} ({took:.1f} s)")

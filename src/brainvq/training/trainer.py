@@ -20,10 +20,12 @@ from brainvq.config import to_dict
 from brainvq.hardware import cpu_has_native_bf16, set_threads
 from brainvq.io.atomic import remove_stale_temporaries
 from brainvq.io.bundle import save_bundle
+from brainvq.progress import interactive
 from brainvq.run import RunLayout, TrainConfig
 from brainvq.training.callbacks import (
     AtomicCheckpointIO,
     EpochHistory,
+    EpochLines,
     Throughput,
     median_throughput,
 )
@@ -108,7 +110,8 @@ def make_trainer(
         strategy = "ddp"
     if manual_optimization and strategy == "ddp":
         strategy = "ddp_find_unused_parameters_true"
-    progress = TQDMProgressBar(refresh_rate=1 if os.environ.get("CI") is None else 50)
+    # a live bar on a terminal; one line per epoch in a log, where every redraw would be kept
+    progress = TQDMProgressBar() if interactive() else EpochLines(stage)
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         max_time=max_time,
