@@ -3,18 +3,23 @@
 Every config class is a dataclass whose fields have simple types (int, float, str, bool,
 tuples of those, Optional of those) or nested config dataclasses. `from_dict` refuses unknown
 keys and wrong types with a one-line error that names the key; each class may define
-`validate(self)` for range checks, which raises ValueError naming the key.
+`validate(self)` for range checks, which raises ValueError naming the key. Every number must be
+finite, and a key whose name says its kind (`seed`, `max_minutes`: brainvq.values.KEY_RULES)
+follows that kind's rule in every section, as the flags of the same name do.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from brainvq.values import KEY_RULES
 
 T = TypeVar("T")
 
@@ -68,6 +73,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -87,6 +94,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
             f"{prefix}{unknown[0]}: unknown key (known keys: {', '.join(sorted(fields))})"
         )
     kwargs = {k: _check_value(f"{prefix}{k}", v, hints[k]) for k, v in data.items()}
+    for k, v in kwargs.items():
+        rule = KEY_RULES.get(k)
+        if rule is not None and v is not None and not rule.accepts(v):
+            raise ConfigError(f"{prefix}{k}: expected {rule.expected}, got {v!r}")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:
@@ -122,6 +133,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"config file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not a YAML text file (not UTF-8: byte {e.object[e.start]:#04x} at "
+            f"offset {e.start}); expected a brainvq config (configs/*.yaml)"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if data is None:

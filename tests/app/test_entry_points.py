@@ -47,7 +47,7 @@ def test_default_source_prefers_oasis_at_a_default_path(
         (["--data", "no/such/folder"], "no/such/folder"),
         (["--data", "demo", "--out", "a_file"], "a_file is not a folder"),
         (["--data", "demo", "--config", "missing.yaml"], "config file not found: missing.yaml"),
-        (["--data", "demo", "--epochs", "0", "--out", "r"], "epochs: must be >= 1"),
+        (["--data", "demo", "--epochs", "0", "--out", "r"], "--epochs: expected an integer in [1,"),
     ],
 )
 def test_train_py_errors_are_one_line_and_exit_2(

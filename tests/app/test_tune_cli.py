@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -263,10 +264,31 @@ def test_a_run_holds_one_study(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--trials", "0"], "--trials: must be >= 1"),
-        (["--trial-minutes", "0"], "--trial-minutes: must be > 0"),
+        (["--trials", "0"], "--trials: expected an integer in [1,"),
+        (["--trial-minutes", "0"], "--trial-minutes: expected a number of minutes in (0,"),
     ],
 )
 def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys, flags, message) -> None:
-    assert main([*tune_args(tmp_path / "run", tune_yaml(tmp_path), 1), *flags]) == 2
+    with pytest.raises(SystemExit) as e:
+        main([*tune_args(tmp_path / "run", tune_yaml(tmp_path), 1), *flags])
+    assert e.value.code == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_study_leaves_its_out_usable(tmp_path: Path, capsys) -> None:
+    """A budget of inf or nan minutes is refused before any study is stored (a stored one
+    would refuse every later valid budget as another study's)."""
+    from brainvq.app.tune import TuneJob, tune_stage
+
+    run, config = tmp_path / "run", tune_yaml(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([*tune_args(run, config, 1), "--trial-minutes", "inf"])
+    assert e.value.code == 2 and "--trial-minutes" in capsys.readouterr().err
+    job = TuneJob(run, "vqvae", trials=1, config=config, data="demo", accelerator="cpu")
+    for minutes in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="--trial-minutes"):
+            tune_stage(replace(job, trial_minutes=minutes))
+    assert not run.exists()
+    assert main([*tune_args(run, config, 1), "--trial-minutes", "0.5"]) == 0
+    assert load(run).user_attrs["brainvq"]["trial_minutes"] == 0.5

@@ -137,6 +137,8 @@ def test_the_model_mode_is_restored() -> None:
         ({"threshold": "high"}, "threshold"),
         ({"n_heal": 0}, "n_heal"),
         ({"temperature": 0.0}, "temperature"),
+        ({"temperature": float("inf")}, "temperature: .* got inf"),
+        ({"seed": -5}, "seed: .* got -5"),
         ({"top_k": K + 1}, "top_k"),
         ({"sampler": "fast"}, "sampler"),
         ({"batch_size": 0}, "batch_size"),

@@ -278,7 +278,25 @@ def test_prune_cli_and_its_errors(tiny_run: Path, tmp_path: Path, capsys) -> Non
         ([*argv[:6], "-1", "--out", str(tmp_path / "z")], "--finetune-minutes: expected"),
         ([*argv, "--lr", "0", "--out", str(tmp_path / "w")], "--lr: expected"),
     ):
-        assert main(args) == 2, args
+        try:
+            code = main(args)
+        except SystemExit as e:  # refused while parsing the flags (brainvq.app.flags)
+            code = e.code
+        assert code == 2, args
         assert message in capsys.readouterr().err
     assert not (tmp_path / "y" / "config.yaml").exists()
     assert np.isfinite(load_vqvae(out).meta["finetune_lr"])
+
+
+def test_a_refused_prune_leaves_its_out_usable(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "pruned"
+    argv = ["prune", "--run", str(tiny_run), "--amount", "0.3", "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--finetune-minutes", "inf"])
+    assert e.value.code == 2 and "--finetune-minutes" in capsys.readouterr().err
+    for minutes, amount, lr in ((float("inf"), 0.3, None), (0.0, 0.3, float("nan"))):
+        with pytest.raises(ValueError, match="--finetune-minutes|--lr"):
+            prune_run(tiny_run, amount, minutes, out, lr=lr)
+    assert not out.exists()
+    assert main([*argv, "--finetune-minutes", "0"]) == 0  # the same --out, now valid
+    assert load_run(out).vqvae.channels == (kept_width(8, 0.3), kept_width(16, 0.3))

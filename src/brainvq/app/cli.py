@@ -2,7 +2,9 @@
 
 Each subcommand lives in `brainvq.app.commands.<name>` with `add_parser(subparsers)` that
 registers it and sets `func` to a handler `(args) -> int`. Every front door (`brainvq`,
-`python train.py`, `python predict.py`) reports errors the same way: `guarded`.
+`python train.py`, `python predict.py`) reads its flags the same way (brainvq.app.flags: one
+rule per kind of number, a bad command line in one line) and reports errors the same way:
+`guarded`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from brainvq._version import __version__
+from brainvq.app.flags import Parser, apply_rules
 from brainvq.hardware import keep_freed_memory
 from brainvq.training.guards import NonFiniteLossError
 
@@ -36,7 +39,7 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="brainvq",
         description="VQ-VAE and PixelCNN prior for 2D brain MRI slices.",
     )
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"brainvq.app.commands.{name}").add_parser(sub)
-    return parser
+    return apply_rules(parser)
 
 
 EXPECTED_ERRORS = (CliError, NonFiniteLossError, ValueError, OSError)

@@ -5,13 +5,13 @@ Both report errors as `brainvq` does (brainvq.app.cli.guarded): one line, exit c
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from brainvq.app.cli import CliError, guarded
 from brainvq.app.commands.train import add_training_flags, stage_overrides
+from brainvq.app.flags import Parser, apply_rules
 from brainvq.hardware import keep_freed_memory
 
 RUNS_DIR = Path("runs")
@@ -36,16 +36,14 @@ def default_source() -> tuple[str, str]:
 
 def train_main(argv: list[str] | None = None) -> int:
     """`python train.py`: the full pipeline (both stages, evaluation, report)."""
-    p = argparse.ArgumentParser(
-        prog="train.py", description="Train the VQ-VAE and the PixelCNN prior."
-    )
+    p = Parser(prog="train.py", description="Train the VQ-VAE and the PixelCNN prior.")
     p.add_argument(
         "--data", help="data source (default: OASIS at a default path if present, else demo)"
     )
     p.add_argument("--size", type=int)
     p.add_argument("--out", type=Path, help="run directory (default: runs/run-<time>)")
     add_training_flags(p)
-    args = p.parse_args(argv)
+    args = apply_rules(p).parse_args(argv)
     keep_freed_memory()
 
     def run() -> int:
@@ -78,9 +76,7 @@ def latest_model() -> Path | None:
 
 def predict_main(argv: list[str] | None = None) -> int:
     """`python predict.py [-m PATH]`: reconstruct, sample, write figures, print metrics."""
-    p = argparse.ArgumentParser(
-        prog="predict.py", description="Reconstruct and generate with a trained model."
-    )
+    p = Parser(prog="predict.py", description="Reconstruct and generate with a trained model.")
     p.add_argument(
         "-m",
         "--model",
@@ -95,7 +91,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--strict", action="store_true", help="fail instead of falling back to the default model"
     )
-    args = p.parse_args(argv)
+    args = apply_rules(p).parse_args(argv)
     keep_freed_memory()
 
     def run() -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from brainvq.run import RunLayout, load_run
+from brainvq.values import COUNT
 
 DEFAULT_CALIBRATION = 128  # training slices int8-static is calibrated on
 
@@ -18,8 +19,6 @@ def calibration_slices(run_dir: Path, n: int) -> np.ndarray:
     """n of the run's training slices, evenly spaced through the split: (n, S, S) uint8."""
     from brainvq.app.pipeline import run_slices
 
-    if n < 1:
-        raise ValueError(f"--calibration: expected a number of slices >= 1, got {n}")
     train = run_slices(load_run(run_dir)).require_split("train")
     if n > len(train):
         raise ValueError(f"--calibration {n}: the run's data has only {len(train)} training slices")
@@ -47,7 +46,7 @@ def export_run(
     slices = None
     if quantize == "int8-static":
         n = DEFAULT_CALIBRATION if calibration is None else calibration
-        slices = calibration_slices(source, n)
+        slices = calibration_slices(source, COUNT.check("--calibration", n))
     return export_onnx(
         source,
         out,

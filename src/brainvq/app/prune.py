@@ -31,6 +31,7 @@ from brainvq.training.pruning import (
     prune_vqvae,
     pruning_summary,
 )
+from brainvq.values import MINUTES_OR_ZERO, POSITIVE, SHARE
 
 
 def prune_run(
@@ -42,7 +43,14 @@ def prune_run(
     fine-tuning, and with a prior: code_nll_bits_val of the prior on the pruned model's
     validation codes next to source_code_nll_bits_val on the source model's, and
     codes_identical_val, the share of validation codes both models agree on).
+
+    Every argument is checked before anything is written, and out's config.yaml, which makes
+    it a run, is written last: a prune that is refused or fails leaves `out` usable again.
     """
+    SHARE.check("--amount", amount)
+    MINUTES_OR_ZERO.check("--finetune-minutes", minutes)
+    if lr is not None:
+        POSITIVE.check("--lr", lr)
     source = RunLayout(run_dir)
     config = load_run(run_dir)
     target = RunLayout(output_folder(out, "--out"))
@@ -50,10 +58,6 @@ def prune_run(
         raise ValueError(f"--out {out} is the source run; choose a new folder for the pruned run")
     if target.config.is_file():
         raise ValueError(f"--out {out} already holds a run ({target.config}); choose a new folder")
-    if not minutes >= 0:
-        raise ValueError(f"--finetune-minutes: expected a number >= 0, got {minutes}")
-    if lr is not None and not lr > 0:
-        raise ValueError(f"--lr: expected a number > 0, got {lr}")
     original = load_vqvae(source.bundle("vqvae"))
     result = prune_vqvae(original.model, amount)
     sliceset = run_slices(config)
@@ -63,7 +67,6 @@ def prune_run(
         config, vqvae=result.config, preset=PresetInfo(name=config.preset.name, reason=reason)
     )
     pruned_config.validate()
-    save_run_config(pruned_config, target.config)
     summary = pruning_summary(result)
     start = time.perf_counter()
     meta = {"pruned_from": str(source.bundle("vqvae")), **summary}
@@ -102,4 +105,6 @@ def prune_run(
         }
     else:
         print(f"{run_dir} has no prior ({prior_folder}): no NLL of the new codes to report")
-    return update_metrics(out, "prune", values)
+    metrics = update_metrics(out, "prune", values)
+    save_run_config(pruned_config, target.config)
+    return metrics

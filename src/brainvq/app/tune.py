@@ -33,6 +33,7 @@ from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import parse_space
 from brainvq.training.study import best_trial, open_study, shown_storage, state_counts
 from brainvq.training.tuning import TrialSetup, run_worker
+from brainvq.values import COUNT, MINUTES, SEED
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,19 @@ class TuneJob:
     progress: bool = True
 
     def validate(self) -> None:
+        """Every value checked by the rule of its kind (brainvq.values), before anything is
+        opened or written: a study is never stored with a budget it cannot run."""
         if self.stage not in TUNE_STAGES:
             raise ValueError(f"--stage: expected one of {list(TUNE_STAGES)}, got {self.stage!r}")
-        if self.trials < 1:
-            raise ValueError(f"--trials: must be >= 1, got {self.trials}")
-        for flag, value in (
-            ("--trial-minutes", self.trial_minutes),
-            ("--max-minutes", self.max_minutes),
+        COUNT.check("--trials", self.trials)
+        for flag, value, rule in (
+            ("--trial-minutes", self.trial_minutes, MINUTES),
+            ("--max-minutes", self.max_minutes, MINUTES),
+            ("--seed", self.seed, SEED),
+            ("--threads", self.threads, COUNT),
         ):
-            if value is not None and value <= 0:
-                raise ValueError(f"{flag}: must be > 0, got {value:g}")
+            if value is not None:
+                rule.check(flag, value)
         if self.study is not None and not self.study.strip():
             raise ValueError("--study: the study name is empty")
         if self.vqvae_run is not None and self.stage != "prior":

@@ -31,6 +31,7 @@ from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.progress import Bar
+from brainvq.values import POSITIVE, SEED
 
 HEAL_BATCH = 128  # code maps healed together: the row cache's buffers grow with it
 
@@ -89,8 +90,8 @@ def heal(
         raise ValueError(f"threshold: expected a number (nats, +-inf allowed), got {threshold!r}")
     if math.isnan(threshold):
         raise ValueError("threshold: expected a number (nats, +-inf allowed), got nan")
-    if not temperature > 0:
-        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    POSITIVE.check("temperature", temperature)
+    SEED.check("seed", seed)
     if top_k is not None and not 1 <= top_k <= k:
         raise ValueError(f"top_k: expected None or an integer in [1, {k}], got {top_k!r}")
     if sampler not in SAMPLERS:

@@ -24,6 +24,7 @@ from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.progress import Bar
+from brainvq.values import POSITIVE, SEED
 
 SAMPLERS = ("naive", "cached")
 
@@ -61,8 +62,8 @@ def sample(
     h, w = shape
     if h < 1 or w < 1:
         raise ValueError(f"shape: expected h, w >= 1, got {shape!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature: expected a number > 0, got {temperature!r}")
+    POSITIVE.check("temperature", temperature)
+    SEED.check("seed", seed)
     if top_k is not None and not 1 <= top_k <= k:
         raise ValueError(f"top_k: expected None or an integer in [1, {k}], got {top_k!r}")
     if sampler not in SAMPLERS:

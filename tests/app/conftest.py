@@ -1,0 +1,30 @@
+"""Fixtures of the app tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny import TINY_CONFIG
+
+from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle
+from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.models.vqvae import VQVAE
+from brainvq.run import load_run_config, save_run_config
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory with untrained tiny models (tests/configs/tiny.yaml, the demo cohort at
+    32x32): enough for sample, complete, reconstruct, export and prune."""
+    run = tmp_path_factory.mktemp("run")
+    config = load_run_config(TINY_CONFIG)
+    save_run_config(config, run / "config.yaml")
+    meta = {"n_levels": 32, "data_source": "demo"}
+    save_bundle(run / "vqvae" / VQVAE_FOLDER, VQVAE(config.vqvae), config.vqvae, "vqvae", meta)
+    side = config.vqvae.latent_size
+    prior_meta = {"latent_shape": [side, side]}
+    save_bundle(
+        run / "prior" / PRIOR_FOLDER, GatedPixelCNN(config.prior), config.prior, "prior", prior_meta
+    )
+    return run
