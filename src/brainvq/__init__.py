@@ -32,6 +32,7 @@ __all__ = [
     "__version__",
     "anomaly",
     "build_report",
+    "calibrate_anomaly",
     "complete",
     "decode",
     "encode",
@@ -167,13 +168,16 @@ def anomaly(
     n_heal: int | None = None,
     level: int | None = None,
     seed: int = 0,
+    mask: str | Path | None = None,
 ) -> AnomalyResult:
     """Anomaly maps of every slice of `source` (a PNG/JPEG, a folder, NIfTI volumes, an OASIS
     set) with the run's prior, thresholded at false-positive rate alpha (calibrated on the run's
     healthy validate slices on first use; n_heal and the other settings: the run config's
     `anomaly:` section). .maps (N, H, W) float32, .masks (N, H, W) bool,
-    .scores (N,), .flagged (N,), .names; with `out`, also writes them there as `brainvq anomaly`
-    does."""
+    .scores (N,), .flagged (N,), .names; NIfTI volumes are registered to the run's frame
+    (.volumes, .shift: whether the calibration applies to each; `mask`: a volume's own brain
+    mask); with `out`, also writes them there as `brainvq anomaly` does (volumes as NIfTI files
+    in their own space)."""
     from brainvq.app.anomaly import find_anomalies
     from brainvq.app.anomaly_files import write_anomalies
     from brainvq.io.atomic import output_folder
@@ -181,11 +185,28 @@ def anomaly(
     if out is not None:
         output_folder(out, "out")  # fail before any work when it is a file
     result = find_anomalies(
-        run_dir, source, alpha=alpha, n_heal=n_heal, level=level, seed=seed, progress=False
+        run_dir,
+        source,
+        alpha=alpha,
+        n_heal=n_heal,
+        level=level,
+        seed=seed,
+        mask=mask,
+        progress=False,
     )
     if out is not None:
         write_anomalies(result, out)
     return result
+
+
+def calibrate_anomaly(
+    run_dir: str | Path, healthy: str | Path | None = None, alpha: float = 0.01
+) -> Any:
+    """(Re)calibrate the run's anomaly thresholds on its validate split, or on the user's own
+    healthy scans `healthy` (a NIfTI volume, a folder of them, or of slices)."""
+    from brainvq.app.anomaly_calibration import calibrate_run
+
+    return calibrate_run(run_dir, alpha, healthy=healthy, progress=False)
 
 
 def _prepare(run_dir: str | Path, data: str | None, config: str | Path | None):

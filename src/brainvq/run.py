@@ -11,6 +11,7 @@ A run directory holds everything one pipeline run made:
     RUN/evaluation/           what the evaluation saw, for the report (npz + JSON)
     RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report)
     RUN/anomaly/              calibration.json (+ calibration_maps.npz): anomaly thresholds
+    RUN/space.json            the run's frame in the reference space (MNI152) and intensities
     RUN/logs/                 TensorBoard and CSV logs
     RUN/figures/              every figure of the report
     RUN/metrics.json          {"vqvae": {...}, "prior": {...}}
@@ -51,6 +52,9 @@ class DataConfig:
     n_levels: int = 32
     seed: int = 0
     demo_subjects: tuple[int, ...] = (48, 8, 8)
+    # NIfTI volumes: every level of the reference frame's grid (1.03 mm apart) whose height in
+    # MNI152 lies in [low, high] mm; null: OASIS's 32 levels (z -2.7 to +29.3 mm)
+    z_range_mm: tuple[float, ...] | None = None
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -68,6 +72,12 @@ class DataConfig:
             f"got {list(self.demo_subjects)}",
         )
         require(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        require(
+            self.z_range_mm is None
+            or (len(self.z_range_mm) == 2 and self.z_range_mm[0] < self.z_range_mm[1]),
+            "z_range_mm",
+            f"expected [low, high] millimetres with low < high, or null, got {self.z_range_mm}",
+        )
 
 
 @dataclass
@@ -460,6 +470,12 @@ class RunLayout:
         return self.evaluation / "data.json"
 
     @property
+    def space(self) -> Path:
+        """Where the run's slices lie in the reference space (its frame) and its training
+        data's intensity landmarks (brainvq.data.space.run_space)."""
+        return self.root / "space.json"
+
+    @property
     def anomaly(self) -> Path:
         """RUN/anomaly: the calibration of the anomaly maps (`brainvq anomaly`)."""
         return self.root / "anomaly"
@@ -539,7 +555,8 @@ def prepare_run(
         overrides = merge(overrides, {"preset": to_dict(preset)})
     config = load_run_config(base, overrides)
     if config.data.source != DEMO:  # a missing or unreadable source fails before any write
-        resolve_source(config.data.source, config.data.n_levels)
+        z_range = tuple(config.data.z_range_mm) if config.data.z_range_mm else None
+        resolve_source(config.data.source, config.data.n_levels, z_range)
     save_run_config(config, layout.config)
     return config
 

@@ -10,19 +10,16 @@ import json
 import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import yaml
 from anomaly_run import plant_disc
-from data.files import phantom, write_nifti, write_png
+from data.files import write_png
 from PIL import Image
 
 import brainvq
-from brainvq.app.anomaly_files import stack_affine
 from brainvq.app.cli import main
 from brainvq.app.pipeline import run_slices
-from brainvq.data import load_slices
 from brainvq.inference.anomaly_maps import brain_mask
 from brainvq.run import RunLayout, load_run
 
@@ -146,49 +143,6 @@ def test_a_folder_takes_levels_from_the_flag_or_the_classifier(
     code, stdout, err = cli([*argv, "--level", "7"], capsys)
     assert code == 0, err
     assert {(r["level"], r["level_from"]) for r in scores(out)} == {("7", "--level")}
-
-
-def test_a_nifti_volume_gives_a_map_stack(
-    anomaly_tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    volume = write_nifti(tmp_path / "vols" / "subject_a.nii.gz", phantom())
-    out = tmp_path / "out"
-    argv = ["anomaly", "--run", anomaly_tiny_run, "--input", volume, "--out", out, "--alpha", ALPHA]
-    code, _, err = cli(argv, capsys)
-    assert code == 0, err
-    rows = scores(out)
-    assert len(rows) == 32 and [int(r["level"]) for r in rows] == list(range(32))
-    assert {r["level_from"] for r in rows} == {"input"}
-    stack = nib.load(str(out / "subject_a_anomaly.nii.gz"))
-    assert stack.shape == (32, 32, 32)
-    with np.load(out / "anomaly_maps.npz") as f:
-        np.testing.assert_allclose(stack.get_fdata(), f["maps"].transpose(1, 2, 0), atol=1e-6)
-    info = json.loads((out / "summary.json").read_text())["nifti"]["subject_a_anomaly.nii.gz"]
-    assert "RAS" in info["orientation"] and len(info["z_voxels"]) == 32
-
-
-@pytest.mark.parametrize("zooms", [(1.0, 1.0, 1.0), (1.0, 2.0, 1.5)])
-def test_the_map_stack_affine_puts_each_pixel_on_its_voxel(
-    zooms: tuple[float, ...], tmp_path: Path
-) -> None:
-    """A bright box at known voxels, off centre: where the slices show it, the affine must
-    point back into it (orientation, scale, padding and slice positions all count)."""
-    data = phantom()
-    lo, hi = np.array([6, 26, 10]), np.array([14, 38, 24])  # the box: voxels lo <= v < hi
-    data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = 400
-    volume = write_nifti(tmp_path / "v.nii.gz", data, np.diag([*zooms, 1.0]))
-    sliceset = load_slices(volume, size=32, n_levels=32, cache_dir=tmp_path / "cache")
-    z = np.array([int(str(f).split("#z")[1]) for f in sliceset.filename])
-    affine, off_line = stack_affine(volume, z, 32)
-    assert off_line <= 0.5  # the slices' z lie on the line the affine assumes, up to rounding
-    to_voxel = np.linalg.inv(nib.load(str(volume)).affine) @ affine
-    shown = [k for k in range(32) if (sliceset.images[k] > 200).any()]
-    assert shown
-    for k in shown:
-        rows, cols = np.nonzero(sliceset.images[k] > 200)
-        centre = to_voxel @ np.array([rows.mean(), cols.mean(), k, 1.0])
-        assert np.all(np.abs(centre[:2] - (lo[:2] + hi[:2] - 1) / 2) <= 1.5), (k, centre)
-        assert lo[2] - 0.5 <= centre[2] <= hi[2] - 0.5, (k, centre)
 
 
 def test_calibrate_action_stores_thresholds_and_alpha_is_rethresholded(

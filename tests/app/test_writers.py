@@ -8,17 +8,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from data.files import phantom, write_nifti, write_png
-from PIL import Image
+from data.files import brain_scan, write_png
 
 from brainvq.app.cli import main
 from brainvq.app.writers import output_name, output_names, reconstruct_to_folder
-from brainvq.data import load_slices
-from brainvq.inference.codes import reconstruct, to_uint8
-from brainvq.io.bundle import load_vqvae, save_bundle
+from brainvq.io.bundle import save_bundle
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 
 SIZE = 32
@@ -48,31 +46,49 @@ def rows(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_every_slice_of_a_nifti_volume_gets_its_own_png(
+def test_a_nifti_volume_is_reconstructed_on_every_covered_level_and_in_its_own_space(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BRAINVQ_CACHE", str(tmp_path / "cache"))
-    volume = write_nifti(tmp_path / "vols" / "subject_a.nii.gz", phantom())
+    volume, scan = brain_scan(tmp_path / "vols" / "subject_a.nii.gz", "LPS", seed=2)
     out = tmp_path / "out"
-    assert (
-        main(["reconstruct", "--model", str(model_dir), "--input", str(volume), "--out", str(out)])
-        == 0
-    )
-    pngs = sorted(p.name for p in out.glob("subject_a_slice_*.png"))
-    assert pngs == sorted(f"subject_a_slice_{k}.png" for k in range(32))
+    argv = ["reconstruct", "--model", str(model_dir), "--input", str(volume), "--out", str(out)]
+    assert main(argv) == 0
+    pngs = sorted(p.name for p in out.glob("subject_a_level_*.png"))
+    assert pngs == sorted(f"subject_a_level_{k}.png" for k in range(32))
     manifest = rows(out)
     assert len(manifest) == 32 and len({r["output"] for r in manifest}) == 32
-    for r in manifest:  # each output names its input slice: the volume and the voxel index
-        assert r["input"].startswith("subject_a.nii.gz#z") and r["output"] == (
-            f"subject_a_slice_{r['level']}.png"
-        )
-    slices = load_slices(volume, size=SIZE, progress=False)
-    recons = to_uint8(reconstruct(load_vqvae(model_dir).model, slices.images)[0])
-    for k, expected in zip(slices.level, recons, strict=True):  # each file holds its own slice
-        np.testing.assert_array_equal(
-            np.asarray(Image.open(out / f"subject_a_slice_{k}.png")), expected
-        )
-    assert len({r.tobytes() for r in recons}) > 1
+    for r in manifest:  # each output names its input slice: the volume and the frame level
+        assert r["input"] == f"subject_a.nii.gz#level{r['level']}"
+        assert r["output"] == f"subject_a_level_{r['level']}.png"
+    recon = nib.load(str(out / "subject_a_reconstruction.nii.gz"))
+    assert recon.shape == scan.image.shape
+    np.testing.assert_allclose(recon.affine, scan.image.affine, atol=1e-4)
+    values = recon.get_fdata()
+    original = np.asarray(scan.image.dataobj, dtype=np.float64)
+    both = np.isfinite(values) & scan.brain
+    # in the scan's own intensity units (this untrained model's output is not the scan)
+    assert both.sum() > 0.2 * scan.brain.sum()  # the band of 32 levels: about a third
+    assert 0 <= np.median(values[both]) <= original.max()
+    assert (out / "subject_a_registration.png").is_file()
+
+
+def test_encode_writes_code_maps_and_a_code_volume(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRAINVQ_CACHE", str(tmp_path / "cache"))
+    volume, scan = brain_scan(tmp_path / "v.nii.gz", "LAS", seed=3)
+    out = tmp_path / "codes"
+    assert (
+        main(["encode", "--model", str(model_dir), "--input", str(volume), "--out", str(out)]) == 0
+    )
+    with np.load(out / "codes.npz") as f:
+        codes, levels = f["codes"], f["levels"]
+    assert codes.ndim == 3 and levels.tolist() == list(range(32))
+    in_scan = nib.load(str(out / "v_codes.nii.gz"))
+    assert in_scan.shape == scan.image.shape and in_scan.get_data_dtype() == np.int16
+    data = np.asarray(in_scan.dataobj)
+    assert set(np.unique(data[data >= 0])) <= set(np.unique(codes))
 
 
 def test_nested_folders_with_repeated_names_keep_their_paths(
@@ -94,8 +110,8 @@ def test_nested_folders_with_repeated_names_keep_their_paths(
 def test_names_that_would_clash_are_told_apart() -> None:
     assert output_name("a/b/case_1.png", -1) == "a/b/case_1.png"
     assert output_name("x.jpg", -1) == "x.png"
-    assert output_name("vol/T1.nii.gz#z87", 12) == "vol/T1_slice_12.png"
-    assert output_name("T1.nii#z3", 0) == "T1_slice_0.png"
+    assert output_name("vol/T1.nii.gz#level12", 12) == "vol/T1_level_12.png"
+    assert output_name("T1.nii#level3", 3) == "T1_level_3.png"
     names = output_names(["a.png", "a.jpg", "b.png"], [-1, -1, -1])
     assert names == ["a.png.png", "a.jpg.png", "b.png"] and len(set(names)) == 3
     with pytest.raises(ValueError, match="grid.png"):

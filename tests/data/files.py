@@ -74,3 +74,32 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
     return path
+
+
+def brain_scan(
+    path: Path,
+    orientation: str = "RAS",
+    voxel_mm: float | tuple[float, float, float] = 3.0,
+    seed: int = 0,
+    **acquisition,
+):
+    """A small synthetic T1 brain scan written to `path` (the MNI152 template under a known pose,
+    skull-stripped unless skull=True; brainvq.evaluation.synthetic_scans), and its truth."""
+    from brainvq.evaluation.synthetic_scans import Acquisition, make_scan
+
+    voxel = (voxel_mm,) * 3 if np.isscalar(voxel_mm) else tuple(voxel_mm)
+    rng = np.random.default_rng(seed)
+    settings = dict(
+        orientation=orientation,
+        voxel_mm=voxel,
+        rotation_deg=tuple(rng.uniform(-10, 10, 3)),
+        shift_mm=tuple(rng.uniform(-30, 30, 3)),
+        scale=tuple(1 + rng.uniform(-0.05, 0.05, 3)),
+        noise=0.01,
+    )
+    lesions = acquisition.pop("lesions", None)
+    settings.update(acquisition)
+    scan = make_scan(Acquisition(**settings), lesions, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(scan.image, str(path))
+    return path, scan

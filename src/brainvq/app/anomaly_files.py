@@ -7,28 +7,29 @@ scores.csv         name, level, score, flagged, level_from, output
 <name>.png         per slice: the slice, its first healing, the map over the slice (red, the
                    mask outlined in yellow); named like the input (app.writers.output_names)
 grid.png           the same for the most anomalous slices, one per row
-summary.json       the calibration used, its guarantee, counts and notes
-<volume>_anomaly.nii.gz   per NIfTI input volume: its maps as a stack (H, W, slices) whose
-                   affine places them in the volume's world coordinates (see stack_affine)
+summary.json       the calibration used, its guarantee (and, per volume, whether it applies:
+                   the shift check), counts, levels covered and not, notes
+per NIfTI input volume, in its own space (brainvq.app.volume_files), NaN where not covered:
+<scan>_anomaly.nii.gz, <scan>_anomaly_mask.nii.gz (1: above the pixel threshold),
+<scan>_brain_mask.nii.gz, <scan>_reconstruction.nii.gz and <scan>_healed.nii.gz (the scan's
+intensity units); aligned/ (the same on the run's frame), the transform, the registration check
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from brainvq.app.anomaly import AnomalyResult
-from brainvq.app.writers import GRID, VOLUME_SLICE, output_names
+from brainvq.app.volume_files import write_volume_outputs
+from brainvq.app.writers import GRID, output_names
 from brainvq.config import to_dict
 from brainvq.io.atomic import (
     atomic_path,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     output_folder,
@@ -38,18 +39,11 @@ from brainvq.io.images import save_png
 MAPS_FILE = "anomaly_maps.npz"
 SCORES_FILE = "scores.csv"
 SUMMARY_FILE = "summary.json"
-NIFTI_SUFFIX = "_anomaly.nii.gz"
 GRID_ROWS = 8
 PAD = 2
 HEAT = np.array([255.0, 40.0, 0.0])  # the map's colour
 OUTLINE = np.array([255, 255, 0], dtype=np.uint8)  # the mask's outline
 HEAT_OPACITY = 0.75
-ORIENTATION = (
-    "RAS+: the volume reoriented by nibabel.as_closest_canonical, as brainvq slices it; array "
-    "axis 0 = x (left -> right), axis 1 = y (posterior -> anterior), both resampled to the "
-    "working size; axis 2 = the volume's slices from inferior to superior (their z voxels are "
-    "listed); the affine maps the stack into the volume's world coordinates"
-)
 
 
 def overlay(image: np.ndarray, amap: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
@@ -74,76 +68,42 @@ def triptych(
     return out
 
 
-def stack_affine(volume: Path, z: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """The affine of a map stack (size, size, n) made from the slices at z voxels `z` (n,) of
-    `volume`, and how far (voxels) those z lie from the straight line the affine assumes.
-
-    Follows brainvq.data.nifti: canonical RAS; the (x, y) plane resampled to square voxels when
-    they are not, centred on a square canvas, resized to size x size (pixel centres map to pixel
-    centres)."""
-    img = nib.load(str(volume))
-    if len(img.shape) == 4:
-        img = img.slicer[..., 0]
-    canon = nib.as_closest_canonical(img)
-    nx, ny = canon.shape[:2]
-    zx, zy = (float(v) for v in canon.header.get_zooms()[:2])
-    if np.isclose(zx, zy, rtol=0.01):
-        rx, ry = nx, ny
-    else:
-        step = min(zx, zy)
-        rx, ry = round(nx * zx / step), round(ny * zy / step)
-    side = max(rx, ry)
-    top, left = (side - rx) // 2, (side - ry) // 2
-
-    def axis(n_vox: int, n_res: int, pad: int) -> tuple[float, float]:
-        scale = side / size * n_vox / n_res
-        return scale, (0.5 * side / size - pad) * n_vox / n_res - 0.5
-
-    (a_r, b_r), (a_c, b_c) = axis(nx, rx, top), axis(ny, ry, left)
-    k = np.arange(len(z), dtype=np.float64)
-    dz, z0 = np.polyfit(k, z, 1) if len(z) > 1 else (1.0, float(z[0]))
-    if abs(dz) < 1e-6:  # every slice at one z: keep the affine invertible
-        dz = 1.0
-    error = float(np.abs(z0 + dz * k - z).max()) if len(z) > 1 else 0.0
-    voxels = np.array(
-        [[a_r, 0, 0, b_r], [0, a_c, 0, b_c], [0, 0, dz, z0], [0, 0, 0, 1]], dtype=np.float64
-    )
-    return canon.affine @ voxels, error
-
-
-def _volume_path(root: Path, rel: str) -> Path:
-    return root if root.is_file() else root / rel
-
-
-def write_nifti_maps(result: AnomalyResult, out_dir: Path) -> tuple[list[Path], dict]:
-    """One <volume>_anomaly.nii.gz per input volume. Returns (the files, what each holds)."""
-    volumes: dict[str, list[int]] = {}
-    for i, name in enumerate(result.names):
-        rel, sep, _ = name.partition(VOLUME_SLICE)
-        if sep:
-            volumes.setdefault(rel, []).append(i)
-    written, info = [], {}
-    size = result.maps.shape[-1]
-    for rel, rows in volumes.items():
-        z = np.array([int(result.names[i].partition(VOLUME_SLICE)[2]) for i in rows])
-        affine, error = stack_affine(_volume_path(result.root, rel), z, size)
-        stem = Path(rel).name
-        for suffix in (".nii.gz", ".nii"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-        target = out_dir / (Path(rel).parent / f"{stem}{NIFTI_SUFFIX}")
-        stack = np.ascontiguousarray(result.maps[rows].transpose(1, 2, 0))  # (H, W, n)
-        image = nib.Nifti1Image(stack.astype(np.float32), affine)
-        image.header["descrip"] = b"brainvq anomaly map, RAS, higher = more anomalous"
-        image.header.set_xyzt_units("mm")
-        written.append(atomic_write_bytes(target, gzip.compress(image.to_bytes(), mtime=0)))
-        info[target.relative_to(out_dir).as_posix()] = {
-            "volume": str(_volume_path(result.root, rel)),
-            "orientation": ORIENTATION,
-            "z_voxels": z.tolist(),
-            "z_off_line_voxels": round(error, 3),
+def write_volumes(result: AnomalyResult, out_dir: Path) -> tuple[list[Path], list[dict]]:
+    """Each input volume's answers in its own space (module docstring). Returns (the files,
+    one summary per volume)."""
+    written, infos = [], []
+    cal = result.calibration
+    for i, aligned in enumerate(result.volumes):
+        rows = result.volume_rows(i)
+        maps = result.maps[rows]
+        scan_map = aligned.to_scan(maps)
+        mask = (scan_map > cal.pixel_threshold) & aligned.mask
+        healed = aligned.to_scan_units(result.details.healed[rows, 0])
+        recon = aligned.to_scan_units(result.reconstructions[rows])
+        nan = np.isnan(scan_map)
+        scan_space = {
+            "anomaly": (scan_map, "brainvq anomaly map, higher = more anomalous"),
+            "anomaly_mask": (mask.astype(np.uint8), f"brainvq anomaly mask, alpha {cal.alpha}"),
+            "brain_mask": (aligned.mask.astype(np.uint8), f"brain mask ({aligned.mask_kind})"),
+            "reconstruction": (
+                np.where(nan, np.nan, aligned.to_scan(recon)),
+                "brainvq VQ-VAE reconstruction",
+            ),
+            "healed": (np.where(nan, np.nan, aligned.to_scan(healed)), "brainvq healed"),
         }
-    return written, info
+        on_frame = {
+            "scan": (aligned.images.astype(np.float32) / 255, "scan on the frame, standardised"),
+            "anomaly": (maps, "brainvq anomaly map on the frame"),
+        }
+        files, info = write_volume_outputs(out_dir, aligned, scan_space, on_frame)
+        written += files
+        info["flagged_brain_voxel_share"] = (
+            float(mask[aligned.mask & ~nan].mean()) if (aligned.mask & ~nan).any() else 0.0
+        )
+        info["calibration_applies"] = not result.shift[i]["warn"]
+        info["shift_check"] = result.shift[i]
+        infos.append(info)
+    return written, infos
 
 
 def _scores_csv(result: AnomalyResult, outputs: list[str]) -> str:
@@ -189,8 +149,8 @@ def write_anomalies(result: AnomalyResult, out_dir: str | Path) -> list[Path]:
     for r, i in enumerate(top):
         grid[PAD + r * (h + PAD) : PAD + r * (h + PAD) + h, PAD : PAD + w] = rows[i]
     written.append(save_png(out_dir / GRID, grid))
-    nifti, nifti_info = write_nifti_maps(result, out_dir)
-    written += nifti
+    volumes, volume_info = write_volumes(result, out_dir)
+    written += volumes
     summary = {
         "n_slices": len(result.names),
         "n_flagged": int(result.flagged.sum()),
@@ -204,7 +164,7 @@ def write_anomalies(result: AnomalyResult, out_dir: str | Path) -> list[Path]:
         ),
         "calibration": to_dict(cal),
         "grid": [outputs[i] for i in top],
-        "nifti": nifti_info,
+        "volumes": volume_info,
         "notes": result.notes,
     }
     written.append(atomic_write_json(out_dir / SUMMARY_FILE, summary))

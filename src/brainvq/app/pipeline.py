@@ -34,6 +34,7 @@ def run_slices(config: RunConfig, source: str | None = None, progress: bool = Tr
         size=d.size,
         cache_dir=Path(d.cache_dir) if d.cache_dir else None,
         n_levels=d.n_levels,
+        z_range_mm=tuple(d.z_range_mm) if d.z_range_mm else None,
         seed=d.seed,
         demo_subjects=tuple(d.demo_subjects),
         progress=progress,

@@ -26,7 +26,7 @@ from brainvq.io.atomic import atomic_write_text, output_folder
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
 
-VOLUME_SLICE = "#z"  # NIfTI slices are named "<volume path>#z<voxel index>" by the loader
+VOLUME_SLICE = "#level"  # NIfTI slices are named "<volume path>#level<frame level>"
 MANIFEST = "manifest.csv"
 GRID = "grid.png"
 
@@ -35,14 +35,14 @@ def output_name(filename: str, level: int) -> str:
     """The output PNG for an input slice, keeping its subfolders.
 
     'sub/a/case_1.png' -> 'sub/a/case_1.png'; 'x.jpg' -> 'x.png';
-    'vol/T1.nii.gz#z87' (level 12 of the volume) -> 'vol/T1_slice_12.png'."""
+    'vol/T1.nii.gz#level12' (frame level 12 of the volume) -> 'vol/T1_level_12.png'."""
     path, volume, _ = filename.partition(VOLUME_SLICE)
     parts = Path(path)
     stem = parts.name
     if volume:
         for suffix in (".nii.gz", ".nii"):
             stem = stem.removesuffix(suffix)
-        stem = f"{stem}_slice_{level}"
+        stem = f"{stem}_level_{level}"
     else:
         stem = Path(stem).stem
     return (parts.parent / f"{stem}.png").as_posix()
@@ -54,7 +54,7 @@ def output_names(filenames: list[str], levels: list[int]) -> list[str]:
     names = [output_name(f, k) for f, k in zip(filenames, levels, strict=True)]
     clashes = {n for n, count in Counter(names).items() if count > 1}
     names = [
-        f"{f.replace(VOLUME_SLICE, '_z')}.png" if n in clashes else n
+        f"{f.replace(VOLUME_SLICE, '_level')}.png" if n in clashes else n
         for f, n in zip(filenames, names, strict=True)
     ]
     repeated = [n for n, count in Counter(names).items() if count > 1]
@@ -66,7 +66,7 @@ def output_names(filenames: list[str], levels: list[int]) -> list[str]:
     return names
 
 
-def _write_manifest(out_dir: Path, header: list[str], rows: list[list]) -> Path:
+def write_manifest(out_dir: Path, header: list[str], rows: list[list]) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -101,7 +101,7 @@ def reconstruct_to_folder(
     written = [save_png(out_dir / name, img) for name, img in zip(names, recons, strict=True)]
     n = min(8, len(images))
     grid = save_png(out_dir / GRID, image_grid(np.concatenate([images[:n], recons[:n]]), ncols=n))
-    manifest = _write_manifest(
+    manifest = write_manifest(
         out_dir,
         ["output", "input", "level"],
         [[o, i, k] for o, i, k in zip(names, filenames, levels, strict=True)],
@@ -157,7 +157,7 @@ def sample_to_folder(
     ncols = n if all_levels else min(8, count)
     written.append(save_png(out_dir / GRID, image_grid(images, ncols=ncols, labels=labels)))
     rows = [[name, -1 if levels is None else int(levels[i]), seed] for i, name in enumerate(names)]
-    written.append(_write_manifest(out_dir, ["output", "level", "seed"], rows))
+    written.append(write_manifest(out_dir, ["output", "level", "seed"], rows))
     return written
 
 
@@ -178,10 +178,12 @@ def complete_to_folder(
     reconstruction, then the completions, with the kept part marked by a line) and
     `manifest.csv`. Returns (the files written, the level used)."""
     out_dir = output_folder(out_dir)
-    models = load_run_models(run_dir)
     input_png = Path(input_png)
+    if input_png.is_dir():
+        raise IsADirectoryError(f"--input {input_png} is a folder; expected one PNG/JPEG slice")
     if not input_png.is_file():
         raise FileNotFoundError(f"--input {input_png}: no such image file")
+    models = load_run_models(run_dir)
     size = models.vqvae.config.image_size
     image = prepare_slice(input_png.read_bytes(), str(input_png), size)[0]  # (H, W) uint8
     if models.n_levels and level is None:
@@ -201,7 +203,5 @@ def complete_to_folder(
         row[2:, line, :] = 255  # mark where the sampled part starts on each completion
     written.append(save_png(out_dir / GRID, image_grid(row, ncols=len(row))))
     rows = [[name, str(input_png), keep_rows, -1 if lvl is None else lvl, seed] for name in names]
-    written.append(
-        _write_manifest(out_dir, ["output", "input", "keep_rows", "level", "seed"], rows)
-    )
+    written.append(write_manifest(out_dir, ["output", "input", "keep_rows", "level", "seed"], rows))
     return written, lvl

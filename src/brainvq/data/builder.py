@@ -67,10 +67,18 @@ class SliceBuilder:
     def __len__(self) -> int:
         return len(self._images)
 
-    def build(self, source: str, splits_present: tuple[str, ...] | None = None) -> SliceSet:
-        """The SliceSet of everything added; `splits_present` defaults to the splits seen."""
+    def build(
+        self,
+        source: str,
+        splits_present: tuple[str, ...] | None = None,
+        n_levels: int | None = None,
+    ) -> SliceSet:
+        """The SliceSet of everything added; `splits_present` defaults to the splits seen and
+        `n_levels` to one more than the highest level seen (a frame's levels may be given)."""
         level = np.asarray(self._slice, dtype=np.int16)
         known = len(level) > 0 and bool((level >= 0).all())
+        if n_levels is None:
+            n_levels = int(level.max()) + 1 if known else 0
         return SliceSet(
             images=np.stack(self._images)
             if self._images
@@ -84,5 +92,5 @@ class SliceBuilder:
             splits_present=present_splits(self._split)
             if splits_present is None
             else splits_present,
-            n_levels=int(level.max()) + 1 if known else 0,
+            n_levels=n_levels,
         )

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from brainvq.data.cache import SliceCache, cache_key
-from brainvq.data.demo import DemoSettings, build_demo
+from brainvq.data.demo import DemoSettings, build_demo, demo_frame
 from brainvq.data.folder import ImageFolderSource
 from brainvq.data.imaging import is_image_name
 from brainvq.data.nifti import NiftiSource, is_nifti_name
@@ -35,7 +35,9 @@ def check_size(size: int) -> None:
         raise ValueError(f"size must be a positive multiple of 8, got {size!r}")
 
 
-def resolve_source(source: str | Path, n_levels: int = 32) -> Source:
+def resolve_source(
+    source: str | Path, n_levels: int = 32, z_range_mm: tuple[float, float] | None = None
+) -> Source:
     """Recognise what `source` is without decoding anything.
 
     Raises FileNotFoundError for a missing path and ValueError for anything that is not one
@@ -49,7 +51,7 @@ def resolve_source(source: str | Path, n_levels: int = 32) -> Source:
         if name.endswith(".zip"):
             return OasisSource.from_zip(path)
         if is_nifti_name(name):
-            return NiftiSource(path, [path.name], [], n_levels=n_levels)
+            return NiftiSource(path, [path.name], [], n_levels=n_levels, z_range_mm=z_range_mm)
         raise ValueError(f"{path}: unsupported file ({SUPPORTED})")
     oasis = OasisSource.from_folder(path)
     if oasis is not None:
@@ -61,7 +63,7 @@ def resolve_source(source: str | Path, n_levels: int = 32) -> Source:
             "expected one kind of data per folder"
         )
     if volumes:
-        return NiftiSource(path, volumes, others, n_levels=n_levels)
+        return NiftiSource(path, volumes, others, n_levels=n_levels, z_range_mm=z_range_mm)
     if images:
         return ImageFolderSource(path, images, others)
     found = (
@@ -96,6 +98,7 @@ def load_slices(
     *,
     cache_dir: Path | None = None,
     n_levels: int = 32,
+    z_range_mm: tuple[float, float] | None = None,
     seed: int = 0,
     demo_subjects: tuple[int, int, int] = (48, 8, 8),
     progress: bool = True,
@@ -108,7 +111,9 @@ def load_slices(
             NIfTI volumes, or a single .nii/.nii.gz file.
         size: working size, a positive multiple of 8 (images are size x size).
         cache_dir: cache folder; default $BRAINVQ_CACHE, else ~/.cache/brainvq.
-        n_levels: axial slices per volume (NIfTI) or per virtual subject (demo).
+        n_levels: levels of OASIS's band per virtual subject (demo) or volume (NIfTI).
+        z_range_mm: NIfTI volumes: every level of the frame's grid between these MNI heights
+            instead (brainvq.data.nifti).
         seed: the demo cohort's seed.
         demo_subjects: demo subjects in (train, validate, test).
         progress: show progress bars on stderr while decoding.
@@ -129,8 +134,9 @@ def load_slices(
             "seed": seed,
             "subjects": subjects,
             "template": f"nilearn {version('nilearn')}",
-            # a change to the cohort's variation must not hit an old cache
+            # a change to the cohort's variation or its frame must not hit an old cache
             "settings": dataclasses.asdict(DemoSettings()),
+            "frame": demo_frame(n_levels).to_dict(),
         }
         key = cache_key(description)
         cached = cache.get(DEMO, key)
@@ -139,7 +145,7 @@ def load_slices(
         sliceset = build_demo(size, n_levels, subjects, seed, show_progress=progress)
         cache.put(DEMO, key, sliceset, description)
         return sliceset
-    resolved = resolve_source(source, n_levels=n_levels)
+    resolved = resolve_source(source, n_levels=n_levels, z_range_mm=z_range_mm)
     description = {"kind": resolved.kind, "size": size, "fingerprint": resolved.fingerprint()}
     key = cache_key(description)
     cached = cache.get(resolved.kind, key)

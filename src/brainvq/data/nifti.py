@@ -1,37 +1,29 @@
-"""NIfTI volumes (.nii, .nii.gz): N axial slices per volume, oriented like the OASIS PNGs.
+"""NIfTI volumes (.nii, .nii.gz) as training data: each volume on the reference frame.
 
-Each volume is reoriented to canonical RAS, its brain (foreground) is found, N axial slices
-are taken evenly spaced over the slices that contain brain, and intensities are scaled per
-volume by robust percentiles of the brain voxels. Volumes are split 80/10/10 by a stable hash
-of their file name, with at least one volume in train.
-
-Orientation: an OASIS PNG shows the anterior-posterior axis horizontally (anterior on the
-right) and the left-right axis vertically. In RAS voxel order a slice `data[:, :, z]` is
-indexed (x: left -> right, y: posterior -> anterior), which is exactly that picture.
+Every volume goes the way a scan brought to `brainvq anomaly` goes (brainvq.data.space.align):
+registered to MNI152, masked (its own mask when skull-stripped, the atlas's otherwise), its
+intensities standardised onto OASIS's training landmarks (the packaged table), and sliced at
+every level of the frame that its field of view covers: OASIS's 32 levels by default, or every
+level of OASIS's grid (1.03 mm apart) between `z_range_mm` heights. A slice's level is its
+frame level, so a model trained on a user's cohort and applied to a new scan from it agree in
+geometry. Volumes are split 80/10/10 by a stable hash of their file name, at least one in train.
 """
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-from PIL import Image
-
 from brainvq.data.builder import SliceBuilder
-from brainvq.data.imaging import pad_to_square, resize_square
 from brainvq.data.progress import progress
 from brainvq.data.sliceset import SliceSet
+from brainvq.data.space.align import align_scan
+from brainvq.data.space.frame import oasis_intensity
+from brainvq.data.space.intensity import Landmarks
+from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.splits import DEFAULT_FRACTIONS, assign_splits
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-PERCENTILES = (0.5, 99.5)
-# A voxel is foreground if it is brighter than this fraction of the way from the volume's
-# minimum to its 99th percentile; an axial slice contains brain if at least MIN_AREA of the
-# largest slice's foreground is in it (ignores a few stray bright voxels).
-FOREGROUND_FRACTION = 0.1
-MIN_AREA = 0.05
+ALIGNMENT_VERSION = 1  # bump when the way volumes become slices changes (cache keys)
 
 
 def is_nifti_name(name: str) -> bool:
@@ -48,79 +40,10 @@ def volume_id(name: str) -> str:
     return name
 
 
-def read_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float], str | None]:
-    """Load `path` as a 3D float32 volume in RAS order.
-
-    Returns (data (X, Y, Z) float32, voxel sizes in mm, note or None). A 4D image gives its
-    first volume and a note; a 2D image (or a 3D one with a single slice) is a ValueError.
-    """
-    try:
-        img = nib.load(str(path))
-    except Exception as e:  # nibabel raises several unrelated types for a bad file
-        raise ValueError(
-            f"{path}: cannot read as NIfTI ({e}); expected a .nii or .nii.gz volume"
-        ) from None
-    shape = img.shape
-    note = None
-    if len(shape) < 3 or (len(shape) == 3 and min(shape) == 1):
-        raise ValueError(f"{path}: NIfTI image is 2D (shape {shape}); expected a 3D volume")
-    if len(shape) == 4:
-        img = img.slicer[..., 0]
-        note = f"4D image (shape {shape}): took the first volume"
-    elif len(shape) > 4:
-        raise ValueError(
-            f"{path}: NIfTI image has {len(shape)} dimensions (shape {shape}); expected a 3D volume"
-        )
-    try:  # a corrupt affine fails to reorient; truncated voxel data fails to read
-        img = nib.as_closest_canonical(img)
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-        zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    except (OSError, EOFError, ValueError, zlib.error) as e:
-        raise ValueError(
-            f"{path}: cannot read the volume ({e}); expected a complete .nii or .nii.gz volume"
-        ) from None
-    return data, zooms, note
-
-
-def brain_slices(data: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Axial levels to take and the foreground mask.
-
-    Args:
-        data: (X, Y, Z) float volume.
-        n_levels: how many slices to take.
-    Returns:
-        (z indices (n_levels,) int, foreground (X, Y, Z) bool).
-    """
-    lo, hi = float(data.min()), float(np.percentile(data, 99))
-    foreground = data > lo + FOREGROUND_FRACTION * (hi - lo)
-    area = foreground.sum(axis=(0, 1))  # (Z,)
-    if area.max() == 0:
-        raise ValueError("volume has no foreground (it is constant)")
-    with_brain = np.nonzero(area >= MIN_AREA * area.max())[0]
-    z = np.round(np.linspace(with_brain[0], with_brain[-1], n_levels)).astype(int)
-    return z, foreground
-
-
-def normalise(data: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-    """Scale so the 0.5 and 99.5 percentiles of the brain voxels map to 0 and 1 (clipped).
-
-    Returns float32 in [0, 1], same shape as `data`.
-    """
-    lo, hi = np.percentile(data[foreground], PERCENTILES)
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
-def slice_to_image(plane: np.ndarray, zooms: tuple[float, float], size: int) -> np.ndarray:
-    """One axial plane (X, Y) float in [0, 1] -> (size, size) uint8, square pixels, padded."""
-    pixels = np.round(plane * 255).astype(np.uint8)
-    zx, zy = zooms
-    if not np.isclose(zx, zy, rtol=0.01):
-        step = min(zx, zy)
-        h, w = round(pixels.shape[0] * zx / step), round(pixels.shape[1] * zy / step)
-        pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BILINEAR))
-    return resize_square(pad_to_square(pixels), size)
+def canonical_landmarks() -> Landmarks:
+    """The intensity scale training volumes are standardised to: OASIS's training landmarks."""
+    table = oasis_intensity()
+    return Landmarks(tuple(table["values"]), float(table["peak"]))
 
 
 class NiftiSource:
@@ -135,20 +58,21 @@ class NiftiSource:
         skipped: list[str],
         n_levels: int = 32,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+        z_range_mm: tuple[float, float] | None = None,
     ) -> None:
         if n_levels < 1:
             raise ValueError(f"n_levels must be >= 1, got {n_levels}")
         self.root = root
         self.files = sorted(files)
         self.skipped = sorted(skipped)
-        self.n_levels = n_levels
+        self.frame, self.frame_source = frame_for_source(self.kind, n_levels, z_range_mm)
         self.fractions = fractions
 
     def _path(self, rel: str) -> Path:
         return self.root if self.root.is_file() else self.root / rel
 
     def fingerprint(self) -> dict:
-        """Every volume with its size and mtime, and the slicing options."""
+        """Every volume with its size and mtime, the frame and the alignment's version."""
         files = []
         for rel in self.files:
             st = self._path(rel).stat()
@@ -157,35 +81,32 @@ class NiftiSource:
             "root": str(self.root.resolve()),
             "files": files,
             "skipped": self.skipped,
-            "n_levels": self.n_levels,
+            "frame": self.frame.to_dict(),
+            "alignment": ALIGNMENT_VERSION,
             "fractions": list(self.fractions),
         }
 
     def load(self, size: int, show_progress: bool = True) -> SliceSet:
-        """Slice, normalise and resize every volume."""
+        """Align every volume and take its covered levels."""
         builder = SliceBuilder(size)
         for rel in self.skipped:
             builder.count("not a NIfTI volume, skipped", rel)
         ids = {rel: volume_id(Path(rel).name) for rel in self.files}
         split_of = assign_splits(list(ids.values()), self.fractions)
+        z = self.frame.level_z([0, self.frame.n_levels - 1])
         builder.note(
-            f"{self.n_levels} axial slices per volume, split by volume (80/10/10 by a stable hash)"
+            f"volumes registered to MNI152 and sliced on the frame ({self.frame.n_levels} levels, "
+            f"z {z[0]:.1f} to {z[1]:.1f} mm); split by volume (80/10/10 by a stable hash)"
         )
-        for rel in progress(self.files, len(self.files), "slicing NIfTI volumes", show_progress):
-            path = self._path(rel)
-            data, zooms, note = read_volume(path)
-            if note:
+        landmarks = canonical_landmarks()
+        for rel in progress(self.files, len(self.files), "aligning NIfTI volumes", show_progress):
+            aligned = align_scan(self._path(rel), self.frame, size, landmarks)
+            for note in aligned.scan.notes:
                 builder.count(note, rel)
-            try:
-                z_levels, foreground = brain_slices(data, self.n_levels)
-            except ValueError as e:
-                raise ValueError(f"{path}: {e}; expected a brain volume") from None
-            if len(np.unique(z_levels)) < self.n_levels:
-                builder.count(
-                    f"fewer than {self.n_levels} slices contain brain: some slices repeat", rel
-                )
-            scaled = normalise(data, foreground)
-            for k, z in enumerate(z_levels):
-                image = slice_to_image(scaled[:, :, z], zooms[:2], size)
-                builder.add(image, split_of[ids[rel]], ids[rel], k, f"{rel}#z{int(z)}")
-        return builder.build(str(self.root))
+            if aligned.mask_kind == "atlas":
+                builder.count("a skull: the template's brain mask (atlas) was used", rel)
+            if aligned.not_covered:
+                builder.count("some levels outside the field of view were left out", rel)
+            for image, level in zip(aligned.images, aligned.levels, strict=True):
+                builder.add(image, split_of[ids[rel]], ids[rel], int(level), f"{rel}#level{level}")
+        return builder.build(str(self.root), n_levels=self.frame.n_levels)

@@ -150,10 +150,12 @@ def anomaly_maps(
     sampler: str = "cached",
     progress: bool = False,
     threads: int | None = None,
+    foreground: np.ndarray | None = None,
 ) -> MapSet:
     """Steps 1-4 of the module docstring for images (N, H, W) uint8 at levels (N,) int (None for
     an unconditional prior). Healing draws come from `seed` (the same maps for the same seed,
-    whichever sampler)."""
+    whichever sampler). foreground: (N, H, W) bool brain masks when known (registered volumes),
+    else found from the images (`brain_mask`)."""
     images = np.asarray(images)
     size = models.vqvae.config.image_size
     if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
@@ -182,7 +184,10 @@ def anomaly_maps(
     healed_codes = healing.codes.cpu().numpy().reshape(n, r, h, w)
     resampled = healing.resampled.cpu().numpy().reshape(n, r, h, w)
     healed = decode_codes(models.vqvae.model, healing.codes).reshape(n, r, size, size)
-    foreground = brain_mask(images, config.foreground_level)
+    if foreground is None:
+        foreground = brain_mask(images, config.foreground_level)
+    elif foreground.shape != images.shape:
+        raise ValueError(f"foreground: expected {images.shape} masks, got {foreground.shape}")
     maps = np.zeros(images.shape, dtype=np.float32)
     d = models.vqvae.config.downsample
     for start in range(0, n, MAP_BATCH):

@@ -1,8 +1,9 @@
 """`brainvq anomaly`: anomaly maps with a run's prior; `brainvq anomaly calibrate`: its thresholds.
 
 One subcommand with an optional positional action: `brainvq anomaly --run RUN --input PATH --out
-DIR` maps the input (calibrating first if needed), `brainvq anomaly calibrate --run RUN` only
-calibrates (RUN/anomaly/calibration.json)."""
+DIR` maps the input (calibrating first if needed), `brainvq anomaly calibrate --run RUN
+[--healthy PATH]` only calibrates (RUN/anomaly/calibration.json), on the run's validate split or
+on the user's healthy scans."""
 
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--level", type=int, help="level of slices whose name or position does not give one"
     )
+    p.add_argument(
+        "--mask",
+        type=Path,
+        help="a NIfTI input's brain mask on its own voxels (default: its own when skull-stripped, "
+        "else the template's carried by the registration)",
+    )
+    p.add_argument(
+        "--healthy",
+        type=Path,
+        help="with `calibrate`: calibrate on these healthy scans (a NIfTI volume, a folder of "
+        "them, or of slices) instead of the run's validate split",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the healing draws")
     p.add_argument("--sampler", choices=["cached", "naive"], default="cached")
     p.add_argument(
@@ -54,18 +67,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainvq.app.anomaly import calibrate_run, check_options, find_anomalies
+    from brainvq.app.anomaly import check_options, find_anomalies
+    from brainvq.app.anomaly_calibration import calibrate_run
     from brainvq.app.anomaly_files import write_anomalies
     from brainvq.io.atomic import output_folder
 
     check_options(args.alpha, args.n_heal, args.seed)
     if args.action == "calibrate":
-        if args.input is not None or args.out is not None or args.level is not None:
-            raise ValueError("`brainvq anomaly calibrate` takes no --input, --out or --level")
+        if any(v is not None for v in (args.input, args.out, args.level, args.mask)):
+            raise ValueError(
+                "`brainvq anomaly calibrate` takes no --input, --out, --level or --mask "
+                "(--healthy PATH: calibrate on your own healthy scans)"
+            )
         cal = calibrate_run(
             args.run,
             args.alpha,
             args.n_heal,
+            healthy=args.healthy,
             sampler=args.sampler,
             threads=args.threads,
         )
@@ -79,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.input is None or args.out is None:
         raise ValueError("--input and --out are required (or give the action `calibrate`)")
+    if args.healthy is not None:
+        raise ValueError("--healthy goes with `brainvq anomaly calibrate`")
     output_folder(args.out)  # fail before any work when --out is a file
     result = find_anomalies(
         args.run,
@@ -87,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         n_heal=args.n_heal,
         level=args.level,
         seed=args.seed,
+        mask=args.mask,
         sampler=args.sampler,
         threads=args.threads,
     )

@@ -44,6 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "inspect", help="a table per split: images, subjects, intensity, notes"
     )
     common(inspect)
+    inspect.add_argument(
+        "--figures",
+        type=Path,
+        default=Path("."),
+        help="NIfTI sources: where each volume's registration check PNG goes (default: here)",
+    )
     inspect.set_defaults(func=run_inspect)
 
     preview = sub.add_parser("preview", help="write a grid PNG of slices from one split")
@@ -74,6 +80,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         summarize(sliceset), title=f"brainvq data: {sliceset.source}", notes=sliceset.notes
     )
     Console().print(table)
+    from brainvq.app.scans import inspect_volumes, volume_files
+
+    volumes = volume_files(args.source) if args.source != "demo" else None
+    for line in inspect_volumes(volumes, args.figures, not args.no_progress) if volumes else []:
+        print(line)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`brainvq reconstruct`: encode and decode images with a VQ-VAE bundle."""
+"""`brainvq reconstruct` and `brainvq encode`: a VQ-VAE's reconstructions and code maps."""
 
 from __future__ import annotations
 
@@ -21,14 +21,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, default=None, help="reconstruct at most this many slices")
     p.set_defaults(func=run)
+    e = sub.add_parser(
+        "encode",
+        help="code maps of a PNG, a folder, a NIfTI volume (in its own space too) or an OASIS set",
+    )
+    e.add_argument("--model", type=Path, required=True, help="a VQVAE_Model folder or a run")
+    e.add_argument("--input", required=True, help="a PNG/JPEG, a folder, a NIfTI, an OASIS set")
+    e.add_argument("--out", type=Path, required=True)
+    e.set_defaults(func=run_encode)
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainvq.app.writers import reconstruct_to_folder
+    from brainvq.app.reconstruct import reconstruct_input
 
-    written, grid = reconstruct_to_folder(args.model, args.input, args.out, limit=args.limit)
+    written, grid, notes = reconstruct_input(args.model, args.input, args.out, limit=args.limit)
+    for note in notes:
+        print(f"note: {note}")
     print(
-        f"wrote {len(written) - 2} reconstructions to {args.out}, the side-by-side grid {grid} "
-        f"and {args.out / 'manifest.csv'} (output, input, level)"
+        f"wrote {len(written)} files to {args.out}: reconstructions (PNG; NIfTI volumes also in "
+        f"their own space), the side-by-side grid {grid} and manifest.csv (output, input, level)"
+    )
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from brainvq.app.reconstruct import encode_input
+
+    written, notes = encode_input(args.model, args.input, args.out)
+    for note in notes:
+        print(f"note: {note}")
+    print(
+        f"wrote {args.out / 'codes.npz'} (codes, names, levels) and {len(written) - 1} more files"
     )
     return 0

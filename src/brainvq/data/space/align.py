@@ -38,6 +38,10 @@ from brainvq.data.space.scan import Scan, read_scan, scan_brain_mask
 from brainvq.data.space.template import load_reference
 
 MIN_COVERAGE = 0.9
+# Mattes mutual information of a registration that found a brain: about -0.5 to -1.8 for the
+# synthetic T1 scans of benchmarks/bench_scans.py (any contrast, a skull or not); noise or a
+# volume of another body part stays near 0
+MAX_MUTUAL_INFORMATION = -0.15
 MIN_BRAIN_PIXELS = 50  # a level with fewer brain pixels (of the scan's mask) is not covered
 
 
@@ -119,6 +123,12 @@ def align_scan(
         registration = register_volume(scan.data, scan.affine, threads=threads)
     except ValueError as e:
         raise ValueError(f"{scan.path}: cannot register it to the reference ({e})") from None
+    if registration.metric > MAX_MUTUAL_INFORMATION:
+        raise ValueError(
+            f"{scan.path}: registration to MNI152 found no brain (mutual information "
+            f"{registration.metric:.2f}, expected below {MAX_MUTUAL_INFORMATION}); expected a T1 "
+            "brain volume"
+        )
     notes = list(scan.notes)
     scales = np.round(registration.scales, 2).tolist()
     notes.append(

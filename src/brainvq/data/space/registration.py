@@ -32,6 +32,8 @@ from scipy import ndimage
 
 from brainvq.data.space.template import BRAIN_CENTRE_MM, Reference, load_reference
 
+MIN_EXTENT_MM = 40.0  # a smaller field of view cannot hold the brain's band of levels
+
 
 @dataclass(frozen=True)
 class RegistrationSettings:
@@ -175,6 +177,20 @@ def register_volume(
     start_time = time.perf_counter()
     if threads:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
+    extent = np.asarray(data.shape[:3]) * np.linalg.norm(affine[:3, :3], axis=0)
+    if extent.min() < MIN_EXTENT_MM:
+        raise ValueError(
+            f"its field of view is {' x '.join(f'{e:.0f}' for e in extent)} mm; expected a brain "
+            f"volume at least {MIN_EXTENT_MM:.0f} mm along every axis"
+        )
+    try:
+        return _register(data, affine, settings, start_time)
+    except RuntimeError as e:  # SimpleITK's errors (e.g. an image too small for a filter)
+        raise ValueError(f"SimpleITK could not register it ({' '.join(str(e).split())})") from None
+
+
+def _register(data, affine, settings: RegistrationSettings, start_time: float) -> Registration:
+    sitk = _sitk()
     reference = load_reference()
     small, small_affine = block_average(data, affine, settings.working_mm)
     positive = small[small > 0]

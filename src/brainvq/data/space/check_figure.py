@@ -1,0 +1,76 @@
+"""The registration check: a scan resampled onto the reference, in three planes, with the
+template brain's outline over it and the run's band of levels marked.
+
+If the registration worked, the red outline follows the scan's brain in every plane; the yellow
+lines (coronal and sagittal views) bound the band of levels a run answers for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from brainvq.data.space.frame import Frame
+from brainvq.data.space.template import BRAIN_CENTRE_MM, load_reference
+
+OUTLINE = np.array([255, 40, 40], dtype=np.uint8)
+BAND = np.array([255, 220, 0], dtype=np.uint8)
+STEP_MM = 1.0
+FIELD_MM = ((-80.0, 80.0), (-115.0, 80.0), (-60.0, 90.0))  # x, y, z shown
+
+
+def _plane(axis: int, at_mm: float) -> np.ndarray:
+    """(3, rows, columns) MNI mm of a plane normal to `axis` through `at_mm`; rows run down the
+    picture (superior at the top), columns left to right."""
+    others = [a for a in range(3) if a != axis]
+    u = np.arange(*FIELD_MM[others[0]], STEP_MM)
+    v = np.arange(*FIELD_MM[others[1]], STEP_MM)
+    if axis == 2:  # axial: rows posterior -> anterior reversed (anterior at the top)
+        rows, cols = v[::-1], u
+        grid = np.meshgrid(rows, cols, indexing="ij")
+        return np.stack([grid[1], grid[0], np.full(grid[0].shape, at_mm)])
+    rows, cols = v[::-1], u  # coronal (x across, z up) and sagittal (y across, z up)
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    out = np.empty((3, *grid[0].shape))
+    out[axis] = at_mm
+    out[others[0]] = grid[1]
+    out[others[1]] = grid[0]
+    return out
+
+
+def registration_figure(
+    data: np.ndarray,
+    scan_affine: np.ndarray,
+    to_scan: np.ndarray,
+    frame: Frame | None = None,
+    size: int = 128,
+) -> np.ndarray:
+    """(H, W, 3) uint8: axial, coronal and sagittal planes through the brain's centre of the scan
+    `data` (X, Y, Z) seen through `to_scan` (reference mm -> scan world mm)."""
+    reference = load_reference()
+    depth = reference.signed_distance()
+    to_voxels = np.linalg.inv(scan_affine) @ to_scan
+    scale = float(np.percentile(data[data > 0], 99.5)) if (data > 0).any() else 1.0
+    panels = []
+    for axis in (2, 1, 0):
+        at = BRAIN_CENTRE_MM[axis] if axis != 2 else 12.0
+        points = _plane(axis, at)
+        flat = points.reshape(3, -1)
+        vox = to_voxels[:3, :3] @ flat + to_voxels[:3, 3:4]
+        values = ndimage.map_coordinates(np.asarray(data, np.float32), vox, order=1, cval=0.0)
+        gray = np.clip(values.reshape(points.shape[1:]) / scale, 0, 1)
+        rgb = np.repeat((gray * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+        inside = ndimage.map_coordinates(depth, reference.to_voxels(flat), order=1, cval=1e3)
+        brain = inside.reshape(points.shape[1:]) <= 0
+        rgb[brain & ~ndimage.binary_erosion(brain)] = OUTLINE
+        if frame is not None and axis != 2:
+            for k in (0, frame.n_levels - 1):
+                z = float(frame.level_z([k])[0])
+                heights = np.arange(*FIELD_MM[2], STEP_MM)
+                row = len(heights) - 1 - int(round((z - heights[0]) / STEP_MM))
+                if 0 <= row < rgb.shape[0]:
+                    rgb[row, ::3] = BAND
+        panels.append(rgb)
+    height = max(p.shape[0] for p in panels)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
+    return np.concatenate(padded, axis=1)

@@ -1,0 +1,83 @@
+"""What a run knows of the reference space: its frame and its training data's intensities.
+
+Saved as RUN/space.json (brainvq.run.RunLayout.space). The frame depends on the kind of source
+(`frame_for_source`): measured for OASIS, by construction for the demo cohort, by registration for
+NIfTI volumes (the OASIS grid over `z_range_mm`), and assumed for PNG slices of unknown geometry
+(OASIS's band; said so in `frame_source`). The landmarks are learned from the run's training
+slices on the frame (brainvq.data.space.intensity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from brainvq.data.space.align import template_on_frame
+from brainvq.data.space.frame import Frame, oasis_frame
+from brainvq.data.space.intensity import Landmarks, learn_landmarks
+
+REFERENCE = "MNI152 2009 T1 template and brain mask, 1 mm (nilearn)"
+FRAME_SOURCES = {
+    "oasis": "measured: OASIS-1's 32 levels registered to MNI152 (measure_oasis_frame.py)",
+    "demo": "by construction: the demo cohort is rendered on OASIS's frame",
+    "nifti": "by registration: every volume registered to MNI152 and sliced on OASIS's grid",
+    "folder": "assumed: PNG/JPEG slices of unknown geometry, taken to lie on OASIS's band",
+}
+
+
+@dataclass(frozen=True)
+class RunSpace:
+    """frame: the run's slice grid; frame_source: how it is known (FRAME_SOURCES); landmarks:
+    the run's training intensities on it."""
+
+    frame: Frame
+    frame_source: str
+    landmarks: Landmarks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": REFERENCE,
+            "frame": self.frame.to_dict(),
+            "frame_source": self.frame_source,
+            "intensity_landmarks": {
+                "values": list(self.landmarks.values),
+                "peak": self.landmarks.peak,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> RunSpace:
+        for key in ("frame", "frame_source", "intensity_landmarks"):
+            if key not in doc:
+                raise ValueError(f"space: missing key {key!r}")
+        lm = doc["intensity_landmarks"]
+        return cls(
+            Frame.from_dict(doc["frame"]),
+            str(doc["frame_source"]),
+            Landmarks(tuple(float(v) for v in lm["values"]), float(lm["peak"])),
+        )
+
+
+def frame_for_source(
+    kind: str, n_levels: int, z_range_mm: tuple[float, float] | None = None
+) -> tuple[Frame, str]:
+    """(frame, how it is known) for a source kind ("demo", "oasis", "nifti", "folder")."""
+    if kind not in FRAME_SOURCES:
+        raise ValueError(f"source kind: expected one of {sorted(FRAME_SOURCES)}, got {kind!r}")
+    frame = oasis_frame()
+    if kind == "nifti" and z_range_mm is not None:
+        return frame.spanning(*z_range_mm), FRAME_SOURCES[kind]
+    return frame.resampled(max(n_levels, 1)), FRAME_SOURCES[kind]
+
+
+def learn_run_landmarks(
+    images: np.ndarray, levels: np.ndarray, subjects: np.ndarray, frame: Frame
+) -> Landmarks:
+    """The training slices' landmarks: images (N, H, W) uint8 at frame levels (N,) (-1 unknown:
+    the middle of the band), histograms over the template's eroded brain on each level."""
+    size = images.shape[-1]
+    _, core = template_on_frame(frame, size)
+    k = np.where(levels >= 0, levels, frame.n_levels // 2).clip(0, frame.n_levels - 1)
+    return learn_landmarks(images, core[k], subjects)

@@ -1,0 +1,145 @@
+"""The reference space: registration recovers known transforms, frame <-> scan round trips, and
+the OASIS level table places real OASIS slices within its stated error."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainvq.data.space.frame import BASE_SIZE, Frame, oasis_frame
+from brainvq.data.space.registration import register_volume
+from brainvq.data.space.resample import frame_to_scan, scan_to_frame
+from brainvq.data.space.template import load_reference
+from brainvq.evaluation.synthetic_scans import Acquisition, make_scan
+
+OASIS = Path(__file__).resolve().parents[3] / "shared" / "oasis"
+# The stated error of the registration on these small synthetic scans (mm over brain voxels);
+# benchmarks/bench_registration.py measures it on realistic ones.
+MEAN_ERROR_MM, P95_ERROR_MM = 1.5, 3.0
+
+
+def errors_mm(scan, registration) -> np.ndarray:
+    """Distance between where the registration and the truth put the template's brain voxels."""
+    reference = load_reference()
+    idx = np.argwhere(reference.mask)[::97]
+    points = (reference.affine[:3, :3] @ idx.T + reference.affine[:3, 3:4]).astype(np.float64)
+    found = registration.to_scan[:3, :3] @ points + registration.to_scan[:3, 3:4]
+    return np.linalg.norm(found - scan.true_scan_points(points), axis=0)
+
+
+@pytest.mark.parametrize(
+    "acquisition",
+    [
+        Acquisition("RAS", (2.0, 2.0, 2.0), rotation_deg=(12, -8, 5), shift_mm=(25, -60, 40)),
+        Acquisition(
+            "LPS",
+            (2.0, 2.0, 2.0),
+            rotation_deg=(-6, 10, -12),
+            scale=(1.08, 0.93, 1.05),
+            shift_mm=(-30, 20, -50),
+            gamma=1.3,
+        ),
+        Acquisition("PIR", (1.0, 1.0, 5.0), rotation_deg=(8, 4, -3), oblique_deg=10.0),
+        Acquisition("LAS", (2.0, 2.0, 2.0), rotation_deg=(5, 5, 5), skull=True, bias=0.2),
+    ],
+    ids=["rigid-RAS", "affine-LPS", "thick-oblique-PIR", "skull-LAS"],
+)
+def test_registration_recovers_a_known_transform(acquisition: Acquisition) -> None:
+    scan = make_scan(acquisition, seed=3)
+    data = np.asarray(scan.image.dataobj, dtype=np.float32)
+    registration = register_volume(data, scan.image.affine)
+    e = errors_mm(scan, registration)
+    assert e.mean() < MEAN_ERROR_MM and np.percentile(e, 95) < P95_ERROR_MM, (
+        e.mean(),
+        np.percentile(e, 95),
+    )
+    assert registration.metric < -0.3
+
+
+def test_a_map_carried_to_the_scan_and_back_is_unchanged() -> None:
+    """Frame -> scan -> frame within interpolation error, on a smooth map over the brain."""
+    scan = make_scan(Acquisition("LAS", (1.5, 1.5, 1.5), rotation_deg=(7, -5, 9)), seed=1)
+    to_scan = scan.to_scan  # the truth: this test is about resampling, not registration
+    frame = oasis_frame()
+    size, levels = 64, np.arange(4, 28)
+    r, c = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    smooth = np.stack([np.sin(r / 9.0 + k / 5.0) * np.cos(c / 11.0) for k in levels])
+    shape = tuple(scan.image.shape)
+    in_scan = frame_to_scan(smooth, levels, frame, scan.image.affine, shape, to_scan)
+    back, inside = scan_to_frame(
+        np.nan_to_num(in_scan, nan=0.0),
+        scan.image.affine,
+        to_scan,
+        frame,
+        size,
+        levels,
+        antialias=False,
+    )
+    core = (
+        inside
+        & (np.abs(np.arange(len(levels)) - len(levels) / 2) < len(levels) / 2 - 2)[:, None, None]
+    )
+    assert np.abs(back - smooth)[core].mean() < 0.03
+    assert np.abs(back - smooth)[core].max() < 0.25
+
+
+def test_voxels_beyond_the_frames_levels_are_nan() -> None:
+    scan = make_scan(Acquisition("RAS", (3.0, 3.0, 3.0)), seed=2)
+    frame = oasis_frame()
+    values = np.ones((frame.n_levels, 32, 32), np.float32)
+    out = frame_to_scan(
+        values,
+        np.arange(frame.n_levels),
+        frame,
+        scan.image.affine,
+        scan.image.shape,
+        scan.to_scan,
+    )
+    ijk = np.indices(scan.image.shape).reshape(3, -1)
+    world = scan.image.affine[:3, :3] @ ijk + scan.image.affine[:3, 3:4]
+    mni = np.linalg.inv(scan.to_scan)[:3, :3] @ world + np.linalg.inv(scan.to_scan)[:3, 3:4]
+    grid = frame.to_grid(mni, 32)
+    level = grid[2].reshape(scan.image.shape)
+    assert np.isnan(out[(level < -1) | (level > frame.n_levels)]).all()
+    assert np.isfinite(out[(level > 1) & (level < frame.n_levels - 2)]).all()
+
+
+def test_frame_affine_at_other_sizes_covers_the_same_square() -> None:
+    frame = oasis_frame()
+    corner_base = frame.affine_at(BASE_SIZE) @ [-0.5, -0.5, 3, 1]
+    corner_small = frame.affine_at(32) @ [-0.5, -0.5, 3, 1]
+    np.testing.assert_allclose(corner_base, corner_small, atol=1e-9)
+    assert Frame.from_dict(frame.to_dict()) == frame
+    assert frame.resampled(16).level_z([15])[0] == pytest.approx(frame.level_z([31])[0])
+
+
+@pytest.mark.skipif(not OASIS.is_dir(), reason="the OASIS slices (../shared/oasis) are absent")
+def test_oasis_level_table_places_real_validate_slices_within_its_stated_error() -> None:
+    """Registering real OASIS validate subjects (not used to make the table) puts each of
+    their levels within 3 standard deviations of the table's height for it."""
+    spec = importlib.util.spec_from_file_location(
+        "measure_oasis_frame",
+        Path(__file__).resolve().parents[2] / "benchmarks" / "measure_oasis_frame.py",
+    )
+    measure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measure)
+    from scipy import ndimage
+
+    from brainvq.data.space.registration import sitk_image
+
+    reference = load_reference()
+    moving = sitk_image(
+        ndimage.gaussian_filter(reference.t1, 1.0)[::2, ::2, ::2],
+        reference.affine @ np.diag([2, 2, 2, 1]),
+    )
+    validate = measure.stacks(str(OASIS))["validate"]
+    frame = oasis_frame()
+    table = frame.level_z(np.arange(32))
+    sd = np.asarray(frame.level_sd_mm)
+    for subject in sorted(validate)[:3]:
+        affine, _ = measure.register(validate[subject], moving)
+        heights = measure.level_heights(affine)
+        assert (np.abs(heights - table) <= 3 * sd).all(), (subject, heights - table)
