@@ -1,16 +1,21 @@
 """The `brainvq` command itself: building its parser (every subcommand's flags, `--help`)
 imports no Lightning and no pipeline, so help and argument errors answer at once (torch comes
-with brainvq.hardware, which every command needs); and its training output in a log is one line
-per epoch, while a terminal keeps its live bars."""
+with brainvq.hardware, which every command needs); every numeric flag is held to its kind's
+rule; and its training output in a log is one line per epoch, while a terminal keeps its live
+bars."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from tiny import train_cmd
+
+from brainvq.app.cli import build_parser
+from brainvq.app.entry_points import predict_parser, train_parser
 
 
 def test_building_the_parser_imports_no_lightning_or_pipeline() -> None:
@@ -53,3 +58,29 @@ def test_a_log_gets_one_line_per_epoch_and_a_terminal_keeps_its_bars(tmp_path: P
     # where progress can be drawn live (rich's TTY_INTERACTIVE=1, as on a terminal), it is
     terminal = train_log(tmp_path / "terminal", 1, TTY_INTERACTIVE="1")
     assert "\r" in terminal and "vqvae epoch " not in terminal
+
+
+def numeric_flags(parser: argparse.ArgumentParser, prog: str = "") -> dict[str, object]:
+    """(command flag) -> its argparse type, for every flag of `parser` and its subcommands."""
+    found: dict[str, object] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found |= numeric_flags(sub, f"{prog} {name}".strip())
+        elif action.option_strings and action.type is not None:
+            found[f"{prog} {action.option_strings[-1]}".strip()] = action.type
+    return found
+
+
+def test_every_numeric_flag_has_its_kinds_rule() -> None:
+    """No flag reads a bare int or float: each one that takes a number is held to the rule
+    of its kind (brainvq.app.flags.FLAG_RULES), so a new flag cannot slip past it."""
+    flags = {
+        **numeric_flags(build_parser()),
+        **numeric_flags(train_parser(), "train.py"),
+        **numeric_flags(predict_parser(), "predict.py"),
+    }
+    bare = sorted(f for f, kind in flags.items() if kind in (int, float))
+    assert not bare, f"numeric flags without a rule in FLAG_RULES: {bare}"
+    ruled = [f for f, kind in flags.items() if kind not in (int, float, Path, str)]
+    assert len(ruled) >= 30, ruled  # every command's seeds, counts, minutes, rates...

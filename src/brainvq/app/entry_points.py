@@ -34,8 +34,7 @@ def default_source() -> tuple[str, str]:
     ) + "; using the demo cohort"
 
 
-def train_main(argv: list[str] | None = None) -> int:
-    """`python train.py`: the full pipeline (both stages, evaluation, report)."""
+def train_parser() -> Parser:
     p = Parser(prog="train.py", description="Train the VQ-VAE and the PixelCNN prior.")
     p.add_argument(
         "--data", help="data source (default: OASIS at a default path if present, else demo)"
@@ -43,7 +42,12 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int)
     p.add_argument("--out", type=Path, help="run directory (default: runs/run-<time>)")
     add_training_flags(p)
-    args = apply_rules(p).parse_args(argv)
+    return apply_rules(p)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`python train.py`: the full pipeline (both stages, evaluation, report)."""
+    args = train_parser().parse_args(argv)
     keep_freed_memory()
 
     def run() -> int:
@@ -74,8 +78,7 @@ def latest_model() -> Path | None:
     return RunLayout(found[-1]).bundle("vqvae") if found else None
 
 
-def predict_main(argv: list[str] | None = None) -> int:
-    """`python predict.py [-m PATH]`: reconstruct, sample, write figures, print metrics."""
+def predict_parser() -> Parser:
     p = Parser(prog="predict.py", description="Reconstruct and generate with a trained model.")
     p.add_argument(
         "-m",
@@ -91,7 +94,12 @@ def predict_main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--strict", action="store_true", help="fail instead of falling back to the default model"
     )
-    args = apply_rules(p).parse_args(argv)
+    return apply_rules(p)
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """`python predict.py [-m PATH]`: reconstruct, sample, write figures, print metrics."""
+    args = predict_parser().parse_args(argv)
     keep_freed_memory()
 
     def run() -> int:
