@@ -300,7 +300,7 @@ def small_bundle(tmp_path: Path) -> Path:
     ("args", "message"),
     [
         (["--run", "{tmp}/missing", "--out", "{tmp}/o"], "run directory not found"),
-        (["--run", "{tmp}/run", "--out", "{tmp}/file.txt"], "is a file"),
+        (["--run", "{tmp}/run", "--out", "{tmp}/file.txt"], "is not a folder"),
         (["--model", "{tmp}/nothing", "--out", "{tmp}/o"], "not found"),
         (["--from-ckpt", "{tmp}/none.ckpt", "--out", "{tmp}/o"], "checkpoint not found"),
         (

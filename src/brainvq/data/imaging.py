@@ -57,7 +57,12 @@ def decode_image(data: bytes, name: str) -> DecodedImage:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return _to_gray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:  # its message names PIL's in-memory buffer, not the file
+        raise ValueError(
+            f"{name}: cannot decode image (not a format PIL recognises); expected a complete "
+            "PNG or JPEG file"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(
             f"{name}: cannot decode image ({e}); expected a complete PNG or JPEG file"
         ) from None

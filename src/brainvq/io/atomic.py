@@ -70,20 +70,50 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def output_folder(path: str | Path, what: str = "--out") -> Path:
-    """`path` as a Path for a folder to write into (new or existing).
-
-    Raises NotADirectoryError naming `what` (the flag or role of the folder) when the path, or
-    the nearest part of it that exists, is a file."""
-    path = Path(path)
+def _check_parts(path: Path, what: str) -> None:
+    """Up to the nearest part of `path` that exists: no link to nothing, and that part a folder."""
     for part in (path, *path.parents):
+        if part.is_symlink() and not part.exists():
+            raise FileNotFoundError(
+                f"{what} {path}: {part} is a link to {os.readlink(part)}, which does not exist; "
+                "expected a folder (new or existing)"
+            )
         if part.exists():
             if not part.is_dir():
                 where = "" if part == path else f" (its parent {part} is a file)"
                 raise NotADirectoryError(
                     f"{what} {path} is not a folder{where}; expected a folder (new or existing)"
                 )
-            break
+            return
+
+
+def output_folder(path: str | Path, what: str = "--out") -> Path:
+    """`path` as a Path for a folder to write into (new or existing), checked before any work.
+
+    Raises, naming `what` (the flag or role of the folder): NotADirectoryError when the path,
+    or the nearest part of it that exists, is a file; FileNotFoundError when a part of it is a
+    link to nothing; OSError when the missing folders cannot be made (the attempt is undone, so
+    nothing is left behind) or an existing one cannot be written to."""
+    path = Path(path)
+    try:
+        _check_parts(path, what)
+    except (NotADirectoryError, FileNotFoundError):
+        raise
+    except OSError as e:  # e.g. a name too long for the file system
+        raise OSError(f"{what} {path}: cannot use this path ({e.strerror})") from None
+    if path.is_dir():
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OSError(f"{what} {path}: this folder cannot be written to (permission denied)")
+        return path
+    made = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True)  # can it be made? undone below: nothing is written before the work
+    except OSError as e:
+        raise OSError(f"{what} {path}: cannot create this folder ({e.strerror})") from None
+    finally:
+        for folder in made:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from brainvq.config import ConfigError, from_dict
+from brainvq.io.atomic import output_folder
 from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle
-from brainvq.io.onnx import check_out_dir
 
 MODEL_PREFIX = "model."
 
@@ -33,6 +34,35 @@ def _unpickler_reason(error: Exception) -> str:
     return " ".join(found.group(1).split()) if found else str(error).splitlines()[0]
 
 
+def load_weights_only(path: str | Path) -> Any:
+    """torch.load(path, weights_only=True) on the CPU; never runs code from the file.
+
+    CheckpointError naming the file for anything that is not such a checkpoint: refused
+    objects (the unpickler's reason), and whatever else torch.load raises on bytes that are
+    not a checkpoint at all (KeyError, EOFError, RuntimeError, ValueError... depending on the
+    bytes)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of bytes it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} was refused: torch.load(weights_only=True) cannot read it "
+            f"({_unpickler_reason(e)}). Either it is not a PyTorch checkpoint or it holds objects "
+            "other than tensors and plain containers, whose unpickling could run code; brainvq "
+            "converts only checkpoints made of tensors and plain data (as its trainer writes)"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as e:  # any other failure means these bytes are no checkpoint
+        reason = " ".join(f"{type(e).__name__}: {e}".split())
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({reason}); expected a Lightning "
+            ".ckpt file"
+        ) from None
+
+
 def read_checkpoint(ckpt: str | Path) -> dict:
     """Load a Lightning checkpoint with torch.load(weights_only=True); never runs its code.
 
@@ -41,17 +71,7 @@ def read_checkpoint(ckpt: str | Path) -> dict:
     path = Path(ckpt)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path} was refused: torch.load(weights_only=True) cannot read it "
-            f"({_unpickler_reason(e)}). Either it is not a PyTorch checkpoint or it holds objects "
-            "other than tensors and plain containers, whose unpickling could run code; brainvq "
-            "converts only checkpoints made of tensors and plain data (as its trainer writes)"
-        ) from None
-    except (EOFError, RuntimeError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({e})") from None
+    doc = load_weights_only(path)
     if not isinstance(doc, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(doc).__name__}")
     for key in ("state_dict", "hyper_parameters"):
@@ -112,7 +132,7 @@ def checkpoint_to_bundle(ckpt: str | Path, out_dir: str | Path) -> Path:
     is validated and the weights must match it exactly. Returns the bundle folder.
     """
     path = Path(ckpt)
-    out = check_out_dir(out_dir)
+    out = output_folder(out_dir, "--out")
     doc = read_checkpoint(path)
     kind, config, model = _checkpoint_model(path, doc)
     train = doc["hyper_parameters"].get("train")

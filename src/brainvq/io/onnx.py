@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brainvq._version import __version__
+from brainvq.io.atomic import output_folder
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.io.onnx_quantize import QUANTIZE_MODES, QUANTIZED_FILES, int8_doc, quantize_pair
 from brainvq.io.onnx_trace import ONNX_OPSET, trace_to_onnx
@@ -110,14 +111,6 @@ def edge_runtime_source() -> Path:
     import brainvq.edge
 
     return Path(brainvq.edge.__file__)
-
-
-def check_out_dir(out_dir: str | Path) -> Path:
-    """`out_dir` as a Path; NotADirectoryError if it exists and is not a folder."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; expected a folder (new or existing)")
-    return out
 
 
 def _trace_pair_part(module: nn.Module, example: Tensor, path: Path, names: tuple[str, str]):
@@ -273,7 +266,7 @@ def export_onnx(
         raise ValueError(
             f"quantize: expected None or one of {list(QUANTIZE_MODES)}, got {quantize!r}"
         )
-    out = check_out_dir(out_dir)
+    out = output_folder(out_dir, "--out")
     bundle = bundle_or_path if isinstance(bundle_or_path, Bundle) else load_vqvae(bundle_or_path)
     if not isinstance(bundle.model, VQVAE):
         raise ValueError(

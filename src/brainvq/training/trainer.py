@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from brainvq.config import to_dict
 from brainvq.hardware import cpu_has_native_bf16, set_threads
 from brainvq.io.atomic import remove_stale_temporaries
 from brainvq.io.bundle import save_bundle
+from brainvq.io.checkpoint import CheckpointError, load_weights_only
 from brainvq.progress import interactive
 from brainvq.run import RunLayout, TrainConfig
 from brainvq.training.callbacks import (
@@ -149,8 +149,8 @@ def resume_checkpoint(last: Path, resume: bool) -> str | None:
         return None
     if last.is_file():
         try:
-            torch.load(last, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+            load_weights_only(last)
+        except CheckpointError as e:
             raise ValueError(
                 f"cannot resume from {last}: it is not a checkpoint that loads with "
                 "weights_only=True "
