@@ -14,7 +14,17 @@ import brainvq
 
 PACKAGE = Path(brainvq.__file__).parent
 # What each part may import from brainvq, besides itself and the shared helpers.
-SHARED = {"_version", "config", "hardware", "metrics", "progress", "io.atomic", "run", "edge"}
+SHARED = {
+    "_version",
+    "config",
+    "values",
+    "hardware",
+    "metrics",
+    "progress",
+    "io.atomic",
+    "run",
+    "edge",
+}
 ALLOWED = {
     "data": set(),
     "models": set(),
@@ -26,7 +36,7 @@ ALLOWED = {
     "app": {"data", "models", "io", "training", "inference", "evaluation", "report"},
 }
 # import nothing from brainvq but each other (edge: nothing at all, it must run without torch)
-LOW = {"_version", "config", "hardware", "metrics", "progress", "edge"}
+LOW = {"_version", "config", "values", "hardware", "metrics", "progress", "edge"}
 FACE = ""  # the module name of brainvq/__init__.py
 # who may import the face (tests and users, outside the package, always may)
 FACE_USERS = {"app"}
