@@ -23,7 +23,8 @@ MINUTES_MAX = 1e9
 @dataclass(frozen=True)
 class Rule:
     """A kind of number: integer or real, finite, between low and high (each bound included
-    unless its `open_` flag says otherwise; None: no bound)."""
+    unless its `open_` flag says otherwise; None: no bound), a multiple of `multiple_of` when
+    given."""
 
     expected: str  # the words of a refusal: "<name>: expected <expected>, got <value>"
     integer: bool
@@ -31,6 +32,7 @@ class Rule:
     high: float | None = None
     open_low: bool = False
     open_high: bool = False
+    multiple_of: int | None = None
 
     def accepts(self, value: Any) -> bool:
         if isinstance(value, bool):
@@ -40,9 +42,9 @@ class Rule:
             return False
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):
             return False
-        return not (
-            self.high is not None and (value >= self.high if self.open_high else value > self.high)
-        )
+        if self.high is not None and (value >= self.high if self.open_high else value > self.high):
+            return False
+        return self.multiple_of is None or value % self.multiple_of == 0
 
     def check(self, name: str, value: Any) -> Any:
         """`value` when the rule accepts it, else ValueError naming `name` and the rule."""
@@ -53,6 +55,8 @@ class Rule:
 
 SEED = Rule(f"an integer seed in [0, {SEED_MAX}]", integer=True, low=0, high=SEED_MAX)
 COUNT = Rule(f"an integer in [1, {COUNT_MAX}]", integer=True, low=1, high=COUNT_MAX)
+# the working size of slices: the largest downsampling factor (8) must divide it
+SIZE = Rule("a positive multiple of 8", integer=True, low=8, high=COUNT_MAX, multiple_of=8)
 INDEX = Rule(f"an integer in [0, {COUNT_MAX}]", integer=True, low=0, high=COUNT_MAX)
 MINUTES = Rule(
     f"a number of minutes in (0, {MINUTES_MAX:.0f}]",

@@ -114,7 +114,7 @@ def test_config_that_does_not_exist(tmp_path: Path, capsys: pytest.CaptureFixtur
     [  # the flag's own rule (brainvq.app.flags), or the config key it sets
         ("--epochs", "0", "--epochs"),
         ("--batch-size", "-3", "--batch-size"),
-        ("--size", "30", "data.size"),
+        ("--size", "30", "--size: expected a positive multiple of 8"),
         ("--lr", "-1", "--lr"),
         ("--devices", "0", "--devices"),
         ("--max-minutes", "inf", "--max-minutes"),

@@ -113,8 +113,10 @@ def test_cli_preview_rejects_bad_n(
         "--cache-dir",
         str(cache_dir),
     ]
-    assert main(argv) == 2
-    assert "--n and --ncols must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused while parsing the flags
+        main(argv)
+    assert e.value.code == 2
+    assert "--n: expected an integer in [1," in capsys.readouterr().err
     assert not cache_dir.exists()
 
 

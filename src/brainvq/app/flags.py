@@ -23,6 +23,7 @@ from brainvq.values import (
     RATE,
     SEED,
     SHARE,
+    SIZE,
     Rule,
 )
 
@@ -43,10 +44,10 @@ FLAG_RULES: dict[str, Rule] = {
             "--num-nodes",
             "--threads",
             "--top-k",
-            "--size",
         ),
         COUNT,
     ),
+    "--size": SIZE,
     "--level": INDEX,
     "--keep-rows": INDEX,
     "--max-minutes": MINUTES,
@@ -91,4 +92,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a bad command line reported in one line (see the module docstring)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        # named as brainvq.app.cli.guarded names a command's errors: `brainvq data`, not
+        # `brainvq data inspect`
+        command = " ".join(self.prog.split()[:2])
+        self.exit(2, f"{command}: error: {message} (see {self.prog} --help)\n")
