@@ -7,7 +7,7 @@ A run directory holds everything one pipeline run made:
     RUN/config.yaml           the resolved configuration
     RUN/vqvae/                VQVAE_Model/ (the bundle), checkpoints/, frames/, history.json
     RUN/prior/                PixelCNN_Model/, checkpoints/, history.json
-    RUN/codes/                code maps of every split (<split>.npz) and index.json
+    RUN/codes/                code maps of every split (<split>.npy, <split>.level.npy), index.json
     RUN/evaluation/           what the evaluation saw, for the report (npz + JSON)
     RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report)
     RUN/anomaly/              calibration.json (+ calibration_maps.npz): anomaly thresholds

@@ -82,9 +82,9 @@ def test_metrics_json_has_documented_keys(tiny_run: Path) -> None:
 def test_prior_is_conditional_on_demo_levels_and_codes_are_cached(tiny_run: Path) -> None:
     prior = load_prior(tiny_run)
     assert prior.config.n_levels == 32 and prior.config.codebook_size == 16
-    with np.load(tiny_run / "codes" / "train.npz") as f:
-        assert f["codes"].dtype == np.int16 and f["codes"].shape == (96, 8, 8)
-        assert set(np.unique(f["level"])) == set(range(32))
+    codes = np.load(tiny_run / "codes" / "train.npy")
+    assert codes.dtype == np.int16 and codes.shape == (96, 8, 8)
+    assert set(np.unique(np.load(tiny_run / "codes" / "train.level.npy"))) == set(range(32))
 
 
 def test_evaluate_command_on_validate_split(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,4 +1,5 @@
-"""The slice cache: hits, invalidation when a file changes, no pickle, where it lives."""
+"""The slice cache: hits, invalidation when a file changes, no pickle, where it lives (its
+slice stores themselves: tests/data/test_store.py)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,14 @@ def test_second_load_is_a_cache_hit(oasis_tree: Path, cache_dir: Path) -> None:
     t0 = time.perf_counter()
     first = load_slices(oasis_tree, 128, cache_dir=cache_dir, progress=False)
     t_first = time.perf_counter() - t0
-    npz, meta = sorted(cache_dir.glob("oasis-*.npz")), sorted(cache_dir.glob("oasis-*.json"))
-    assert len(npz) == 1 and len(meta) == 1
+    stores = sorted(cache_dir.glob("oasis-*.store"))
+    assert len(stores) == 1 and (stores[0] / "store.json").is_file()
     assert not list(cache_dir.glob("*.tmp")) and not list(cache_dir.glob(".*"))
-    stamp = npz[0].stat().st_mtime_ns
+    stamp = (stores[0] / "images.npy").stat().st_mtime_ns
     t0 = time.perf_counter()
     second = load_slices(oasis_tree, 128, cache_dir=cache_dir, progress=False)
     t_second = time.perf_counter() - t0
-    assert npz[0].stat().st_mtime_ns == stamp  # read, not rewritten
+    assert (stores[0] / "images.npy").stat().st_mtime_ns == stamp  # read, not rewritten
     for name in ("images", "split", "subject", "level", "filename"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert (second.notes, second.splits_present, second.n_levels, second.source) == (
@@ -37,7 +38,7 @@ def test_second_load_is_a_cache_hit(oasis_tree: Path, cache_dir: Path) -> None:
         first.source,
     )
     assert t_second < t_first
-    description = json.loads(meta[0].read_text())
+    description = json.loads((stores[0] / "store.json").read_text())
     assert description["n_images"] == len(first) and description["size"] == 128
 
 
@@ -52,7 +53,7 @@ def test_changed_file_invalidates(oasis_tree: Path, cache_dir: Path) -> None:
     second = load_slices(oasis_tree, 64, cache_dir=cache_dir, progress=False)
     i = int(np.nonzero(second.filename == "keras_png_slices_train/case_001_slice_0.nii.png")[0][0])
     assert (second.images[i] == 200).all() and not (first.images[i] == 200).all()
-    assert len(list(cache_dir.glob("oasis-*.npz"))) == 2
+    assert len(list(cache_dir.glob("oasis-*.store"))) == 2
 
 
 def test_added_file_and_other_size_are_new_entries(oasis_tree: Path, cache_dir: Path) -> None:
@@ -63,20 +64,20 @@ def test_added_file_and_other_size_are_new_entries(oasis_tree: Path, cache_dir: 
     )
     assert len(load_slices(oasis_tree, 64, cache_dir=cache_dir, progress=False)) == n + 1
     assert load_slices(oasis_tree, 32, cache_dir=cache_dir, progress=False).size == 32
-    assert len(list(cache_dir.glob("oasis-*.npz"))) == 3
+    assert len(list(cache_dir.glob("oasis-*.store"))) == 3
 
 
 def test_entries_load_without_pickle(oasis_tree: Path, cache_dir: Path) -> None:
     load_slices(oasis_tree, 64, cache_dir=cache_dir, progress=False)
-    (npz,) = cache_dir.glob("oasis-*.npz")
-    with np.load(npz, allow_pickle=False) as arrays:
-        assert arrays["images"].dtype == np.uint8 and arrays["subject"].dtype.kind == "U"
+    (store,) = cache_dir.glob("oasis-*.store")
+    assert np.load(store / "images.npy", allow_pickle=False).dtype == np.uint8
+    assert np.load(store / "subject.npy", allow_pickle=False).dtype.kind == "U"
 
 
 def test_corrupt_entry_is_rebuilt(oasis_tree: Path, cache_dir: Path) -> None:
     first = load_slices(oasis_tree, 64, cache_dir=cache_dir, progress=False)
-    (npz,) = cache_dir.glob("oasis-*.npz")
-    npz.write_bytes(b"garbage")
+    (store,) = cache_dir.glob("oasis-*.store")
+    (store / "store.json").write_bytes(b"garbage")
     again = load_slices(oasis_tree, 64, cache_dir=cache_dir, progress=False)
     np.testing.assert_array_equal(first.images, again.images)
 

@@ -67,7 +67,7 @@ def test_cli_inspect(oasis_tree: Path, cache_dir: Path, capsys: pytest.CaptureFi
         "note: segmentation",
     ):
         assert word in out
-    assert list(cache_dir.glob("oasis-*.npz"))
+    assert list(cache_dir.glob("oasis-*.store"))
 
 
 def test_cli_preview_writes_a_labelled_grid(

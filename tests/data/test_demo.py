@@ -56,7 +56,7 @@ def test_subjects_differ(cohort) -> None:
 def test_demo_through_load_slices_is_cached(cache_dir: Path) -> None:
     kwargs = dict(cache_dir=cache_dir, n_levels=4, demo_subjects=(1, 1, 1), progress=False)
     first = load_slices("demo", 32, **kwargs)
-    assert len(list(cache_dir.glob("demo-*.npz"))) == 1
+    assert len(list(cache_dir.glob("demo-*.store"))) == 1
     second = load_slices("demo", 32, **kwargs)
     np.testing.assert_array_equal(first.images, second.images)
     assert second.notes == first.notes and second.splits_present == first.splits_present

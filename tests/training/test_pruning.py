@@ -246,7 +246,7 @@ def test_prune_writes_a_run_whose_codes_the_prior_still_scores(tiny_run: Path, t
     margin = 0.4
     assert p["code_nll_bits_val"] <= p["source_code_nll_bits_val"] + margin
     assert u["code_nll_bits_val"] > u["source_code_nll_bits_val"] + margin
-    assert (out / "codes" / "validate.npz").is_file() and (out / "metrics.json").is_file()
+    assert (out / "codes" / "validate.npy").is_file() and (out / "metrics.json").is_file()
     assert load_run(out).preset.reason.startswith("brainvq prune --run")
 
 

@@ -1,29 +1,31 @@
-"""SliceCache: decoded SliceSets on disk, as .npz arrays (no pickle) plus a JSON description.
+"""SliceCache: decoded sources on disk, one slice store (brainvq.data.store) per entry.
 
 An entry is keyed by a SHA-256 of everything the decoded arrays depend on: the loader's
 version, the kind of source, its fingerprint (file list, sizes, mtimes), the working size
 and the loader options. Any change to a file, a file added or removed, or a different option
-gives a different key, so a stale entry is never read. Both files are written atomically;
-the JSON is written last and names the key, so a half-written pair is never used.
+gives a different key, so a stale entry is never read. An entry is built straight into its
+store, a part at a time (in parallel over the source's volumes or files), and appears only
+when complete: a build that fails or is killed leaves no entry, and the next one starts over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.sliceset import SliceSet
-from brainvq.io.atomic import atomic_path, atomic_write_json
+from brainvq.data.store import StoreWriter, open_store, remove_abandoned, temporary_path
 
 # Bump when decoding changes in a way that changes the arrays, so old entries are not read.
-CACHE_VERSION = 2  # 2: the slice level array is named "level"
+CACHE_VERSION = 3  # 3: slice stores, slices ordered by split
 ENV_VAR = "BRAINVQ_CACHE"
-_ARRAYS = ("images", "split", "subject", "level", "filename")
+STORE_SUFFIX = ".store"
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +41,7 @@ def cache_key(description: dict[str, Any]) -> str:
 
 
 class SliceCache:
-    """A folder of cached SliceSets, `<kind>-<key[:20]>.npz` and `.json`."""
+    """A folder of slice stores, `<kind>-<key[:20]>.store/`."""
 
     def __init__(self, directory: Path | str | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_dir()
@@ -48,46 +50,50 @@ class SliceCache:
                 f"cache directory {self.directory} is a file, expected a folder"
             )
 
-    def _paths(self, kind: str, key: str) -> tuple[Path, Path]:
-        stem = self.directory / f"{kind}-{key[:20]}"
-        return stem.with_suffix(".npz"), stem.with_suffix(".json")
+    def path(self, kind: str, key: str) -> Path:
+        return self.directory / f"{kind}-{key[:20]}{STORE_SUFFIX}"
 
     def get(self, kind: str, key: str) -> SliceSet | None:
-        """The cached SliceSet for `key`, or None if there is no complete, matching entry."""
-        npz_path, json_path = self._paths(kind, key)
-        if not (npz_path.is_file() and json_path.is_file()):
-            return None
-        try:
-            meta = json.loads(json_path.read_text(encoding="utf-8"))
-            if meta.get("key") != key:
-                return None
-            with np.load(npz_path, allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in _ARRAYS}
-        except (OSError, ValueError, KeyError):
-            return None
-        return SliceSet(
-            **arrays,
-            source=meta["source"],
-            notes=tuple(meta["notes"]),
-            splits_present=tuple(meta["splits_present"]),
-            n_levels=int(meta["n_levels"]),
-        )
+        """The cached SliceSet for `key` (memory-mapped), or None if there is no complete,
+        matching entry."""
+        return open_store(self.path(kind, key), key)
 
-    def put(self, kind: str, key: str, sliceset: SliceSet, description: dict[str, Any]) -> Path:
-        """Store `sliceset` under `key`; returns the .npz path."""
-        npz_path, json_path = self._paths(kind, key)
-        with atomic_path(npz_path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **{name: getattr(sliceset, name) for name in _ARRAYS})
-        meta = {
-            "key": key,
-            "kind": kind,
-            "source": sliceset.source,
-            "notes": list(sliceset.notes),
-            "splits_present": list(sliceset.splits_present),
-            "n_levels": sliceset.n_levels,
-            "n_images": len(sliceset),
-            "size": sliceset.size,
-            "options": {k: v for k, v in description.items() if k != "fingerprint"},
-        }
-        atomic_write_json(json_path, meta)
-        return npz_path
+    def build(
+        self,
+        kind: str,
+        key: str,
+        plan: DecodePlan,
+        description: dict[str, Any],
+        workers: int | None = None,
+        show_progress: bool = True,
+    ) -> SliceSet:
+        """Decode `plan` into the store of `key` (workers: as brainvq.data.decode.collect) and
+        return it, memory-mapped."""
+        path = self.path(kind, key)
+        made = [p for p in (self.directory, *self.directory.parents) if not p.exists()]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(self.directory)
+        if path.exists():  # damaged (it did not open): out of the way, atomically, then gone
+            aside = temporary_path(path).with_suffix(".damaged")
+            os.rename(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        options = {k: v for k, v in description.items() if k != "fingerprint"}
+        try:
+            with StoreWriter(path, int(description["size"])) as writer:
+                collect(plan, writer, workers, show_progress)
+                writer.commit(
+                    plan.source,
+                    key,
+                    splits_present=plan.splits_present,
+                    n_levels=plan.n_levels,
+                    extra={"kind": kind, "options": options},
+                )
+        except BaseException:
+            for folder in made:  # a failed build leaves no cache folder it made (deepest first)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        built = open_store(path, key)
+        if built is None:
+            raise OSError(f"{path}: the slice store just written cannot be read back")
+        return built

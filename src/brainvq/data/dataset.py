@@ -1,4 +1,11 @@
-"""Torch datasets over a SliceSet and a LightningDataModule with train/validate/test loaders."""
+"""Torch datasets over a SliceSet and a LightningDataModule with train/validate/test loaders.
+
+A dataset reads its slices by position when a batch asks for them (`__getitems__`: one
+read per run of consecutive slices; brainvq.data.store.RowReader), so a SliceSet memory-mapped
+from a store of any size trains in the memory of a few batches, from the main process or
+from DataLoader workers. Under DDP Lightning wraps the sampler in its distributed sampler, so
+each process reads only its shard.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +17,60 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brainvq.data.sliceset import SliceSet
+from brainvq.data.store import RowReader
 
-__all__ = ["EpochShuffleSampler", "SliceDataModule", "SliceDataset"]
+__all__ = ["CodeMapDataset", "EpochShuffleSampler", "SliceDataModule", "SliceDataset"]
 
 
 class SliceDataset(Dataset):
-    """The slices of one split of a SliceSet.
+    """The slices of one split of a SliceSet, read when asked for.
 
     Item i is (image (1, H, W) float32 in [0, 1], level int64 = slice index, -1 if unknown).
     Raises ValueError naming the split and the source if the source has no such split.
     """
 
     def __init__(self, sliceset: SliceSet, split: str) -> None:
-        part = sliceset.require_split(split)
         self.split = split
-        self.images = torch.from_numpy(np.ascontiguousarray(part.images))  # (N, H, W) uint8
-        self.levels = torch.from_numpy(part.level.astype(np.int64))  # (N,)
+        self.rows = sliceset.split_rows(split)  # (N,) positions in the set
+        self.levels = torch.from_numpy(np.asarray(sliceset.level[self.rows], dtype=np.int64))
+        self.reader = RowReader(sliceset.images)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[i].unsqueeze(0).float().div_(255.0)  # (1, H, W)
-        return image, self.levels[i]
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The items at `indices`, read together (the DataLoader's batched fetch)."""
+        index = np.asarray(indices, dtype=np.int64)
+        images = torch.from_numpy(self.reader.read(self.rows[index]))  # (B, H, W) uint8
+        images = images.unsqueeze(1).float().div_(255.0)  # (B, 1, H, W)
+        levels = self.levels[torch.from_numpy(index)]
+        return list(zip(images, levels, strict=True))
+
+
+class CodeMapDataset(Dataset):
+    """Code maps read when asked for: item i is (codes (h, w) int64, level int64).
+
+    codes: (N, h, w) int code indices (in memory or memory-mapped); level: (N,) int."""
+
+    def __init__(self, codes: np.ndarray, level: np.ndarray) -> None:
+        if len(codes) != len(level):
+            raise ValueError(f"{len(codes)} code maps but {len(level)} levels")
+        self.reader = RowReader(codes)
+        self.levels = torch.from_numpy(np.asarray(level, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        index = np.asarray(indices, dtype=np.int64)
+        codes = torch.from_numpy(self.reader.read(index).astype(np.int64))  # (B, h, w)
+        return list(zip(codes, self.levels[torch.from_numpy(index)], strict=True))
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from brainvq.data.builder import SliceBuilder
-from brainvq.data.progress import progress
+from brainvq.data.builder import SliceBuilder, SlicePart
+from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.data.space.frame import Frame, oasis_frame
 from brainvq.data.space.template import BRAIN_CENTRE_MM, load_reference
@@ -172,19 +172,45 @@ def demo_frame(n_levels: int = 32) -> Frame:
     return oasis_frame().resampled(n_levels)
 
 
-def build_demo(
+@dataclass(frozen=True)
+class SubjectTask:
+    """One virtual subject to render."""
+
+    index: int
+    split: str
+    size: int
+    n_levels: int
+    seed: int
+    settings: DemoSettings
+
+
+def render_task(task: SubjectTask) -> SlicePart:
+    """A virtual subject's slices, level 0 to n_levels - 1."""
+    frame = demo_frame(task.n_levels)
+    template = load_template(task.size, frame)
+    rng = np.random.default_rng([task.seed, task.index])
+    volume = render_subject(template, frame, task.size, rng, task.settings)
+    subject = f"demo_{task.index:03d}"
+    k = task.n_levels
+    return SlicePart(
+        volume,
+        [task.split] * k,
+        [subject] * k,
+        list(range(k)),
+        [f"{subject}_slice_{level}" for level in range(k)],
+    )
+
+
+def demo_plan(
     size: int = 128,
     n_levels: int = 32,
     subjects: tuple[int, int, int] = (48, 8, 8),
     seed: int = 0,
-    show_progress: bool = True,
     settings: DemoSettings | None = None,
-) -> SliceSet:
-    """The demo cohort: subjects `demo_000`... split by subject (train, validate, test counts).
-
-    Deterministic for (size, n_levels, subjects, seed): subject i draws from a generator
-    seeded with (seed, i), so subject i is the same whatever the other counts are.
-    """
+) -> DecodePlan:
+    """The demo cohort as decoding tasks, one per subject (`demo_000`...), split by subject
+    (train, validate, test counts). Subject i draws from a generator seeded with (seed, i),
+    so subject i is the same whatever the other counts are."""
     if len(subjects) != 3 or any(n < 0 for n in subjects) or subjects[0] < 1:
         raise ValueError(
             f"demo subjects must be three counts (train >= 1, validate, test), got {subjects}"
@@ -192,15 +218,31 @@ def build_demo(
     if n_levels < 1:
         raise ValueError(f"n_levels must be >= 1, got {n_levels}")
     settings = settings or DemoSettings()
-    frame = demo_frame(n_levels)
-    template = load_template(size, frame)
-    builder = SliceBuilder(size)
-    builder.note("synthetic cohort from the MNI152 2009 template (nilearn): not for science")
     splits = [split for split, n in zip(SPLITS, subjects, strict=True) for _ in range(n)]
-    for i in progress(range(len(splits)), len(splits), "building demo cohort", show_progress):
-        subject = f"demo_{i:03d}"
-        volume = render_subject(template, frame, size, np.random.default_rng([seed, i]), settings)
-        for k in range(n_levels):
-            builder.add(volume[k], splits[i], subject, k, f"{subject}_slice_{k}")
-    present = tuple(split for split, n in zip(SPLITS, subjects, strict=True) if n > 0)
-    return builder.build("demo", splits_present=present)
+    return DecodePlan(
+        decode=render_task,
+        tasks=[
+            SubjectTask(i, split, size, n_levels, seed, settings) for i, split in enumerate(splits)
+        ],
+        source="demo",
+        description="building demo cohort",
+        notes=("synthetic cohort from the MNI152 2009 template (nilearn): not for science",),
+        splits_present=tuple(split for split, n in zip(SPLITS, subjects, strict=True) if n > 0),
+    )
+
+
+def build_demo(
+    size: int = 128,
+    n_levels: int = 32,
+    subjects: tuple[int, int, int] = (48, 8, 8),
+    seed: int = 0,
+    show_progress: bool = True,
+    settings: DemoSettings | None = None,
+    workers: int | None = None,
+) -> SliceSet:
+    """The demo cohort in memory (demo_plan; workers: as brainvq.data.decode.collect).
+    Deterministic for (size, n_levels, subjects, seed)."""
+    plan = demo_plan(size, n_levels, subjects, seed, settings)
+    builder = SliceBuilder(size)
+    collect(plan, builder, workers, show_progress)
+    return builder.build(plan.source, splits_present=plan.splits_present)

@@ -7,15 +7,22 @@ split by a stable hash of their name. Both use 80/10/10 by default.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from brainvq.data.builder import SliceBuilder
+import numpy as np
+
+from brainvq.data.builder import SliceBuilder, SlicePart
+from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.imaging import prepare_slice
 from brainvq.data.oasis import OASIS_NAME
-from brainvq.data.progress import progress
-from brainvq.data.sliceset import SliceSet
+from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.data.splits import DEFAULT_FRACTIONS, assign_splits
+
+FILES_PER_TASK = 256  # files one decoding task reads (a pool worker's unit of work)
 
 SUBJECT_SLICE = re.compile(
     r"^(?P<subject>.+?)[_-]slice[_-]?(?P<slice>\d+)(?:\D.*)?$", re.IGNORECASE
@@ -26,6 +33,27 @@ def parse_subject_slice(name: str) -> tuple[str, int] | None:
     """(subject, slice index) from a file name, or None if the name carries neither."""
     m = OASIS_NAME.match(name) or SUBJECT_SLICE.match(name)
     return (m["subject"], int(m["slice"])) if m else None
+
+
+@dataclass(frozen=True)
+class FolderTask:
+    """Files of one decoding task: (path relative to root, split, subject, level) each."""
+
+    root: str
+    size: int
+    files: tuple[tuple[str, str, str, int], ...]
+
+
+def decode_files(task: FolderTask) -> SlicePart:
+    """Decode the task's images to (size, size) uint8 slices."""
+    root = Path(task.root)
+    images = np.empty((len(task.files), task.size, task.size), np.uint8)
+    counted = []
+    for i, (rel, _, _, _) in enumerate(task.files):
+        images[i], notes = prepare_slice((root / rel).read_bytes(), str(root / rel), task.size)
+        counted.extend((note, rel) for note in notes)
+    split, subject, level = ([f[k] for f in task.files] for k in (1, 2, 3))
+    return SlicePart(images, split, subject, level, [f[0] for f in task.files], counted)
 
 
 class ImageFolderSource:
@@ -46,44 +74,64 @@ class ImageFolderSource:
         self.fractions = fractions
 
     def fingerprint(self) -> dict:
-        """Every file with its size and mtime, and the split fractions."""
-        files = []
+        """A digest of every file with its size and mtime (streamed: a million files cost no
+        more memory than ten), the skipped files and the split fractions."""
+        digest = hashlib.sha256()
         for rel in self.files:
             st = (self.root / rel).stat()
-            files.append([rel, st.st_size, st.st_mtime_ns])
+            digest.update(json.dumps([rel, st.st_size, st.st_mtime_ns]).encode() + b"\n")
         return {
             "root": str(self.root.resolve()),
-            "files": files,
+            "files_sha256": digest.hexdigest(),
+            "n_files": len(self.files),
             "skipped": self.skipped,
             "fractions": list(self.fractions),
         }
 
-    def load(self, size: int, show_progress: bool = True) -> SliceSet:
-        """Decode every image to (size, size) uint8 and split by subject or by file name."""
-        builder = SliceBuilder(size)
-        for rel in self.skipped:
-            builder.count("not a PNG/JPEG image, skipped", rel)
-        parsed = {rel: parse_subject_slice(Path(rel).name) for rel in self.files}
-        subjects = {rel: p[0] if p else rel for rel, p in parsed.items()}
-        n_named = sum(p is not None for p in parsed.values())
+    def plan(self, size: int) -> DecodePlan:
+        """Tasks of FILES_PER_TASK files, split by split (train, validate, test), so that a
+        store holds each split as one run of slices."""
+        parsed = [parse_subject_slice(Path(rel).name) for rel in self.files]
+        subjects = [p[0] if p else rel for rel, p in zip(self.files, parsed, strict=True)]
+        n_named = sum(p is not None for p in parsed)
         if n_named == len(self.files):
-            builder.note("split by subject (parsed from file names), 80/10/10 by a stable hash")
+            note = "split by subject (parsed from file names), 80/10/10 by a stable hash"
         elif n_named == 0:
-            builder.note(
-                "no subject in file names: split by a stable hash of the file name (80/10/10)"
-            )
+            note = "no subject in file names: split by a stable hash of the file name (80/10/10)"
         else:
-            builder.note(
+            note = (
                 f"{n_named} of {len(self.files)} file names carry a subject: those are split by "
                 "subject, the others by a stable hash of the file name (80/10/10)"
             )
-        split_of = assign_splits(list(subjects.values()), self.fractions)
-        for rel in progress(self.files, len(self.files), "decoding images", show_progress):
-            pixels, notes = prepare_slice(
-                (self.root / rel).read_bytes(), str(self.root / rel), size
+        split_of = assign_splits(subjects, self.fractions)
+        rows = sorted(
+            (
+                (SPLITS.index(split_of[subject]), rel, subject, p[1] if p else -1)
+                for rel, subject, p in zip(self.files, subjects, parsed, strict=True)
+            ),
+        )
+        root = str(self.root)
+        tasks = [
+            FolderTask(
+                root,
+                size,
+                tuple((rel, SPLITS[s], subject, level) for s, rel, subject, level in chunk),
             )
-            for note in notes:
-                builder.count(note, rel)
-            p = parsed[rel]
-            builder.add(pixels, split_of[subjects[rel]], subjects[rel], p[1] if p else -1, rel)
-        return builder.build(str(self.root))
+            for chunk in (rows[i : i + FILES_PER_TASK] for i in range(0, len(rows), FILES_PER_TASK))
+        ]
+        return DecodePlan(
+            decode=decode_files,
+            tasks=tasks,
+            source=root,
+            description=f"decoding images ({FILES_PER_TASK} per task)",
+            notes=(note,),
+            counted=tuple(("not a PNG/JPEG image, skipped", rel) for rel in self.skipped),
+        )
+
+    def load(self, size: int, show_progress: bool = True, workers: int | None = None) -> SliceSet:
+        """Decode every image to (size, size) uint8 and split by subject or by file name, in
+        memory (workers: as brainvq.data.decode.collect)."""
+        plan = self.plan(size)
+        builder = SliceBuilder(size)
+        collect(plan, builder, workers, show_progress)
+        return builder.build(plan.source)

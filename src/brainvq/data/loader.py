@@ -1,4 +1,4 @@
-"""load_slices: any supported source -> a cached SliceSet.
+"""load_slices: any supported source -> a cached SliceSet, memory-mapped from its slice store.
 
 The source is recognised (and checked) before anything is decoded or written, so a bad
 source fails fast with a message that names the path and what was expected, and leaves no
@@ -13,7 +13,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from brainvq.data.cache import SliceCache, cache_key
-from brainvq.data.demo import DemoSettings, build_demo, demo_frame
+from brainvq.data.demo import DemoSettings, demo_frame, demo_plan
 from brainvq.data.folder import ImageFolderSource
 from brainvq.data.imaging import is_image_name
 from brainvq.data.nifti import NiftiSource, is_nifti_name
@@ -102,6 +102,7 @@ def load_slices(
     seed: int = 0,
     demo_subjects: tuple[int, int, int] = (48, 8, 8),
     progress: bool = True,
+    workers: int | None = None,
 ) -> SliceSet:
     """Load 2D brain slices from `source` at size x size, using the on-disk cache.
 
@@ -117,9 +118,12 @@ def load_slices(
         seed: the demo cohort's seed.
         demo_subjects: demo subjects in (train, validate, test).
         progress: show progress bars on stderr while decoding.
+        workers: processes that decode (volumes, subjects or chunks of files) in parallel
+            when the store is built; None: one per core for a large source, 0 for a small one.
     Returns:
         SliceSet with images (N, size, size) uint8 and per-image split, subject, slice index
-        and file name.
+        and file name, memory-mapped from the cache's slice store (read only where used),
+        stored split by split (train, validate, test).
     """
     check_size(size)
     if n_levels < 1:
@@ -142,15 +146,12 @@ def load_slices(
         cached = cache.get(DEMO, key)
         if cached is not None:
             return cached
-        sliceset = build_demo(size, n_levels, subjects, seed, show_progress=progress)
-        cache.put(DEMO, key, sliceset, description)
-        return sliceset
+        plan = demo_plan(size, n_levels, subjects, seed)
+        return cache.build(DEMO, key, plan, description, workers, progress)
     resolved = resolve_source(source, n_levels=n_levels, z_range_mm=z_range_mm)
     description = {"kind": resolved.kind, "size": size, "fingerprint": resolved.fingerprint()}
     key = cache_key(description)
     cached = cache.get(resolved.kind, key)
     if cached is not None:
         return cached
-    sliceset = resolved.load(size, show_progress=progress)
-    cache.put(resolved.kind, key, sliceset, description)
-    return sliceset
+    return cache.build(resolved.kind, key, resolved.plan(size), description, workers, progress)

@@ -11,18 +11,20 @@ geometry. Volumes are split 80/10/10 by a stable hash of their file name, at lea
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from brainvq.data.builder import SliceBuilder
-from brainvq.data.progress import progress
-from brainvq.data.sliceset import SliceSet
+from brainvq.data.builder import SliceBuilder, SlicePart
+from brainvq.data.decode import DecodePlan, collect
+from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.data.space.align import align_scan
-from brainvq.data.space.frame import oasis_intensity
+from brainvq.data.space.frame import Frame, oasis_intensity
 from brainvq.data.space.intensity import Landmarks
 from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.splits import DEFAULT_FRACTIONS, assign_splits
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+VOLUMES_FOR_A_POOL = 4  # registering a volume takes seconds: a pool pays from a few on
 ALIGNMENT_VERSION = 1  # bump when the way volumes become slices changes (cache keys)
 
 
@@ -44,6 +46,39 @@ def canonical_landmarks() -> Landmarks:
     """The intensity scale training volumes are standardised to: OASIS's training landmarks."""
     table = oasis_intensity()
     return Landmarks(tuple(table["values"]), float(table["peak"]))
+
+
+@dataclass(frozen=True)
+class VolumeTask:
+    """One volume to align: its path, name relative to the source, split and id."""
+
+    path: str
+    rel: str
+    split: str
+    volume: str
+    frame: Frame
+    size: int
+    landmarks: Landmarks
+
+
+def decode_volume(task: VolumeTask) -> SlicePart:
+    """One volume aligned to the frame: the slices of the levels its field of view covers."""
+    aligned = align_scan(Path(task.path), task.frame, task.size, task.landmarks)
+    counted = [(note, task.rel) for note in aligned.scan.notes]
+    if aligned.mask_kind == "atlas":
+        counted.append(("a skull: the template's brain mask (atlas) was used", task.rel))
+    if aligned.not_covered:
+        counted.append(("some levels outside the field of view were left out", task.rel))
+    levels = [int(level) for level in aligned.levels]
+    k = len(levels)
+    return SlicePart(
+        aligned.images,
+        [task.split] * k,
+        [task.volume] * k,
+        levels,
+        [f"{task.rel}#level{level}" for level in levels],
+        counted,
+    )
 
 
 class NiftiSource:
@@ -86,27 +121,38 @@ class NiftiSource:
             "fractions": list(self.fractions),
         }
 
-    def load(self, size: int, show_progress: bool = True) -> SliceSet:
-        """Align every volume and take its covered levels."""
-        builder = SliceBuilder(size)
-        for rel in self.skipped:
-            builder.count("not a NIfTI volume, skipped", rel)
+    def plan(self, size: int) -> DecodePlan:
+        """One task per volume, in split order (train, validate, test), then by name."""
         ids = {rel: volume_id(Path(rel).name) for rel in self.files}
         split_of = assign_splits(list(ids.values()), self.fractions)
         z = self.frame.level_z([0, self.frame.n_levels - 1])
-        builder.note(
+        note = (
             f"volumes registered to MNI152 and sliced on the frame ({self.frame.n_levels} levels, "
             f"z {z[0]:.1f} to {z[1]:.1f} mm); split by volume (80/10/10 by a stable hash)"
         )
         landmarks = canonical_landmarks()
-        for rel in progress(self.files, len(self.files), "aligning NIfTI volumes", show_progress):
-            aligned = align_scan(self._path(rel), self.frame, size, landmarks)
-            for note in aligned.scan.notes:
-                builder.count(note, rel)
-            if aligned.mask_kind == "atlas":
-                builder.count("a skull: the template's brain mask (atlas) was used", rel)
-            if aligned.not_covered:
-                builder.count("some levels outside the field of view were left out", rel)
-            for image, level in zip(aligned.images, aligned.levels, strict=True):
-                builder.add(image, split_of[ids[rel]], ids[rel], int(level), f"{rel}#level{level}")
-        return builder.build(str(self.root), n_levels=self.frame.n_levels)
+        ordered = sorted(self.files, key=lambda rel: (SPLITS.index(split_of[ids[rel]]), rel))
+        tasks = [
+            VolumeTask(
+                str(self._path(rel)), rel, split_of[ids[rel]], ids[rel], self.frame, size, landmarks
+            )
+            for rel in ordered
+        ]
+        return DecodePlan(
+            decode=decode_volume,
+            tasks=tasks,
+            source=str(self.root),
+            description="aligning NIfTI volumes",
+            notes=(note,),
+            counted=tuple(("not a NIfTI volume, skipped", rel) for rel in self.skipped),
+            n_levels=self.frame.n_levels,
+            pool_from=VOLUMES_FOR_A_POOL,
+        )
+
+    def load(self, size: int, show_progress: bool = True, workers: int | None = None) -> SliceSet:
+        """Align every volume and take its covered levels, in memory (workers: as
+        brainvq.data.decode.collect)."""
+        plan = self.plan(size)
+        builder = SliceBuilder(size)
+        collect(plan, builder, workers, show_progress)
+        return builder.build(plan.source, n_levels=plan.n_levels)

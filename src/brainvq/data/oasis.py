@@ -13,9 +13,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from brainvq.data.builder import SliceBuilder
+import numpy as np
+
+from brainvq.data.builder import SliceBuilder, SlicePart
+from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.imaging import is_image_name, prepare_slice
-from brainvq.data.progress import progress
 from brainvq.data.sliceset import SPLITS, SliceSet
 
 SPLIT_FOLDERS = {
@@ -42,6 +44,43 @@ class OasisEntry:
     name: str
     subject: str
     level: int
+
+
+ENTRIES_PER_TASK = 256  # slices one decoding task reads
+
+
+@dataclass(frozen=True)
+class OasisTask:
+    """Slices of one decoding task, from `path` (a zip or the folder the entries are in)."""
+
+    path: str
+    is_zip: bool
+    size: int
+    entries: tuple[OasisEntry, ...]
+
+
+def decode_entries(task: OasisTask) -> SlicePart:
+    """Decode the task's slices to (size, size) uint8."""
+    images = np.empty((len(task.entries), task.size, task.size), np.uint8)
+    counted = []
+    zf = zipfile.ZipFile(task.path) if task.is_zip else None
+    try:
+        for i, e in enumerate(task.entries):
+            shown = f"{task.path}:{e.location}" if zf else e.location
+            data = _read_member(zf, e.location, shown) if zf else Path(e.location).read_bytes()
+            images[i], notes = prepare_slice(data, shown, task.size)
+            counted.extend((note, e.name) for note in notes)
+    finally:
+        if zf:
+            zf.close()
+    return SlicePart(
+        images,
+        [e.split for e in task.entries],
+        [e.subject for e in task.entries],
+        [e.level for e in task.entries],
+        [e.name for e in task.entries],
+        counted,
+    )
 
 
 def is_oasis_folder_name(name: str) -> bool:
@@ -166,31 +205,33 @@ class OasisSource:
             "skipped": [s[0] for s in self.skipped],
         }
 
-    def load(self, size: int, show_progress: bool = True) -> SliceSet:
-        """Decode every slice to (size, size) uint8."""
-        builder = SliceBuilder(size)
-        for note in self.notes:
-            builder.note(note)
-        for name, why in self.skipped:
-            builder.count(why, name)
+    def plan(self, size: int) -> DecodePlan:
+        """Tasks of ENTRIES_PER_TASK slices, in split order (train, validate, test)."""
+        notes = list(self.notes)
         missing = [s for s in SPLITS if s not in self.splits_present]
         if missing:
-            builder.note(f"no {' / '.join(missing)} split in this copy")
-        zf = zipfile.ZipFile(self.path) if self.is_zip else None
-        try:
-            for e in progress(
-                self.entries, len(self.entries), "decoding OASIS slices", show_progress
-            ):
-                shown = f"{self.path}:{e.location}" if zf else e.location
-                data = _read_member(zf, e.location, shown) if zf else Path(e.location).read_bytes()
-                pixels, notes = prepare_slice(data, shown, size)
-                for note in notes:
-                    builder.count(note, e.name)
-                builder.add(pixels, e.split, e.subject, e.level, e.name)
-        finally:
-            if zf:
-                zf.close()
-        return builder.build(str(self.path), splits_present=self.splits_present)
+            notes.append(f"no {' / '.join(missing)} split in this copy")
+        n = ENTRIES_PER_TASK
+        return DecodePlan(
+            decode=decode_entries,
+            tasks=[
+                OasisTask(str(self.path), self.is_zip, size, tuple(self.entries[i : i + n]))
+                for i in range(0, len(self.entries), n)
+            ],
+            source=str(self.path),
+            description=f"decoding OASIS slices ({n} per task)",
+            notes=tuple(notes),
+            counted=tuple((why, name) for name, why in self.skipped),
+            splits_present=self.splits_present,
+        )
+
+    def load(self, size: int, show_progress: bool = True, workers: int | None = None) -> SliceSet:
+        """Decode every slice to (size, size) uint8, in memory (workers: as
+        brainvq.data.decode.collect)."""
+        plan = self.plan(size)
+        builder = SliceBuilder(size)
+        collect(plan, builder, workers, show_progress)
+        return builder.build(plan.source, splits_present=plan.splits_present)
 
 
 def _read_member(zf: zipfile.ZipFile, member: str, shown: str) -> bytes:

@@ -1,4 +1,4 @@
-"""SliceSet: the one in-memory form of every data source."""
+"""SliceSet: the one form of every data source, in memory or memory-mapped from a store."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ class SliceSet:
     """2D slices with their provenance.
 
     Attributes:
-        images: (N, H, W) uint8 grayscale slices at the working size.
+        images: (N, H, W) uint8 grayscale slices at the working size: an array in memory, or
+            a read-only np.memmap of a slice store (brainvq.data.store), read only where used.
         split: (N,) str, one of SPLITS.
         subject: (N,) str subject (or volume) id.
         level: (N,) int16 axial level of the slice in its subject, -1 when unknown.
@@ -23,6 +24,9 @@ class SliceSet:
         notes: things the loader did that a user should know (conversions, skipped files).
         splits_present: the splits the source holds (a source may lack some, e.g. no test).
         n_levels: number of distinct slice levels (level in [0, n_levels)); 0 if unknown.
+        content_key: a key that names these slices' content (a store's cache key), so that
+            what is derived from them (code maps) can be keyed without reading them; None:
+            derived keys hash the arrays.
     """
 
     images: np.ndarray
@@ -34,6 +38,7 @@ class SliceSet:
     notes: tuple[str, ...] = ()
     splits_present: tuple[str, ...] = SPLITS
     n_levels: int = 0
+    content_key: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -55,17 +60,22 @@ class SliceSet:
         """Working size (images are square, size x size)."""
         return int(self.images.shape[-1])
 
-    def require_split(self, split: str) -> SliceSet:
-        """The slices of `split`; ValueError naming the split and the source if it is absent."""
+    def split_rows(self, split: str) -> np.ndarray:
+        """Positions (k,) of the slices of `split`, reading no image; ValueError naming the
+        split and the source if it is absent."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-        mask = self.split == split
-        if split not in self.splits_present or not mask.any():
+        rows = np.flatnonzero(self.split == split)
+        if split not in self.splits_present or not len(rows):
             present = ", ".join(s for s in self.splits_present) or "none"
             raise ValueError(
                 f"the source {self.source} has no {split!r} split (splits present: {present})"
             )
-        return self.subset(mask)
+        return rows
+
+    def require_split(self, split: str) -> SliceSet:
+        """The slices of `split`; ValueError naming the split and the source if it is absent."""
+        return self.subset(self.split_rows(split))
 
     def eval_split(self, wanted: str | None = None) -> str:
         """The split to evaluate on: `wanted` if given (it must exist), else test when the
@@ -81,15 +91,24 @@ class SliceSet:
         )
 
     def subset(self, mask: np.ndarray) -> SliceSet:
-        """The slices where `mask` (bool (N,) or int indices) selects."""
+        """The slices where `mask` (bool (N,) or int indices) selects. A run of consecutive
+        slices of a memory-mapped set (a split of a store, whose slices are stored split by
+        split) stays mapped, so that selecting a split reads nothing."""
+        select: np.ndarray | slice = mask
+        if isinstance(self.images, np.memmap):
+            rows = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
+            if len(rows) and (np.diff(rows) == 1).all():
+                select = slice(int(rows[0]), int(rows[-1]) + 1)
+        whole = isinstance(select, slice) and select == slice(0, len(self))
         return SliceSet(
-            images=self.images[mask],
-            split=self.split[mask],
-            subject=self.subject[mask],
-            level=self.level[mask],
-            filename=self.filename[mask],
+            images=self.images[select],
+            split=self.split[select],
+            subject=self.subject[select],
+            level=self.level[select],
+            filename=self.filename[select],
             source=self.source,
             notes=self.notes,
             splits_present=self.splits_present,
             n_levels=self.n_levels,
+            content_key=self.content_key if whole else None,
         )

@@ -17,7 +17,7 @@ import torch
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.generation_metrics import generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
-from brainvq.inference.codes import CodeSet, decode_codes, load_codes
+from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_codes, load_codes
 from brainvq.inference.generate import RunModels, generate_slices, spread_levels
 from brainvq.io.atomic import atomic_path
 from brainvq.io.bundle import Bundle, save_bundle
@@ -105,7 +105,7 @@ def evaluate_prior(
     prior = models.prior
     train = load_codes(layout.codes, "train")
     k = prior.config.codebook_size
-    hist = np.bincount(train.codes.ravel().astype(np.int64), minlength=k)
+    hist = code_counts(train.codes, k)
     metrics: dict[str, Any] = {
         "nll_bits_per_code_val": code_nll_bits(prior, load_codes(layout.codes, "validate")),
         "nll_bits_per_code_test": None,
@@ -113,7 +113,7 @@ def evaluate_prior(
         "independent_bits_per_code": math.log2(perplexity(hist)),
         "conditional": prior.config.n_levels > 0,
     }
-    if (layout.codes / "test.npz").is_file():
+    if has_codes(layout.codes, "test"):
         metrics["nll_bits_per_code_test"] = code_nll_bits(prior, load_codes(layout.codes, "test"))
     n = config.sample.n_generation_eval
     if n == 0 or prior.config.n_levels < 2:

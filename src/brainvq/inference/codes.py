@@ -1,6 +1,11 @@
 """Code maps: batched encoding and decoding with a VQ-VAE, and every split of a run's data
-encoded once and cached in RUN/codes/ (`<split>.npz` with `codes` and `level`, plus
-`index.json` naming the bundle and the slices they came from)."""
+encoded once and cached in RUN/codes/: `<split>.npy` (N, h, w) int16 and `<split>.level.npy`
+(N,) int16, plus `index.json` naming the bundle and the slices they came from, written last.
+
+The split's slices are read a batch at a time and their codes written into the memory-mapped
+`.npy` as they come, so encoding a store of any size needs the memory of one batch; each file
+is renamed into place when complete, and a folder whose index.json does not match is encoded
+again. `load_codes` maps the files (read only where used)."""
 
 from __future__ import annotations
 
@@ -14,13 +19,16 @@ import numpy as np
 import torch
 
 from brainvq.data.sliceset import SPLITS, SliceSet
+from brainvq.data.store import RowReader
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE, Bundle
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.vqvae import VQVAE
 
 BATCH = 64
-CODES_FORMAT = 2  # 2: the level array is named "level"; part of the cache fingerprint
+CODES_FORMAT = 3  # 3: memory-mapped .npy per split; part of the cache fingerprint
+COUNT_CHUNK = 4096  # code maps per step when counting codes
+HASH_CHUNK = 4096  # slices per step when hashing a SliceSet without a content key
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,9 @@ def _batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 def _images_in(images: np.ndarray, part: slice, device: torch.device | str) -> torch.Tensor:
-    """uint8 (N, H, W) -> the batch (b, 1, H, W) float in [0, 1] on `device`."""
-    return torch.from_numpy(images[part]).to(device).float().div(255).unsqueeze(1)
+    """uint8 (N, H, W) -> the batch (b, 1, H, W) float in [0, 1] on `device` (a copy: the
+    images may be a read-only memory map)."""
+    return torch.from_numpy(np.array(images[part])).to(device).float().div(255).unsqueeze(1)
 
 
 def _images_out(x_hat: torch.Tensor) -> np.ndarray:
@@ -117,21 +126,64 @@ def reconstruct(
 
 
 def _fingerprint(bundle: Bundle, sliceset: SliceSet) -> str:
+    """The weights, and the slices: their store's key when they have one, else their bytes
+    (hashed a chunk at a time)."""
     h = hashlib.sha256()
     h.update(f"codes format {CODES_FORMAT}".encode())
     h.update((bundle.path / WEIGHTS_FILE).read_bytes())
     h.update(sliceset.source.encode())
     h.update(str(sliceset.images.shape).encode())
-    h.update(hashlib.sha256(sliceset.images.tobytes()).digest())
-    h.update(sliceset.level.astype(np.int16).tobytes())
+    if sliceset.content_key:
+        h.update(f"store {sliceset.content_key}".encode())
+    else:
+        for start in range(0, len(sliceset), HASH_CHUNK):
+            h.update(np.ascontiguousarray(sliceset.images[start : start + HASH_CHUNK]).data)
+        h.update(np.asarray(sliceset.level, dtype=np.int16).tobytes())
     return h.hexdigest()[:16]
+
+
+def _paths(codes_dir: Path, split: str) -> tuple[Path, Path]:
+    return codes_dir / f"{split}.npy", codes_dir / f"{split}.level.npy"
+
+
+def has_codes(codes_dir: Path, split: str) -> bool:
+    """Whether RUN/codes holds the code maps of `split`."""
+    return all(p.is_file() for p in _paths(Path(codes_dir), split))
+
+
+def encode_split(
+    model: VQVAE,
+    sliceset: SliceSet,
+    split: str,
+    codes_dir: Path,
+    device: str = "cpu",
+    batch_size: int = BATCH,
+) -> None:
+    """Encode the slices of `split` a batch at a time into codes_dir/<split>.npy (and their
+    levels into <split>.level.npy), each renamed into place when complete."""
+    rows = np.flatnonzero(sliceset.split == split)
+    h = model.config.image_size // model.config.downsample
+    codes_path, level_path = _paths(codes_dir, split)
+    reader = RowReader(sliceset.images)
+    with atomic_path(codes_path) as tmp:
+        codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(rows), h, h))
+        with eval_mode(model.to(device)), torch.inference_mode():
+            for part in _batches(len(rows), batch_size):
+                x = torch.from_numpy(reader.read(rows[part])).to(device)  # (b, H, W) uint8
+                x = x.float().div(255).unsqueeze(1)  # (b, 1, H, W)
+                codes[part] = model.encode(x).cpu().numpy().astype(np.int16)  # (b, h, w)
+        codes.flush()
+        del codes
+    with atomic_path(level_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(sliceset.level[rows], dtype=np.int16))
 
 
 def encode_splits(
     bundle: Bundle, sliceset: SliceSet, codes_dir: Path, device: str = "cpu"
 ) -> dict[str, CodeSet]:
     """Encode every split present in `sliceset`, reusing `codes_dir` when it was made by the
-    same bundle (its weights) from the same slices. Files: `<split>.npz` + `index.json`."""
+    same bundle (its weights) from the same slices. Returns each split's CodeSet, memory-mapped
+    from `<split>.npy` and `<split>.level.npy`; `index.json` is written last."""
     codes_dir = Path(codes_dir)
     fingerprint = _fingerprint(bundle, sliceset)
     index_path = codes_dir / "index.json"
@@ -139,27 +191,37 @@ def encode_splits(
     if index_path.is_file():
         index = json.loads(index_path.read_text())
         if index.get("fingerprint") == fingerprint and all(
-            (codes_dir / f"{s}.npz").is_file() for s in present
+            has_codes(codes_dir, s) for s in present
         ):
             return {s: load_codes(codes_dir, s) for s in present}
-    result = {}
+        index_path.unlink()  # no longer describes what is (about to be) there
     for split in present:
-        part = sliceset.subset(sliceset.split == split)
-        codes = encode_images(bundle.model, part.images, device=device)
-        result[split] = CodeSet(codes=codes, level=part.level.astype(np.int16), split=split)
-        with atomic_path(codes_dir / f"{split}.npz") as tmp, open(tmp, "wb") as f:
-            np.savez(f, codes=codes, level=result[split].level)
+        encode_split(bundle.model, sliceset, split, codes_dir, device)
     atomic_write_json(
         index_path, {"fingerprint": fingerprint, "splits": present, "bundle": str(bundle.path)}
     )
-    return result
+    return {s: load_codes(codes_dir, s) for s in present}
 
 
 def load_codes(codes_dir: Path, split: str) -> CodeSet:
-    path = Path(codes_dir) / f"{split}.npz"
-    if not path.is_file():
+    """The code maps of `split` in RUN/codes, memory-mapped (read-only)."""
+    codes_path, level_path = _paths(Path(codes_dir), split)
+    if not (codes_path.is_file() and level_path.is_file()):
         raise FileNotFoundError(
-            f"no code maps for split {split!r} at {path}; run `brainvq train prior` first"
+            f"no code maps for split {split!r} at {codes_path}; run `brainvq train prior` first"
         )
-    with np.load(path, allow_pickle=False) as f:
-        return CodeSet(codes=f["codes"], level=f["level"], split=split)
+    return CodeSet(
+        codes=np.load(codes_path, mmap_mode="r", allow_pickle=False),
+        level=np.load(level_path, mmap_mode="r", allow_pickle=False),
+        split=split,
+    )
+
+
+def code_counts(codes: np.ndarray, codebook_size: int) -> np.ndarray:
+    """How often each code occurs in `codes` (N, h, w): (codebook_size,) int64, counted
+    COUNT_CHUNK maps at a time (a memory map is never read whole)."""
+    counts = np.zeros(codebook_size, dtype=np.int64)
+    for start in range(0, len(codes), COUNT_CHUNK):
+        chunk = np.asarray(codes[start : start + COUNT_CHUNK], dtype=np.int64).ravel()
+        counts += np.bincount(chunk, minlength=codebook_size)[:codebook_size]
+    return counts

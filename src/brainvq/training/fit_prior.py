@@ -7,25 +7,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
+from brainvq.data.dataset import CodeMapDataset
 from brainvq.data.sliceset import SliceSet
-from brainvq.inference.codes import CodeSet, encode_splits
+from brainvq.inference.codes import CodeSet, code_counts, encode_splits
 from brainvq.io.bundle import load_vqvae
 from brainvq.run import RunConfig, RunLayout
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 
 
-def _loader(codes: CodeSet, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    data = TensorDataset(
-        torch.from_numpy(codes.codes.astype(np.int64)),  # (N, h, w)
-        torch.from_numpy(codes.level.astype(np.int64)),  # (N,)
-    )
+def _loader(
+    codes: CodeSet, batch_size: int, shuffle: bool, seed: int, workers: int = 0
+) -> DataLoader:
+    """Batches of (codes (B, h, w) int64, level (B,) int64), read from the split's code maps
+    as they are needed."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(
+        CodeMapDataset(codes.codes, codes.level),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
 
 def prior_levels(sliceset: SliceSet) -> int:
@@ -65,7 +72,7 @@ def fit_prior(
     n_train = len(codes["train"].codes)
     steps = steps_per_epoch(n_train, cfg.batch_size, world, cfg.limit_train_batches)
     module = PriorModule(model_config, cfg, total_steps=cfg.epochs * steps)
-    counts = np.bincount(codes["train"].codes.ravel(), minlength=model_config.codebook_size)
+    counts = code_counts(codes["train"].codes, model_config.codebook_size)
     module.model.init_output_bias(torch.from_numpy(counts))  # a resume loads its own weights
     trainer, history = fit_stage(
         "prior",
@@ -75,8 +82,12 @@ def fit_prior(
         callbacks=callbacks,
         progress_bar=progress_bar,
         resume=resume,
-        train_dataloaders=_loader(codes["train"], cfg.batch_size, True, cfg.seed),
-        val_dataloaders=_loader(codes["validate"], cfg.batch_size, False, cfg.seed),
+        train_dataloaders=_loader(
+            codes["train"], cfg.batch_size, True, cfg.seed, config.data.num_workers
+        ),
+        val_dataloaders=_loader(
+            codes["validate"], cfg.batch_size, False, cfg.seed, config.data.num_workers
+        ),
     )
     meta = {
         "vqvae_bundle": str(vqvae.path),

@@ -22,9 +22,9 @@ N_FRAME_SLICES = 8
 
 def frame_slices(sliceset: SliceSet, n: int = N_FRAME_SLICES) -> torch.Tensor:
     """A fixed, evenly spaced set of validation slices: (n, 1, H, W) float in [0, 1]."""
-    val = sliceset.require_split("validate")
-    idx = np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int)
-    return torch.from_numpy(val.images[idx]).float().div(255).unsqueeze(1)  # (n, 1, H, W)
+    val = sliceset.split_rows("validate")
+    idx = val[np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int)]
+    return torch.from_numpy(sliceset.images[idx]).float().div(255).unsqueeze(1)  # (n, 1, H, W)
 
 
 def fit_vqvae(
@@ -45,13 +45,12 @@ def fit_vqvae(
     layout = RunLayout(run_dir)
     cfg = config.vqvae_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    sliceset.require_split("train")
+    n_train = len(sliceset.split_rows("train"))
     frames = frame_slices(sliceset)
     datamodule = SliceDataModule(
         sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
     )
     world = cfg.devices * cfg.num_nodes
-    n_train = int((sliceset.split == "train").sum())
     total_steps = cfg.epochs * steps_per_epoch(
         n_train, cfg.batch_size, world, cfg.limit_train_batches
     )
