@@ -73,6 +73,9 @@ class SliceCache:
         made = [p for p in (self.directory, *self.directory.parents) if not p.exists()]
         self.directory.mkdir(parents=True, exist_ok=True)
         remove_abandoned(self.directory)
+        existing = open_store(path, key)
+        if existing is not None:  # another process (a DDP rank, a tuning worker) built it
+            return existing
         if path.exists():  # damaged (it did not open): out of the way, atomically, then gone
             aside = temporary_path(path).with_suffix(".damaged")
             os.rename(path, aside)
