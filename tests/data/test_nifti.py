@@ -103,3 +103,19 @@ def test_a_volume_with_no_brain_is_refused_naming_it(tmp_path: Path, cache_dir: 
     write_nifti(tmp_path / "noise.nii.gz", rng.random((30, 30, 30)).astype(np.float32))
     with pytest.raises(ValueError, match=r"noise\.nii\.gz: "):
         load_slices(tmp_path / "noise.nii.gz", 32, cache_dir=cache_dir, progress=False)
+
+
+def test_data_inspect_draws_each_volumes_registration_check(
+    tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from brainvq.app.cli import main
+
+    path, _ = brain_scan(tmp_path / "v" / "s.nii.gz", "LPS", seed=1, voxel_mm=4.0)
+    argv = ["data", "inspect", str(path), "--size", "32", "--cache-dir", str(cache_dir)]
+    assert main([*argv, "--no-progress", "--figures", str(tmp_path / "fig")]) == 0
+    figure = np.asarray(Image.open(tmp_path / "fig" / "s_registration.png"))
+    assert figure.ndim == 3 and (figure[..., 0] > 200).any()  # the template's red outline
+    out = capsys.readouterr().out
+    assert "LPS" in out and "32 of 32 OASIS levels covered" in out

@@ -47,15 +47,16 @@ def align_for_model(
     run = model_run(model_path)
     size = bundle.config.image_size
     notes = []
+    outside: tuple[float, ...] = ()
     if run is not None:
         space = run_space(run)
-        frame, landmarks = space.frame, space.landmarks
+        frame, landmarks, outside = space.frame, space.landmarks, space.outside_profile
     else:
         frame, _ = frame_for_source("nifti", 32)
         landmarks = canonical_landmarks()
         notes.append(f"{model_path} is not inside a run: OASIS's frame and intensity scale assumed")
     aligned = [
-        align_scan(path, frame, size, landmarks)
+        align_scan(path, frame, size, landmarks, outside_profile=outside)
         for path in progress_bar(volumes, len(volumes), "aligning volumes", progress)
     ]
     for a in aligned:

@@ -18,7 +18,12 @@ from brainvq.data.loader import DEMO, resolve_source
 from brainvq.data.nifti import is_nifti_name
 from brainvq.data.progress import progress as progress_bar
 from brainvq.data.space.align import AlignedScan, align_scan
-from brainvq.data.space.run_space import RunSpace, frame_for_source, learn_run_landmarks
+from brainvq.data.space.run_space import (
+    RunSpace,
+    frame_for_source,
+    learn_outside_profile,
+    learn_run_landmarks,
+)
 from brainvq.io.atomic import atomic_write_json
 from brainvq.run import RunConfig, RunLayout, load_run, read_json
 
@@ -50,7 +55,8 @@ def run_space(run_dir: str | Path, config: RunConfig | None = None) -> RunSpace:
             f"{frame.n_levels}; expected them to agree"
         )
     landmarks = learn_run_landmarks(train.images, train.level, train.subject, frame)
-    space = RunSpace(frame, how, landmarks)
+    outside = learn_outside_profile(train.images, train.level, frame)
+    space = RunSpace(frame, how, landmarks, outside)
     atomic_write_json(layout.space, space.to_dict())
     return space
 

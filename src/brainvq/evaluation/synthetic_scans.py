@@ -1,7 +1,8 @@
 """Scans as users have them, made from the reference with the truth known: for measuring, not
 for training.
 
-A synthetic subject is nilearn's MNI152 template, optionally under a smooth random deformation
+A synthetic subject is nilearn's MNI152 template (sharpened as the demo cohort's, since an
+average of 152 brains is blurrier than one subject), optionally under a smooth random deformation
 (the demo cohort's kind of variation, in 3D), optionally inside a synthetic head (CSF, skull
 tables and marrow, scalp muscle and fat, a neck and two eyes, built from the distance to the
 brain mask: a crude head, but one the registration never sees as a template), optionally with
@@ -26,6 +27,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from brainvq.data.demo import SHARPEN
 from brainvq.data.space.template import BRAIN_CENTRE_MM, Reference, load_reference
 
 ORIENTATIONS = ("RAS", "LPS", "LAS", "PIR", "ASL", "SRA", "ILP")
@@ -251,10 +253,23 @@ def make_scan(
     return SyntheticScan(nifti, to_scan, brain >= 0.5, lesion >= 0.5, a, lesions, warp)
 
 
+@functools.lru_cache(maxsize=1)
+def sharpened_brain() -> np.ndarray:
+    """The template's brain with the demo cohort's unsharp mask (brainvq.data.demo.SHARPEN): an
+    average of 152 brains is blurrier than one subject's scan."""
+    reference = load_reference()
+    amount, radius = SHARPEN
+    t1 = reference.t1
+    return np.clip(
+        (t1 + amount * (t1 - ndimage.gaussian_filter(t1, radius))) * reference.mask, 0, None
+    ).astype(np.float32)
+
+
 def _subject(reference: Reference, skull: bool, warp, lesions: list[Lesion], seed: int):
     """On the template's grid: the subject's intensities, brain (float) and lesion weight. With a
     deformation, the subject at q shows the template at q - u(q)."""
-    values = reference.t1 + head_volume() if skull else reference.t1.copy()
+    brain = sharpened_brain()
+    values = brain + head_volume() if skull else brain.copy()
     lesion = np.zeros(values.shape, np.float32)
     for n, les in enumerate(lesions):  # planted in the template's anatomy, inside the brain
         box = _box(reference, les)

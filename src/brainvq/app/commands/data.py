@@ -47,8 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument(
         "--figures",
         type=Path,
-        default=Path("."),
-        help="NIfTI sources: where each volume's registration check PNG goes (default: here)",
+        help="NIfTI sources: register each volume to MNI152 and write its registration check "
+        "(<volume>_registration.png: three planes with the template's outline) to this folder",
     )
     inspect.set_defaults(func=run_inspect)
 
@@ -83,8 +83,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     from brainvq.app.scans import inspect_volumes, volume_files
 
     volumes = volume_files(args.source) if args.source != "demo" else None
-    for line in inspect_volumes(volumes, args.figures, not args.no_progress) if volumes else []:
-        print(line)
+    if volumes and args.figures is None:
+        print("give --figures DIR to see each volume's registration to MNI152 (three planes)")
+    elif volumes:
+        for line in inspect_volumes(volumes, args.figures, not args.no_progress):
+            print(line)
     return 0
 
 

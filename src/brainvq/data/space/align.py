@@ -8,8 +8,10 @@
 4. sample it and its mask at every pixel of the frame's levels; a level is covered when at least
    MIN_COVERAGE of the template's brain on it lies inside the scan's field of view (others are
    listed as not covered and never scored);
-5. standardise the brain's intensities onto the run's landmarks (`intensity`), zero outside
-   the mask, 8-bit: slices that look like the run's training slices.
+5. standardise the brain's intensities onto the run's landmarks (`intensity`); outside the
+   mask, the run's training slices' mean intensity at the same distance from the template's
+   outline (`paint_outside`: OASIS's rim and dark background), 8-bit: slices that look like the
+   run's training slices.
 
 `AlignedScan.to_scan` is the way back: any stack of frame slices, carried to the scan's voxels.
 """
@@ -95,15 +97,35 @@ class AlignedScan:
 
 
 @functools.lru_cache(maxsize=8)
-def template_on_frame(frame: Frame, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(brain (n_levels, size, size) bool, core (same) bool): the template's brain mask on every
-    frame level, and the same eroded by intensity.ERODE_MM (where histograms count)."""
+def template_depth(frame: Frame, size: int) -> np.ndarray:
+    """(n_levels, size, size) float32: each frame pixel's signed distance (mm) from the
+    template's brain outline, > 0 outside."""
     reference = load_reference()
     points = frame.points(size, np.arange(frame.n_levels))
     vox = reference.to_voxels(points.reshape(3, -1))
     depth = ndimage.map_coordinates(reference.signed_distance(), vox, order=1, mode="nearest")
-    depth = depth.reshape(points.shape[1:])
+    return depth.reshape(points.shape[1:]).astype(np.float32)
+
+
+def template_on_frame(frame: Frame, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(brain (n_levels, size, size) bool, core (same) bool): the template's brain mask on every
+    frame level, and the same eroded by intensity.ERODE_MM (where histograms count)."""
+    depth = template_depth(frame, size)
     return depth <= 0, depth <= -ERODE_MM
+
+
+def paint_outside(
+    slices: np.ndarray, brain: np.ndarray, depth: np.ndarray, profile: np.ndarray
+) -> np.ndarray:
+    """Outside the brain mask, the training slices' mean intensity at the same distance from
+    the template's outline (`profile`: values at 0, 1, 2... mm outside it; a run trained on
+    skull-stripped slices with a rim, as OASIS's are, expects one around every brain).
+
+    slices, depth: (L, S, S) float; brain: (L, S, S) bool. Returns float32 in [0, 1]."""
+    if len(profile) == 0:
+        return slices.astype(np.float32)
+    outside = np.interp(np.clip(depth, 0, None), np.arange(len(profile)), profile, right=0.0)
+    return np.where(brain, slices, outside).astype(np.float32)
 
 
 def align_scan(
@@ -114,6 +136,7 @@ def align_scan(
     *,
     user_mask: str | Path | None = None,
     intensity: str = "landmarks",
+    outside_profile: tuple[float, ...] = (),
     threads: int | None = None,
 ) -> AlignedScan:
     """Steps 1-5 of the module docstring for the NIfTI file `path`. ValueError naming the file
@@ -182,6 +205,8 @@ def align_scan(
             f"intensity: expected 'landmarks' or 'white_matter_peak', got {intensity!r}"
         )
     slices = standardise(values[levels], own, landmarks) * brain[levels]
+    depth = template_depth(frame, size)[levels]
+    slices = paint_outside(slices, brain[levels], depth, np.asarray(outside_profile))
     images = np.round(slices * 255).astype(np.uint8)
     if not_covered:
         notes.append(

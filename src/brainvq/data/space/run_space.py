@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from brainvq.data.space.align import template_on_frame
+from brainvq.data.space.align import template_depth, template_on_frame
 from brainvq.data.space.frame import Frame, oasis_frame
 from brainvq.data.space.intensity import Landmarks, learn_landmarks
 
@@ -30,11 +30,13 @@ FRAME_SOURCES = {
 @dataclass(frozen=True)
 class RunSpace:
     """frame: the run's slice grid; frame_source: how it is known (FRAME_SOURCES); landmarks:
-    the run's training intensities on it."""
+    the run's training intensities on it; outside_profile: the training slices' mean intensity
+    at 0, 1, 2... mm outside the template's brain outline (align.paint_outside)."""
 
     frame: Frame
     frame_source: str
     landmarks: Landmarks
+    outside_profile: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +47,7 @@ class RunSpace:
                 "values": list(self.landmarks.values),
                 "peak": self.landmarks.peak,
             },
+            "outside_profile": [round(v, 5) for v in self.outside_profile],
         }
 
     @classmethod
@@ -57,6 +60,7 @@ class RunSpace:
             Frame.from_dict(doc["frame"]),
             str(doc["frame_source"]),
             Landmarks(tuple(float(v) for v in lm["values"]), float(lm["peak"])),
+            tuple(float(v) for v in doc.get("outside_profile", [])),
         )
 
 
@@ -81,3 +85,23 @@ def learn_run_landmarks(
     _, core = template_on_frame(frame, size)
     k = np.where(levels >= 0, levels, frame.n_levels // 2).clip(0, frame.n_levels - 1)
     return learn_landmarks(images, core[k], subjects)
+
+
+OUTSIDE_MM = 24  # how far out the profile is measured (mm)
+
+
+def learn_outside_profile(
+    images: np.ndarray, levels: np.ndarray, frame: Frame
+) -> tuple[float, ...]:
+    """The training slices' mean intensity (in [0, 1]) at 0, 1, ... OUTSIDE_MM mm outside the
+    template's brain outline on their level; images (N, H, W) uint8, levels (N,) (-1: middle)."""
+    size = images.shape[-1]
+    depth = template_depth(frame, size)
+    k = np.where(levels >= 0, levels, frame.n_levels // 2).clip(0, frame.n_levels - 1)
+    d = depth[k]  # (N, H, W)
+    bins = np.floor(d[d >= 0] + 0.5).astype(int)
+    values = images[d >= 0].astype(np.float64) / 255.0
+    keep = bins <= OUTSIDE_MM
+    sums = np.bincount(bins[keep], weights=values[keep], minlength=OUTSIDE_MM + 1)
+    counts = np.bincount(bins[keep], minlength=OUTSIDE_MM + 1)
+    return tuple(float(v) for v in sums / np.maximum(counts, 1))

@@ -186,7 +186,7 @@ def scan_brain_mask(
         near = distance <= SHELL_MM[0]  # the scan's own outline, not the template's
         threshold = max(2.5 * float(shell.mean()) if shell.size else 0.0, 0.05 * level)
         own = ndimage.binary_closing(near & (scan.data > threshold), iterations=2)
-        own = _largest_component(ndimage.binary_fill_holes(own))
+        own = _largest_component(fill_holes(own))
         if own.sum() > 0.5 * atlas.sum():
             return (
                 own,
@@ -205,6 +205,21 @@ def scan_brain_mask(
             "subject's own outline; give --mask for a better one"
         ),
     )
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` with every background component that does not touch the array's border filled:
+    scipy's binary_fill_holes, by one labelling instead of dilating until nothing changes (which
+    takes minutes on a 1 mm head volume)."""
+    labels, n = ndimage.label(~mask)
+    if n == 0:
+        return mask.copy()
+    border = np.zeros(n + 1, bool)
+    for axis in range(mask.ndim):
+        for end in (0, -1):
+            border[np.take(labels, end, axis=axis)] = True
+    border[0] = True  # label 0 is the mask itself
+    return mask | ~border[labels]
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
