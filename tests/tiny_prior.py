@@ -42,3 +42,15 @@ def tiny_model(n_levels: int = 0, **overrides: int) -> GatedPixelCNN:
 def codes_like(n: int, h: int, w: int, seed: int = 5) -> torch.Tensor:
     """(n, h, w) int64 in [0, K)."""
     return torch.randint(0, K, (n, h, w), generator=torch.Generator().manual_seed(seed))
+
+
+def neighbour_model(n_levels: int = 0, **overrides: int | str) -> GatedPixelCNN:
+    """A tiny prior of whole subjects (neighbour: previous) whose weights are all perturbed, so
+    that the slice below shapes the logits (its NeighbourMap starts at zero)."""
+    fields: dict = dict(neighbour="previous", neighbour_channels=8, cond_channels=6)
+    fields.update(overrides)
+    model = tiny_model(n_levels, **fields)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()

@@ -29,6 +29,11 @@ unconditional model without position features or level maps has no map.
 A plain stack of 3x3 layers lets a position see only n_layers rows up, a third of a 32x32 map;
 the anatomy it draws then loses its global shape. The map carries that shape, and the vertical
 stack's kernel (kernel_size) sets how far up the local context reaches.
+
+With `neighbour: previous` the prior models whole subjects slice by slice: the NeighbourMap of
+the slice below's code map (brainvq.models.neighbour_map) is added to the ConditionMap. The
+slice below is known in full before this slice is drawn, so the map may read all of it and the
+model stays causal within the slice; the cached samplers stay exact.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brainvq.config import require
+from brainvq.models.condition_map import ConditionMap
+from brainvq.models.neighbour_map import NO_SLICE, NeighbourMap, no_slice_below
+
+NEIGHBOURS = ("none", "previous")
 
 
 @dataclass
@@ -69,6 +78,14 @@ class PixelCNNConfig:
     # maps, starting as linear interpolation between R evenly spaced anchor levels
     level_map_rank: int = 8
     map_size: int = 32  # side of those maps: the code maps' side (a run sets it)
+    # "previous": also condition on the code map of the slice below (whole subjects, slice by
+    # slice; brainvq.models.neighbour_map); "none": each slice on its own
+    neighbour: str = "none"
+    neighbour_channels: int = 32  # width of the NeighbourMap's convolutions
+    neighbour_layers: int = 2  # its 3x3 convolutions over the slice below's codes
+    # training: the share of maps shown without their slice below, so the prior also draws a
+    # first slice at any level (a volume whose lowest covered level is not 0)
+    neighbour_dropout: float = 0.1
 
     def validate(self) -> None:
         require(self.codebook_size >= 2, "codebook_size", f"must be >= 2, got {self.codebook_size}")
@@ -91,6 +108,31 @@ class PixelCNNConfig:
             "level_map_rank",
             f"must be >= 0 (0: one map per level), got {self.level_map_rank}",
         )
+        require(
+            self.neighbour in NEIGHBOURS,
+            "neighbour",
+            f"expected one of {list(NEIGHBOURS)}, got {self.neighbour!r}",
+        )
+        require(
+            self.neighbour_channels >= 1,
+            "neighbour_channels",
+            f"must be >= 1, got {self.neighbour_channels}",
+        )
+        require(
+            self.neighbour_layers >= 0,
+            "neighbour_layers",
+            f"must be >= 0, got {self.neighbour_layers}",
+        )
+        require(
+            0.0 <= self.neighbour_dropout < 1.0,
+            "neighbour_dropout",
+            f"must be in [0, 1), got {self.neighbour_dropout}",
+        )
+
+    @property
+    def has_neighbour(self) -> bool:
+        """Whether the prior conditions on the code map of the slice below."""
+        return self.neighbour == "previous"
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -128,97 +170,10 @@ class MaskedConv2d(nn.Conv2d):
         return F.conv2d(x, self.masked_weight(), self.bias, padding=self.padding)
 
 
-def position_features(h: int, w: int, frequencies: int, device: torch.device) -> Tensor:
-    """(4F, h, w): sin, cos of pi * f * y, then of pi * f * x, f = 1..F, where y, x in (0, 1)
-    are the normalised centres of the rows and columns."""
-    f = torch.arange(1, frequencies + 1, device=device) * math.pi  # (F,)
-    y = (torch.arange(h, device=device) + 0.5) / h  # (h,)
-    x = (torch.arange(w, device=device) + 0.5) / w  # (w,)
-    ys = torch.cat([(y[:, None] * f).sin(), (y[:, None] * f).cos()], 1).t()  # (2F, h)
-    xs = torch.cat([(x[:, None] * f).sin(), (x[:, None] * f).cos()], 1).t()  # (2F, w)
-    return torch.cat([ys[:, :, None].expand(-1, h, w), xs[:, None, :].expand(-1, h, w)])
-
-
 def gate(x: Tensor) -> Tensor:
     """(B, 2C, ...) -> (B, C, ...): tanh(first half) * sigmoid(second half)."""
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
-
-
-def _hat_weights(n_levels: int, rank: int) -> Tensor:
-    """(n_levels, rank): row l interpolates linearly between the anchors around level l, with
-    `rank` anchors evenly spaced from level 0 to level n_levels - 1."""
-    t = torch.arange(n_levels, dtype=torch.float32) * (rank - 1) / max(n_levels - 1, 1)
-    return (1 - (t[:, None] - torch.arange(rank, dtype=torch.float32)).abs()).clamp_min(0)
-
-
-class ConditionMap(nn.Module):
-    """Features of where a code sits and at which slice level: (B or 1, cond_channels, h, w).
-
-    Two parts, each optional, added together:
-
-    - a pointwise MLP, relu(W2 relu(W_pos p(y, x) + W_level e(level) + b1) + b2), of the sin/cos
-      position features p and a learned level embedding e: smooth, shared by all levels, any
-      map size;
-    - a learned feature map per level (map_size x map_size, zero at the start; resized
-      bilinearly for maps of another size): the level's own anatomy, position by position.
-      Without it, a prior given 4.5 CPU minutes on the demo cohort did not use the level at all
-      (validation NLL the same with every level shifted by 16) and its samples scored chance
-      level accuracy (0.17); with it, 0.41 in the same time.
-
-    Without levels the map is the same for every sample and comes back with batch 1.
-    """
-
-    def __init__(
-        self,
-        n_levels: int,
-        frequencies: int,
-        channels: int,
-        level_maps: bool,
-        map_size: int,
-        rank: int = 0,
-    ) -> None:
-        super().__init__()
-        if n_levels == 0 and frequencies == 0 and not level_maps:
-            raise ValueError("ConditionMap needs slice levels, position features or level maps")
-        self.frequencies = frequencies
-        self.position = nn.Conv2d(4 * frequencies, channels, 1) if frequencies > 0 else None
-        self.level = nn.Embedding(n_levels, channels) if n_levels > 0 else None
-        has_mlp = n_levels > 0 or frequencies > 0
-        self.mix = nn.Conv2d(channels, channels, 1) if has_mlp else None
-        low_rank = level_maps and n_levels > 1 and 0 < rank < n_levels
-        n_maps = rank if low_rank else max(n_levels, 1)
-        self.maps = (
-            nn.Parameter(torch.zeros(n_maps, channels, map_size, map_size)) if level_maps else None
-        )  # (levels or rank, Cc, S, S)
-        # (levels, rank) mixing weights, starting as hat functions: level l interpolates
-        # linearly between the two anchors around l (anchors evenly spaced over the levels)
-        self.mixing = nn.Parameter(_hat_weights(n_levels, rank)) if low_rank else None
-
-    def forward(self, level: Tensor | None, h: int, w: int) -> Tensor:
-        """level: (B,) int64 levels, or None for a model without levels -> (B or 1, Cc, h, w)."""
-        parts = []
-        if self.mix is not None:
-            weight = self.mix.weight
-            first = torch.zeros(1, weight.shape[1], 1, 1, device=weight.device, dtype=weight.dtype)
-            if self.position is not None:
-                features = position_features(h, w, self.frequencies, weight.device)  # (4F, h, w)
-                first = first + self.position(features.to(weight.dtype)[None])  # (1, Cc, h, w)
-            if self.level is not None:
-                first = first + self.level(level)[:, :, None, None]  # (B, Cc, 1 or h, 1 or w)
-            first = first.expand(-1, -1, h, w)  # (B or 1, Cc, h, w)
-            parts.append(torch.relu(self.mix(torch.relu(first))))
-        if self.maps is not None:
-            if self.mixing is not None:  # (B, R) @ (R, Cc*S*S) -> (B, Cc, S, S)
-                maps = (self.mixing[level] @ self.maps.flatten(1)).view(-1, *self.maps.shape[1:])
-            elif self.level is not None:
-                maps = self.maps[level]  # (B, Cc, S, S)
-            else:
-                maps = self.maps  # (1, Cc, S, S)
-            if maps.shape[-2:] != (h, w):
-                maps = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
-            parts.append(maps)
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
 
 class GatedLayer(nn.Module):
@@ -258,7 +213,8 @@ class GatedLayer(nn.Module):
 
 
 class GatedPixelCNN(nn.Module):
-    """Autoregressive prior over code maps of any size, optionally conditioned on slice level."""
+    """Autoregressive prior over code maps of any size, optionally conditioned on slice level
+    and on the code map of the slice below."""
 
     def __init__(self, config: PixelCNNConfig) -> None:
         super().__init__()
@@ -267,7 +223,8 @@ class GatedPixelCNN(nn.Module):
         c = config.channels
         self.embedding = nn.Embedding(config.codebook_size, config.embed_dim)
         self.first_conv = MaskedConv2d(config.embed_dim, c, config.first_kernel, "A")
-        has_map = config.n_levels > 0 or config.position_frequencies > 0 or config.level_maps
+        has_own = config.n_levels > 0 or config.position_frequencies > 0 or config.level_maps
+        has_map = has_own or config.has_neighbour
         cc = config.cond_channels if has_map else 0
         self.condition = (
             ConditionMap(
@@ -278,7 +235,18 @@ class GatedPixelCNN(nn.Module):
                 config.map_size,
                 config.level_map_rank,
             )
-            if has_map
+            if has_own
+            else None
+        )
+        self.neighbour = (
+            NeighbourMap(
+                config.codebook_size,
+                config.embed_dim,
+                config.neighbour_channels,
+                config.neighbour_layers,
+                cc,
+            )
+            if config.has_neighbour
             else None
         )
         self.cond_in = nn.Conv2d(cc, c, 1, bias=False) if has_map else None
@@ -293,8 +261,11 @@ class GatedPixelCNN(nn.Module):
             nn.Conv2d(config.head_channels, config.codebook_size, 1),
         )
 
-    def check_inputs(self, codes: Tensor, level: Tensor | None) -> None:
-        """Raise ValueError unless codes is (B, h, w) int64 in [0, K) and level fits the model."""
+    def check_inputs(
+        self, codes: Tensor, level: Tensor | None, below: Tensor | None = None
+    ) -> None:
+        """Raise ValueError unless codes is (B, h, w) int64 in [0, K), level fits the model and
+        below is None or, for a prior with the neighbour, codes' shape, int64 in [-1, K)."""
         k = self.config.codebook_size
         if codes.dim() != 3 or codes.dtype != torch.int64:
             raise ValueError(
@@ -304,6 +275,7 @@ class GatedPixelCNN(nn.Module):
             raise ValueError(
                 f"codes: expected values in [0, {k}), got [{int(codes.min())}, {int(codes.max())}]"
             )
+        self.check_below(below, tuple(codes.shape))
         n_levels = self.config.n_levels
         if n_levels == 0:
             if level is not None:
@@ -325,6 +297,28 @@ class GatedPixelCNN(nn.Module):
                 f"got [{int(level.min())}, {int(level.max())}]"
             )
 
+    def check_below(self, below: Tensor | None, shape: tuple[int, ...]) -> None:
+        """Raise ValueError unless below (the slice below's code maps) fits `shape` (B, h, w) and
+        the model: None, or (B, h, w) int64 in [-1, K) for a prior with the neighbour."""
+        if below is None:
+            return
+        if not self.config.has_neighbour:
+            raise ValueError(
+                "below: this prior does not condition on the slice below (prior.neighbour: "
+                "none); pass below=None"
+            )
+        k = self.config.codebook_size
+        if tuple(below.shape) != shape or below.dtype != torch.int64:
+            raise ValueError(
+                f"below: expected a {shape} int64 tensor (the code maps of the slices below), "
+                f"got {tuple(below.shape)} {below.dtype}"
+            )
+        if below.numel() and (int(below.min()) < NO_SLICE or int(below.max()) >= k):
+            raise ValueError(
+                f"below: expected codes in [0, {k}) or {NO_SLICE} (no slice below), "
+                f"got [{int(below.min())}, {int(below.max())}]"
+            )
+
     @torch.no_grad()
     def init_output_bias(self, code_counts: Tensor) -> None:
         """Start the head's output at the log-frequencies of the codes, (counts + 1) / total.
@@ -338,19 +332,35 @@ class GatedPixelCNN(nn.Module):
         counts = code_counts.double().clamp_min(0) + 1.0
         self.head[3].bias.copy_((counts / counts.sum()).log().to(self.head[3].bias.dtype))
 
-    def condition_map(self, level: Tensor | None, h: int, w: int) -> Tensor | None:
-        """(B or 1, cond_channels, h, w): the ConditionMap for levels level (B,) or None, or None
-        for a model without one (unconditional, no position features, no level maps)."""
-        return None if self.condition is None else self.condition(level, h, w)
+    def condition_map(
+        self, level: Tensor | None, h: int, w: int, below: Tensor | None = None
+    ) -> Tensor | None:
+        """(B or 1, cond_channels, h, w): what the prior is conditioned on besides the codes
+        before a position: the ConditionMap for levels level (B,) or None, plus, for a prior
+        with the neighbour, the NeighbourMap of below (B, h, w) (None: no slice below). None
+        for a model with neither (unconditional, no position features, no level maps)."""
+        parts = [] if self.condition is None else [self.condition(level, h, w)]
+        if self.neighbour is not None:
+            if below is None:
+                below = no_slice_below(1, h, w, self.embedding.weight.device)
+            parts.append(self.neighbour(below))  # (B or 1, Cc, h, w)
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
 
-    def forward(self, codes: Tensor, level: Tensor | None = None) -> Tensor:
-        """codes: (B, h, w) int64 in [0, K); level: (B,) int64 level or None -> (B, K, h, w).
+    def forward(
+        self, codes: Tensor, level: Tensor | None = None, below: Tensor | None = None
+    ) -> Tensor:
+        """codes: (B, h, w) int64 in [0, K); level: (B,) int64 level or None; below: (B, h, w)
+        int64 in [-1, K), the code maps of the slices below (a prior with the neighbour; None
+        or -1: none) -> (B, K, h, w).
 
-        The logits at position p depend only on the codes before p in raster order and on level.
+        The logits at position p depend only on the codes before p in raster order, on level
+        and on the whole of below.
         """
-        self.check_inputs(codes, level)
+        self.check_inputs(codes, level, below)
         emb = self.embedding(codes).permute(0, 3, 1, 2)  # (B, E, h, w)
-        cond_map = self.condition_map(level, codes.shape[1], codes.shape[2])
+        cond_map = self.condition_map(level, codes.shape[1], codes.shape[2], below)
         h = self.first_conv(emb)  # (B, C, h, w)
         if cond_map is not None:
             h = h + self.cond_in(cond_map)
