@@ -1,6 +1,8 @@
 """Code maps: batched encoding and decoding with a VQ-VAE, and every split of a run's data
-encoded once and cached in RUN/codes/: `<split>.npy` (N, h, w) int16 and `<split>.level.npy`
-(N,) int16, plus `index.json` naming the bundle and the slices they came from, written last.
+encoded once and cached in RUN/codes/: `<split>.npy` (N, h, w) int16, `<split>.level.npy`
+(N,) int16 and `<split>.subject.npy` (N,) str (which slices make a subject, for a prior of
+whole subjects), plus `index.json` naming the bundle and the slices they came from, written
+last.
 
 The split's slices are read a batch at a time and their codes written into the memory-mapped
 `.npy` as they come, so encoding a store of any size needs the memory of one batch; each file
@@ -35,12 +37,15 @@ HASH_CHUNK = 4096  # slices per step when hashing a SliceSet without a content k
 class CodeSet:
     """Code maps of one split.
 
-    codes: (N, h, w) int16 code indices in [0, K); level: (N,) int16 slice level, -1 unknown.
+    codes: (N, h, w) int16 code indices in [0, K); level: (N,) int16 slice level, -1 unknown;
+    subject: (N,) str subject (or volume) ids, or None where not known (code maps made before
+    subjects were stored, or of slices without them).
     """
 
     codes: np.ndarray
     level: np.ndarray
     split: str
+    subject: np.ndarray | None = None
 
 
 def _batches(n: int, batch_size: int) -> Iterator[slice]:
@@ -142,12 +147,16 @@ def _fingerprint(bundle: Bundle, sliceset: SliceSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _paths(codes_dir: Path, split: str) -> tuple[Path, Path]:
-    return codes_dir / f"{split}.npy", codes_dir / f"{split}.level.npy"
+def _paths(codes_dir: Path, split: str) -> tuple[Path, Path, Path]:
+    return (
+        codes_dir / f"{split}.npy",
+        codes_dir / f"{split}.level.npy",
+        codes_dir / f"{split}.subject.npy",
+    )
 
 
 def has_codes(codes_dir: Path, split: str) -> bool:
-    """Whether RUN/codes holds the code maps of `split`."""
+    """Whether RUN/codes holds the code maps of `split` (with their levels and subjects)."""
     return all(p.is_file() for p in _paths(Path(codes_dir), split))
 
 
@@ -163,7 +172,7 @@ def encode_split(
     levels into <split>.level.npy), each renamed into place when complete."""
     rows = np.flatnonzero(sliceset.split == split)
     h = model.config.image_size // model.config.downsample
-    codes_path, level_path = _paths(codes_dir, split)
+    codes_path, level_path, subject_path = _paths(codes_dir, split)
     reader = RowReader(sliceset.images)
     with atomic_path(codes_path) as tmp:
         codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int16, shape=(len(rows), h, h))
@@ -176,6 +185,8 @@ def encode_split(
         del codes
     with atomic_path(level_path) as tmp, open(tmp, "wb") as f:
         np.save(f, np.asarray(sliceset.level[rows], dtype=np.int16))
+    with atomic_path(subject_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(sliceset.subject[rows]).astype(str))
 
 
 def encode_splits(
@@ -204,16 +215,19 @@ def encode_splits(
 
 
 def load_codes(codes_dir: Path, split: str) -> CodeSet:
-    """The code maps of `split` in RUN/codes, memory-mapped (read-only)."""
-    codes_path, level_path = _paths(Path(codes_dir), split)
+    """The code maps of `split` in RUN/codes, memory-mapped (read-only); subject None when the
+    folder predates stored subjects."""
+    codes_path, level_path, subject_path = _paths(Path(codes_dir), split)
     if not (codes_path.is_file() and level_path.is_file()):
         raise FileNotFoundError(
             f"no code maps for split {split!r} at {codes_path}; run `brainvq train prior` first"
         )
+    subject = np.load(subject_path, allow_pickle=False) if subject_path.is_file() else None
     return CodeSet(
         codes=np.load(codes_path, mmap_mode="r", allow_pickle=False),
         level=np.load(level_path, mmap_mode="r", allow_pickle=False),
         split=split,
+        subject=subject,
     )
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from brainvq.inference.row_cache import RowCache
-from brainvq.inference.sampling import SAMPLERS, draw_codes, level_tensor
+from brainvq.inference.sampling import SAMPLERS, draw_codes, draw_uniforms, level_tensor
 from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
@@ -42,8 +42,8 @@ class Healing(NamedTuple):
     codes: (B * n_heal, h, w) int64 in [0, K), the healed maps.
     resampled: (B * n_heal, h, w) bool, where the input code was flagged and redrawn (a redraw
         may pick the same code again).
-    nll: (B * n_heal, h, w) float32, -log p(input code | healed prefix, level) in nats: what was
-        compared with the threshold.
+    nll: (B * n_heal, h, w) float32, -log p(input code | healed prefix, level, slice below) in
+        nats: what was compared with the threshold.
     """
 
     codes: Tensor
@@ -58,9 +58,11 @@ def heal(
     n_heal: int = 1,
     *,
     level: Tensor | int | None = None,
+    below: Tensor | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int = 0,
+    uniforms: Tensor | None = None,
     sampler: str = "cached",
     batch_size: int = HEAL_BATCH,
     progress: bool = False,
@@ -70,10 +72,15 @@ def heal(
 
     codes: (B, h, w) int64 in [0, K). threshold: a code whose NLL (nats) given the healed prefix
     is above it is resampled; +inf keeps every code, -inf resamples every one. level: an int, a
-    (B,) int64 tensor (one level per input map) or None for an unconditional prior. temperature
+    (B,) int64 tensor (one level per input map) or None for an unconditional prior. below: the
+    code maps of the slices below (a prior with the neighbour), int64 in [-1, K): (B, h, w), one
+    per input map, or (B * n_heal, h, w), one per healing (healing r of map b reads row
+    b * n_heal + r: the same healing of the slice below); None: no slice below. temperature
     and top_k shape the draws only; the NLL compared with the threshold is always the prior's
     own (temperature 1). The uniforms for all B * n_heal maps are drawn from `seed` exactly as
-    `sample(model, B * n_heal, (h, w), seed=seed)` draws them; the maps are then healed
+    `sample(model, B * n_heal, (h, w), seed=seed)` draws them (or are `uniforms`, (B * n_heal, h,
+    w) float64 in [0, 1), when given: the anomaly maps of volumes heal slice by slice from one
+    draw); the maps are then healed
     batch_size at a time, which changes nothing but the memory used. progress: a bar over the
     input maps. threads: intra-op threads (None: brainvq.inference.threads.sampler_threads'
     policy for the maps healed together). The model is put in eval mode for the call and
@@ -109,10 +116,19 @@ def heal(
         level = level.repeat_interleave(n_heal)  # (B * n_heal,)
     level_t = level_tensor(model, level, n, device)
     inputs = codes.to(device).repeat_interleave(n_heal, dim=0)  # (B * n_heal, h, w)
-    model.check_inputs(inputs, level_t)
+    if below is not None and below.dim() == 3 and len(below) == b and n_heal > 1:
+        below = below.repeat_interleave(n_heal, dim=0)  # (B * n_heal, h, w)
+    below = None if below is None else below.to(device)
+    model.check_inputs(inputs, level_t, below)
     # exactly as sample() draws them, so that flagging every code is sample() with this seed
-    generator = torch.Generator().manual_seed(seed)
-    uniforms = torch.rand(n, h, w, generator=generator, dtype=torch.float64).to(device)
+    if uniforms is None:
+        uniforms = draw_uniforms(n, (h, w), seed)
+    elif uniforms.shape != (n, h, w) or uniforms.dtype != torch.float64:
+        raise ValueError(
+            f"uniforms: expected a ({n}, {h}, {w}) float64 tensor, "
+            f"got {tuple(uniforms.shape)} {uniforms.dtype}"
+        )
+    uniforms = uniforms.to(device)
     out = Healing(
         codes=inputs.clone(),
         resampled=torch.zeros(n, h, w, dtype=torch.bool, device=device),
@@ -131,8 +147,9 @@ def heal(
         for start in range(0, n, per_batch):
             part = slice(start, min(start + per_batch, n))
             part_level = None if level_t is None else level_t[part]
+            part_below = None if below is None else below[part]
             step = _Step(inputs[part], uniforms[part], float(threshold), temperature, top_k)
-            run(model, part_level, step, Healing(*(t[part] for t in out)))
+            run(model, part_level, part_below, step, Healing(*(t[part] for t in out)))
             bar.advance((part.stop - part.start) // n_heal)
     return out
 
@@ -167,18 +184,22 @@ class _Step:
         return code
 
 
-def _heal_naive(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: Healing) -> None:
+def _heal_naive(
+    model: GatedPixelCNN, level: Tensor | None, below: Tensor | None, step: _Step, out: Healing
+) -> None:
     """The reference: one full forward pass of the healed maps per position. Fills out."""
     _, h, w = out.codes.shape
     for i in range(h):
         for j in range(w):
-            step(model(out.codes, level)[:, :, i, j], i, j, out)
+            step(model(out.codes, level, below)[:, :, i, j], i, j, out)
 
 
-def _heal_cached(model: GatedPixelCNN, level: Tensor | None, step: _Step, out: Healing) -> None:
+def _heal_cached(
+    model: GatedPixelCNN, level: Tensor | None, below: Tensor | None, step: _Step, out: Healing
+) -> None:
     """Row-cached healing (the same logits as the naive reference). Fills out."""
     n, h, w = out.codes.shape
-    cache = RowCache(model, n, h, w, level)
+    cache = RowCache(model, n, h, w, level, below)
     for i in range(h):
         cache.start_row(i)
         for j in range(w):

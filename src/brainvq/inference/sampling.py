@@ -41,6 +41,8 @@ def sample(
     sampler: str = "cached",
     init_codes: Tensor | None = None,
     keep_rows: int = 0,
+    below: Tensor | None = None,
+    uniforms: Tensor | None = None,
     progress: bool = False,
     threads: int | None = None,
 ) -> Tensor:
@@ -49,7 +51,10 @@ def sample(
     level: slice level, an int for all samples or an (n,) int64 tensor in [0, n_levels); None
     for an unconditional model. temperature > 0 (-> 0 approaches argmax decoding); top_k in
     [1, K] keeps the k most likely codes at each step. init_codes: (n, h, w) int64 in [0, K),
-    whose first keep_rows rows are kept (the rest is ignored and sampled). threads: intra-op
+    whose first keep_rows rows are kept (the rest is ignored and sampled). below: (n, h, w) int64
+    in [-1, K), the code maps of the slices below these (a prior with the neighbour; None or -1:
+    no slice below). uniforms: (n, h, w) float64 in [0, 1), one per draw, instead of those
+    `seed` draws (brainvq.inference.subjects draws a subject's at once). threads: intra-op
     threads while sampling (None: brainvq.inference.threads.sampler_threads' policy).
     The model is put in eval mode for the call and restored afterwards.
     Returns (n, h, w) int64 in [0, K) on the model's device.
@@ -88,17 +93,32 @@ def sample(
     elif keep_rows > 0:
         raise ValueError(f"init_codes: keep_rows={keep_rows} needs the code maps to keep")
     level_t = level_tensor(model, level, n, device)
-    model.check_inputs(codes, level_t)
-    generator = torch.Generator().manual_seed(seed)
-    uniforms = torch.rand(n, h, w, generator=generator, dtype=torch.float64).to(device)
+    below = None if below is None else below.to(device)
+    model.check_inputs(codes, level_t, below)
+    if uniforms is None:
+        uniforms = draw_uniforms(n, (h, w), seed)
+    elif uniforms.shape != (n, h, w) or uniforms.dtype != torch.float64:
+        raise ValueError(
+            f"uniforms: expected an ({n}, {h}, {w}) float64 tensor, "
+            f"got {tuple(uniforms.shape)} {uniforms.dtype}"
+        )
+    uniforms = uniforms.to(device)
 
     def draw(logits: Tensor, i: int, j: int) -> Tensor:
         return draw_codes(logits, uniforms[:, i, j], temperature, top_k)
 
     run = _sample_naive if sampler == "naive" else _sample_cached
     with eval_mode(model), torch.inference_mode(), intra_op_threads(sampler_threads(n, threads)):
-        run(model, codes, level_t, keep_rows, draw, _rows(n, keep_rows, h, progress, sampler))
+        rows = _rows(n, keep_rows, h, progress, sampler)
+        run(model, codes, level_t, below, keep_rows, draw, rows)
     return codes
+
+
+def draw_uniforms(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
+    """The uniforms `sample` draws for n maps of `shape` from `seed`: (n, *shape) float64 in
+    [0, 1) on the CPU, from a seeded torch.Generator (the same on every machine)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, *shape, generator=generator, dtype=torch.float64)
 
 
 def complete(
@@ -149,21 +169,25 @@ def complete(
 
 
 def teacher_forced_logits(
-    model: GatedPixelCNN, codes: Tensor, level: Tensor | int | None = None
+    model: GatedPixelCNN,
+    codes: Tensor,
+    level: Tensor | int | None = None,
+    below: Tensor | None = None,
 ) -> Tensor:
-    """The cached sampler's logits for given code maps, as model(codes, level) would give them.
+    """The cached sampler's logits for given code maps, as model(codes, level, below) would
+    give them.
 
-    codes: (B, h, w) int64 in [0, K) -> (B, K, h, w) float. For checking the cache against the
-    full forward pass.
+    codes: (B, h, w) int64 in [0, K); below: (B, h, w) int64 in [-1, K) or None -> (B, K, h, w)
+    float. For checking the cache against the full forward pass.
     """
     if codes.dim() != 3:
         raise ValueError(f"codes: expected a (B, h, w) tensor, got {tuple(codes.shape)}")
     n, h, w = codes.shape
     level_t = level_tensor(model, level, n, codes.device)
-    model.check_inputs(codes, level_t)
+    model.check_inputs(codes, level_t, below)
     out = torch.empty(n, model.config.codebook_size, h, w, device=codes.device)
     with eval_mode(model), torch.inference_mode():
-        cache = RowCache(model, n, h, w, level_t)
+        cache = RowCache(model, n, h, w, level_t, below)
         for i in range(h):
             cache.start_row(i)
             for j in range(w):
@@ -233,6 +257,7 @@ def _sample_naive(
     model: GatedPixelCNN,
     codes: Tensor,
     level: Tensor | None,
+    below: Tensor | None,
     keep_rows: int,
     draw: Draw,
     rows: Iterator[int],
@@ -240,19 +265,20 @@ def _sample_naive(
     """The reference: one full forward pass per sampled position. Fills codes in place."""
     for i in rows:
         for j in range(codes.shape[2]):
-            codes[:, i, j] = draw(model(codes, level)[:, :, i, j], i, j)
+            codes[:, i, j] = draw(model(codes, level, below)[:, :, i, j], i, j)
 
 
 def _sample_cached(
     model: GatedPixelCNN,
     codes: Tensor,
     level: Tensor | None,
+    below: Tensor | None,
     keep_rows: int,
     draw: Draw,
     rows: Iterator[int],
 ) -> None:
     """Row-cached sampling (same logits as the naive sampler). Fills codes in place."""
-    cache = RowCache(model, codes.shape[0], codes.shape[1], codes.shape[2], level)
+    cache = RowCache(model, codes.shape[0], codes.shape[1], codes.shape[2], level, below)
     for r in range(keep_rows):
         cache.finish_row(r, codes[:, r])
     for i in rows:
