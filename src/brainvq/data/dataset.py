@@ -51,26 +51,40 @@ class SliceDataset(Dataset):
 
 
 class CodeMapDataset(Dataset):
-    """Code maps read when asked for: item i is (codes (h, w) int64, level int64).
+    """Code maps read when asked for: item i is (codes (h, w) int64, level int64), or with
+    `below` (codes, level, the code map of the slice below (h, w) int64, -1 everywhere where
+    there is none).
 
-    codes: (N, h, w) int code indices (in memory or memory-mapped); level: (N,) int."""
+    codes: (N, h, w) int code indices (in memory or memory-mapped); level: (N,) int; below:
+    (N,) int, the row of each map's slice below in `codes`, -1 for none (a prior of whole
+    subjects), or None."""
 
-    def __init__(self, codes: np.ndarray, level: np.ndarray) -> None:
-        if len(codes) != len(level):
-            raise ValueError(f"{len(codes)} code maps but {len(level)} levels")
+    def __init__(self, codes: np.ndarray, level: np.ndarray, below: np.ndarray | None = None):
+        if len(codes) != len(level) or (below is not None and len(below) != len(level)):
+            got = "" if below is None else f" and {len(below)} rows below"
+            raise ValueError(f"{len(codes)} code maps but {len(level)} levels{got}")
         self.reader = RowReader(codes)
         self.levels = torch.from_numpy(np.asarray(level, dtype=np.int64))
+        self.below = None if below is None else np.asarray(below, dtype=np.int64)
+        self.shape = tuple(codes.shape[1:])
 
     def __len__(self) -> int:
         return len(self.levels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         return self.__getitems__([i])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, ...]]:
         index = np.asarray(indices, dtype=np.int64)
         codes = torch.from_numpy(self.reader.read(index).astype(np.int64))  # (B, h, w)
-        return list(zip(codes, self.levels[torch.from_numpy(index)], strict=True))
+        levels = self.levels[torch.from_numpy(index)]
+        if self.below is None:
+            return list(zip(codes, levels, strict=True))
+        rows = self.below[index]  # (B,)
+        below = np.full((len(index), *self.shape), -1, dtype=np.int64)  # (B, h, w)
+        if (rows >= 0).any():
+            below[rows >= 0] = self.reader.read(rows[rows >= 0]).astype(np.int64)
+        return list(zip(codes, levels, torch.from_numpy(below), strict=True))
 
 
 class EpochShuffleSampler(Sampler[int]):

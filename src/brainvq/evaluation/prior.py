@@ -19,6 +19,7 @@ from brainvq.evaluation.generation_metrics import generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_codes, load_codes
 from brainvq.inference.generate import RunModels, generate_slices, spread_levels
+from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.io.atomic import atomic_path
 from brainvq.io.bundle import Bundle, save_bundle
 from brainvq.metrics import perplexity
@@ -34,14 +35,20 @@ NLL_BATCH = 64
 
 
 @torch.inference_mode()
-def code_nll_bits(prior: Bundle, codes: CodeSet, batch_size: int = NLL_BATCH) -> float:
-    """Mean NLL of `codes` under the prior, in bits per code."""
+def code_nll_bits(
+    prior: Bundle, codes: CodeSet, batch_size: int = NLL_BATCH, neighbour: bool = True
+) -> float:
+    """Mean NLL of `codes` under the prior, in bits per code; a prior with the neighbour sees
+    each map's slice below (neighbour=False: none, as for the lowest slice of a subject)."""
     model = prior.model.eval()
+    rows = code_below_rows(codes) if prior.config.has_neighbour and neighbour else None
     total, n = 0.0, 0
     for start in range(0, len(codes.codes), batch_size):
-        c = torch.from_numpy(codes.codes[start : start + batch_size].astype(np.int64))  # (b, h, w)
-        level = torch.from_numpy(codes.level[start : start + batch_size].astype(np.int64))
-        logits = model(c, level if prior.config.n_levels > 0 else None)
+        part = slice(start, start + batch_size)
+        c = torch.from_numpy(codes.codes[part].astype(np.int64))  # (b, h, w)
+        level = torch.from_numpy(codes.level[part].astype(np.int64))
+        below = None if rows is None else torch.from_numpy(below_codes(codes.codes, rows[part]))
+        logits = model(c, level if prior.config.n_levels > 0 else None, below)
         total += float(nll_bits_per_code(logits, c)) * len(c)
         n += len(c)
     return total / max(n, 1)

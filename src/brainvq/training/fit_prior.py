@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from brainvq.data.dataset import CodeMapDataset
 from brainvq.data.sliceset import SliceSet
 from brainvq.inference.codes import CodeSet, code_counts, encode_splits
+from brainvq.inference.slice_below import code_below_rows
 from brainvq.io.bundle import load_vqvae
 from brainvq.run import RunConfig, RunLayout
 from brainvq.training.prior_module import PriorModule
@@ -20,13 +21,19 @@ from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 
 
 def _loader(
-    codes: CodeSet, batch_size: int, shuffle: bool, seed: int, workers: int = 0
+    codes: CodeSet,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    workers: int = 0,
+    neighbour: bool = False,
 ) -> DataLoader:
-    """Batches of (codes (B, h, w) int64, level (B,) int64), read from the split's code maps
-    as they are needed."""
+    """Batches of (codes (B, h, w) int64, level (B,) int64[, the slices below (B, h, w) int64
+    when `neighbour`]), read from the split's code maps as they are needed."""
     generator = torch.Generator().manual_seed(seed)
+    below = code_below_rows(codes) if neighbour else None
     return DataLoader(
-        CodeMapDataset(codes.codes, codes.level),
+        CodeMapDataset(codes.codes, codes.level, below),
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
@@ -68,6 +75,7 @@ def fit_prior(
         n_levels=prior_levels(sliceset),
         map_size=int(codes["train"].codes.shape[1]),
     )
+    neighbour = model_config.has_neighbour
     world = cfg.devices * cfg.num_nodes
     n_train = len(codes["train"].codes)
     steps = steps_per_epoch(n_train, cfg.batch_size, world, cfg.limit_train_batches)
@@ -83,10 +91,10 @@ def fit_prior(
         progress_bar=progress_bar,
         resume=resume,
         train_dataloaders=_loader(
-            codes["train"], cfg.batch_size, True, cfg.seed, config.data.num_workers
+            codes["train"], cfg.batch_size, True, cfg.seed, config.data.num_workers, neighbour
         ),
         val_dataloaders=_loader(
-            codes["validate"], cfg.batch_size, False, cfg.seed, config.data.num_workers
+            codes["validate"], cfg.batch_size, False, cfg.seed, config.data.num_workers, neighbour
         ),
     )
     meta = {

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from brainvq.config import to_dict
+from brainvq.models.neighbour_map import NO_SLICE
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.run import TrainConfig
 from brainvq.training.base_module import StageModule
@@ -17,9 +18,12 @@ LN2 = math.log(2.0)
 
 
 class PriorModule(StageModule):
-    """Trains a GatedPixelCNN on code maps (B, h, w) with their slice levels (B,).
+    """Trains a GatedPixelCNN on code maps (B, h, w) with their slice levels (B,) and, for a
+    prior with the neighbour, the code maps of the slices below (B, h, w) (-1: none).
 
-    Logs the loss as bits per code (cross-entropy in nats / ln 2), train and validation."""
+    In training, a share neighbour_dropout of the maps is shown without its slice below, so that
+    the prior also draws a first slice at any level. Logs the loss as bits per code
+    (cross-entropy in nats / ln 2), train and validation."""
 
     def __init__(
         self, model_config: PixelCNNConfig, train_config: TrainConfig, total_steps: int = 1000
@@ -35,10 +39,20 @@ class PriorModule(StageModule):
     def _cond(self, levels: torch.Tensor) -> torch.Tensor | None:
         return levels.long() if self.model_config.n_levels > 0 else None
 
-    def _nll_nats(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        codes, levels = batch
-        codes = codes.long()
-        logits = self.model(codes, self._cond(levels))  # (B, K, h, w)
+    def _below(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """The slices below (B, h, w) int64, some dropped to NO_SLICE in training."""
+        if not self.model_config.has_neighbour:
+            return None
+        below = batch[2].long()
+        share = self.model_config.neighbour_dropout
+        if self.training and share > 0:
+            drop = torch.rand(len(below), device=below.device) < share  # (B,)
+            below = torch.where(drop[:, None, None], NO_SLICE, below)
+        return below
+
+    def _nll_nats(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        codes, levels = batch[0].long(), batch[1]
+        logits = self.model(codes, self._cond(levels), self._below(batch))  # (B, K, h, w)
         return F.cross_entropy(logits.float(), codes)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
