@@ -132,7 +132,14 @@ def main() -> int:
             kind = "lesioned" if sick else "healthy"
             for method in args.intensity:
                 start = time.perf_counter()
-                aligned = align_scan(path, space.frame, size, space.landmarks, intensity=method)
+                aligned = align_scan(
+                    path,
+                    space.frame,
+                    size,
+                    space.landmarks,
+                    intensity=method,
+                    outside_profile=space.outside_profile,
+                )
                 maps = anomaly_maps(
                     models,
                     aligned.images,

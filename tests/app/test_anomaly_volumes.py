@@ -203,3 +203,32 @@ def test_bad_volumes_get_one_line_naming_the_file(
     )
     assert code == 2 and err.count("\n") == 0 and expected in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_run_trained_on_nifti_volumes_answers_for_a_new_scan_of_its_cohort(
+    tmp_path: Path, capsys
+) -> None:
+    """`train all --data FOLDER_OF_NIFTI` slices the volumes on the frame (levels from their
+    height in MNI152), records it, and a new scan from the cohort is put on the same frame."""
+    from tiny import TINY_CONFIG
+
+    from brainvq.app.scans import run_space
+
+    cohort = tmp_path / "cohort"
+    for i in (0, 1, 4):  # the split's hash puts sub-04 in validate
+        brain_scan(
+            cohort / f"sub-{i:02d}_T1w.nii.gz", "LPS" if i % 2 else "RAS", seed=40 + i, voxel_mm=4.0
+        )
+    run = tmp_path / "run"
+    argv = ["train", "vqvae", "--data", cohort, "--config", TINY_CONFIG, "--out", run]
+    code, _, err = cli([*argv, "--epochs", "2"], capsys)
+    assert code == 0, err
+    space = run_space(run)
+    assert space.frame_source.startswith("by registration") and space.frame.n_levels == 32
+    new, scan = brain_scan(tmp_path / "new.nii.gz", "LAS", seed=50, voxel_mm=4.0)
+    out = tmp_path / "recon"
+    code, _, err = cli(["reconstruct", "--model", run, "--input", new, "--out", out], capsys)
+    assert code == 0, err
+    recon = nib.load(str(out / "new_reconstruction.nii.gz"))
+    assert recon.shape == scan.image.shape
+    assert len(list(out.glob("new_level_*.png"))) == 32
