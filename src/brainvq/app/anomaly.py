@@ -5,8 +5,10 @@ calibration.
 volumes are registered to the reference and sliced on the run's frame, every covered level; 2D
 inputs give their slices), finds each slice's level, makes the maps
 (brainvq.inference.anomaly_maps) and thresholds them with the run's calibration
-(brainvq.app.anomaly_calibration). For each volume it also checks whether the calibration applies
-to it (brainvq.evaluation.calibration_shift) and says so when it does not. `write_anomalies`
+(brainvq.app.anomaly_calibration); with a prior of whole subjects the slices of a volume are
+judged in 3D context, each given the healed slice below it. For each volume it also checks
+whether the calibration applies to it (brainvq.evaluation.calibration_shift) and says so when
+it does not. `write_anomalies`
 (brainvq.app.anomaly_files) writes the results, volumes in their own space. The settings are the
 run config's `anomaly:` section (`anomaly_settings`), with --n-heal over it.
 """
@@ -34,6 +36,7 @@ from brainvq.evaluation.calibration_shift import (
 from brainvq.inference.anomaly_maps import MapSet, anomaly_maps
 from brainvq.inference.codes import decode_codes
 from brainvq.inference.generate import load_run_models
+from brainvq.inference.slice_below import below_rows
 from brainvq.run import RunLayout, load_run
 
 SHIFT_WARNING = (
@@ -121,6 +124,9 @@ def find_anomalies(
     )
     if note:
         notes.append(note)
+    below_of = None
+    if inputs.volumes and levels is not None and models.prior.config.has_neighbour:
+        below_of = below_rows(inputs.volume_of, levels)  # each slice's slice below, in context
     details = anomaly_maps(
         models,
         inputs.images,
@@ -132,6 +138,7 @@ def find_anomalies(
         progress=progress,
         threads=threads,
         foreground=inputs.foreground,
+        below_of=below_of,
     )
     shifts, reconstructions = [], None
     if inputs.volumes:

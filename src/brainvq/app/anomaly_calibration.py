@@ -34,6 +34,7 @@ from brainvq.evaluation.conformal import flagged_share
 from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import RunModels, load_run_models
+from brainvq.inference.slice_below import below_rows
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE
 from brainvq.run import AnomalyConfig, RunConfig, RunLayout, load_run, read_json
@@ -62,13 +63,30 @@ def anomaly_settings(config: RunConfig, n_heal: int | None = None) -> AnomalyCon
     return config.anomaly if n_heal is None else replace(config.anomaly, n_heal=n_heal)
 
 
+def _whole_groups(group: np.ndarray, most: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted rows of whole groups (subjects, volumes) in a random order, as many as fit in
+    `most` slices (at least one group)."""
+    names = rng.permutation(np.unique(group))
+    sizes = np.array([(group == g).sum() for g in names])
+    keep = max(1, int((np.cumsum(sizes) <= most).sum()))
+    return np.flatnonzero(np.isin(group, names[:keep]))
+
+
 def _healthy_slices(run_dir, config, settings, models, healthy, threads, progress):
-    """(images, levels, foreground or None, source) of the calibration slices."""
+    """(images, levels, foreground or None, source, below_of or None) of the calibration
+    slices. In 3D context (a prior with the neighbour, settings.context) they are whole
+    subjects or volumes, each slice with its slice below (below_of), as the maps are made."""
     layout = RunLayout(run_dir)
     rng = np.random.default_rng(settings.seed)
+    context = settings.context and models.prior.config.has_neighbour
+    most = settings.calibration_slices
+    group = None
     if healthy is None:
         validate = run_slices(config, progress=progress).require_split("validate")
-        pick = np.sort(rng.permutation(len(validate))[: settings.calibration_slices])
+        if context:
+            pick = _whole_groups(validate.subject, most, rng)
+        else:
+            pick = np.sort(rng.permutation(len(validate))[:most])
         healthy_set = validate.subset(pick)
         inputs = Inputs(
             healthy_set.images,
@@ -76,15 +94,23 @@ def _healthy_slices(run_dir, config, settings, models, healthy, threads, progres
             healthy_set.level,
             layout.root,
         )
+        group = healthy_set.subject
         source = f"{config.data.source} (validate split)"
     else:
         inputs = load_inputs(run_dir, healthy, threads=threads, progress=progress)
-        pick = np.sort(rng.permutation(len(inputs.images))[: settings.calibration_slices])
+        if context and inputs.volumes:
+            pick = _whole_groups(inputs.volume_of, most, rng)
+        else:
+            pick = np.sort(rng.permutation(len(inputs.images))[:most])
         inputs = inputs.subset(pick)
+        group = inputs.volume_of if inputs.volumes else None
         what = f"{len(inputs.volumes)} volumes, " if inputs.volumes else ""
         source = f"{USER_SOURCE} {healthy} ({what}{len(pick)} slices)"
     levels, _, _ = resolve_levels(models, layout, inputs, None)
-    return inputs.images, levels, inputs.foreground, source
+    below_of = None
+    if context and group is not None and levels is not None:
+        below_of = below_rows(group, levels)
+    return inputs.images, levels, inputs.foreground, source, below_of
 
 
 def calibrate_run(
@@ -106,7 +132,7 @@ def calibrate_run(
     config = load_run(run_dir)
     settings = anomaly_settings(config, n_heal)
     models = models or load_run_models(run_dir)
-    images, levels, foreground, source = _healthy_slices(
+    images, levels, foreground, source, below_of = _healthy_slices(
         run_dir, config, settings, models, healthy, threads, progress
     )
     train_codes = load_codes(layout.codes, "train")
@@ -122,6 +148,7 @@ def calibrate_run(
         progress=progress,
         threads=threads,
         foreground=foreground,
+        below_of=below_of,
     )
     stats = CalibrationMaps.of(maps.maps, maps.foreground, maps.scores)
     nll_medians = slice_nll_medians(maps.nll, maps.foreground, models.vqvae.config.downsample)

@@ -18,8 +18,9 @@ from brainvq.evaluation.conformal import (
     flagged_share,
     risk_control_threshold,
 )
-from brainvq.inference.anomaly_maps import code_nll_map
+from brainvq.inference.code_nll import code_nll_map
 from brainvq.inference.codes import CodeSet
+from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.run import AnomalyConfig
 
@@ -31,7 +32,10 @@ def code_threshold(prior: GatedPixelCNN, train: CodeSet, config: AnomalyConfig) 
         raise ValueError("the run has no training code maps to set the code threshold from")
     pick = np.random.default_rng(config.seed).permutation(n)[: config.code_maps]
     levels = train.level[pick].astype(np.int64) if prior.config.n_levels > 0 else None
-    nll = code_nll_map(prior, train.codes[pick], levels)
+    below = None
+    if prior.config.has_neighbour:  # each map given its slice below, as the maps are made
+        below = below_codes(train.codes, code_below_rows(train)[pick])
+    nll = code_nll_map(prior, train.codes[pick], levels, below=below)
     return float(np.quantile(nll, 1 - config.resample_share))
 
 

@@ -7,7 +7,10 @@ For slices x: (N, H, W) uint8 at the model's working size:
 1. encode -> code maps (N, h, w); the per-code NLL map -log p(code | codes before it, level)
    in nats, from one teacher-forced pass of the prior (`code_nll_map`).
 2. heal each map n_heal times (brainvq.inference.healing): in raster order, a code whose NLL
-   given the healed prefix is above the code threshold is redrawn from the prior.
+   given the healed prefix is above the code threshold is redrawn from the prior. With a prior
+   of whole subjects (`neighbour: previous`), the slices of a volume are judged and healed in
+   3D context, bottom to top, each given the healed slice below it (steps 1-2:
+   brainvq.inference.context_healing; `context: false` in the settings turns it off).
 3. decode the healed maps. For healing r: residual_r = G_s * |x - healed_r| (Gaussian smoothing,
    sigma smooth_sigma latent cells), weight_r = G_m * up(resampled_r) (the redrawn codes as
    pixels, smoothed with sigma mask_sigma cells: 1 inside a large redrawn region, fading over
@@ -29,14 +32,13 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from brainvq.inference.code_nll import code_nll_map
 from brainvq.inference.codes import decode_codes, encode_images
+from brainvq.inference.context_healing import heal_in_context
 from brainvq.inference.generate import RunModels
 from brainvq.inference.healing import heal
-from brainvq.models.eval_mode import eval_mode
-from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.run import AnomalyConfig
 
-NLL_BATCH = 64
 MAP_BATCH = 64  # slices whose residuals are held in memory at once
 
 
@@ -58,36 +60,6 @@ def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
 def upsample(cells: np.ndarray, factor: int) -> np.ndarray:
     """(N, h, w) -> (N, h * factor, w * factor): each latent cell covers factor x factor pixels."""
     return np.repeat(np.repeat(cells, factor, axis=1), factor, axis=2)
-
-
-@torch.inference_mode()
-def code_nll_map(
-    prior: GatedPixelCNN, codes: np.ndarray, levels: np.ndarray | None, batch_size: int = NLL_BATCH
-) -> np.ndarray:
-    """-log p(code | the codes before it, level) at every position, in nats.
-
-    codes: (N, h, w) integer in [0, K); levels: (N,) integer, or None for an unconditional prior.
-    Returns (N, h, w) float32; its sum is the maps' total cross-entropy under the prior."""
-    codes = np.asarray(codes)
-    if codes.ndim != 3:
-        raise ValueError(f"codes: expected (N, h, w) code maps, got shape {codes.shape}")
-    if levels is not None:
-        levels = np.asarray(levels)
-        if levels.shape != (len(codes),) or not np.issubdtype(levels.dtype, np.integer):
-            raise ValueError(
-                f"levels: expected ({len(codes)},) integers, got {levels.shape} {levels.dtype}"
-            )
-        levels = levels.astype(np.int64)
-    out = np.zeros(codes.shape, dtype=np.float32)
-    with eval_mode(prior):
-        for start in range(0, len(codes), batch_size):
-            part = slice(start, start + batch_size)
-            c = torch.from_numpy(codes[part].astype(np.int64))  # (b, h, w)
-            lv = None if levels is None else torch.from_numpy(levels[part])  # (b,)
-            logits = prior(c, lv)  # (b, K, h, w)
-            nll = -torch.log_softmax(logits.float(), dim=1).gather(1, c[:, None])[:, 0]
-            out[part] = nll.numpy()
-    return out
 
 
 def residual_map(
@@ -151,11 +123,15 @@ def anomaly_maps(
     progress: bool = False,
     threads: int | None = None,
     foreground: np.ndarray | None = None,
+    below_of: np.ndarray | None = None,
 ) -> MapSet:
     """Steps 1-4 of the module docstring for images (N, H, W) uint8 at levels (N,) int (None for
     an unconditional prior). Healing draws come from `seed` (the same maps for the same seed,
     whichever sampler). foreground: (N, H, W) bool brain masks when known (registered volumes),
-    else found from the images (`brain_mask`)."""
+    else found from the images (`brain_mask`). below_of: (N,) int64, the row of each slice's
+    slice below among `images` (-1: none), for a prior with the neighbour and
+    config.context: steps 1-2 in 3D context (brainvq.inference.context_healing); None: every
+    slice on its own."""
     images = np.asarray(images)
     size = models.vqvae.config.image_size
     if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
@@ -167,19 +143,37 @@ def anomaly_maps(
         levels = np.asarray(levels, dtype=np.int64)
     n, r = len(images), config.n_heal
     codes = encode_images(models.vqvae.model, images).astype(np.int64)  # (N, h, w)
-    nll = code_nll_map(models.prior.model, codes, levels)
-    healing = heal(
-        models.prior.model,
-        torch.from_numpy(codes),
-        code_threshold,
-        r,
-        level=None if levels is None else torch.from_numpy(levels),
-        temperature=config.temperature,
-        seed=seed,
-        sampler=sampler,
-        progress=progress,
-        threads=threads,
-    )
+    prior = models.prior.model
+    if below_of is not None and config.context and prior.config.has_neighbour:
+        if np.shape(below_of) != (n,):
+            raise ValueError(f"below_of: expected ({n},) rows, got shape {np.shape(below_of)}")
+        healing, nll = heal_in_context(
+            prior,
+            codes,
+            levels,
+            np.asarray(below_of, dtype=np.int64),
+            code_threshold,
+            r,
+            temperature=config.temperature,
+            seed=seed,
+            sampler=sampler,
+            progress=progress,
+            threads=threads,
+        )
+    else:
+        nll = code_nll_map(prior, codes, levels)
+        healing = heal(
+            prior,
+            torch.from_numpy(codes),
+            code_threshold,
+            r,
+            level=None if levels is None else torch.from_numpy(levels),
+            temperature=config.temperature,
+            seed=seed,
+            sampler=sampler,
+            progress=progress,
+            threads=threads,
+        )
     h, w = codes.shape[1:]
     healed_codes = healing.codes.cpu().numpy().reshape(n, r, h, w)
     resampled = healing.resampled.cpu().numpy().reshape(n, r, h, w)
