@@ -11,6 +11,7 @@ what it needs when called, so `import brainvq` stays fast.
     codes = brainvq.encode(vqvae, slices.images[:8])               # (8, 32, 32)
     images = brainvq.decode(vqvae, codes)                          # (8, 128, 128) uint8
     codes, samples = brainvq.sample("runs/nb", n=4, level=16)      # generated slices
+    codes, volumes, levels = brainvq.sample_subjects("runs/nb", n=2)  # whole subjects
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "load_slices",
     "load_vqvae",
     "sample",
+    "sample_subjects",
     "train_all",
     "train_prior",
     "train_vqvae",
@@ -130,6 +132,38 @@ def sample(
     return generate_slices(
         models, n, levels, temperature=temperature, top_k=top_k, seed=seed, progress=False
     )
+
+
+def sample_subjects(
+    run: RunModels | str | Path,
+    n: int = 1,
+    *,
+    first_level: int = 0,
+    n_slices: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n whole subjects drawn slice by slice from first_level up, each slice given the one below
+    (a prior trained with `prior: {neighbour: previous}`; ValueError for one without):
+    (codes (n, L, h, w), images (n, L, H, W) uint8, levels (L,)). With `out` (and a run
+    folder), also writes them there as `brainvq sample --subjects` does (NIfTI volumes on the
+    run's frame, montages, orthogonal views)."""
+    from brainvq.inference.generate import generate_subjects
+
+    models = _models(run)
+    options = dict(temperature=temperature, top_k=top_k, seed=seed)
+    drawn = generate_subjects(
+        models, n, first_level=first_level, n_slices=n_slices, progress=False, **options
+    )
+    if out is not None:
+        if not isinstance(run, (str, Path)):
+            raise ValueError("out: writing subjects needs the run folder as `run`, not models")
+        from brainvq.app.subjects import write_subjects
+
+        write_subjects(run, out, drawn[1], drawn[2], first_level, seed=seed)
+    return drawn
 
 
 def complete(

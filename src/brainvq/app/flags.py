@@ -32,6 +32,7 @@ FLAG_RULES: dict[str, Rule] = {
     **dict.fromkeys(
         (
             "--n",
+            "--subjects",
             "--n-heal",
             "--n-levels",
             "--ncols",
@@ -49,6 +50,7 @@ FLAG_RULES: dict[str, Rule] = {
     ),
     "--size": SIZE,
     "--level": INDEX,
+    "--first-level": INDEX,
     "--keep-rows": INDEX,
     "--max-minutes": MINUTES,
     "--trial-minutes": MINUTES,

@@ -12,6 +12,7 @@ import torch
 
 from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.sampling import complete, sample
+from brainvq.inference.subjects import check_subject_prior, sample_subjects, subject_levels
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.run import RunLayout
 
@@ -110,6 +111,44 @@ def generate_slices(
         threads=threads,
     )  # (n, h, w)
     return codes.cpu().numpy(), decode_codes(models.vqvae.model, codes)
+
+
+def generate_subjects(
+    models: RunModels,
+    n: int,
+    *,
+    first_level: int = 0,
+    n_slices: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    sampler: str = "wavefront",
+    progress: bool = True,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n subjects drawn slice by slice, bottom to top (brainvq.inference.subjects), decoded.
+
+    Returns (codes (n, L, h, w) int64, images (n, L, H, W) uint8, levels (L,) int64: slice l's
+    level, -1 for a prior without levels). ValueError for a prior without the neighbour."""
+    prior = models.prior.model
+    check_subject_prior(prior)
+    levels = np.asarray(subject_levels(prior, n_slices, first_level), dtype=np.int64)
+    codes = sample_subjects(
+        prior,
+        n,
+        models.latent_hw,
+        n_slices=len(levels),
+        first_level=first_level,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        sampler=sampler,
+        progress=progress,
+        threads=threads,
+    )  # (n, L, h, w)
+    flat = codes.reshape(-1, *codes.shape[2:])  # (n * L, h, w)
+    images = decode_codes(models.vqvae.model, flat)  # (n * L, H, W)
+    return codes.cpu().numpy(), images.reshape(n, len(levels), *images.shape[1:]), levels
 
 
 def complete_slices(

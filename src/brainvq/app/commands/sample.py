@@ -1,15 +1,18 @@
-"""`brainvq sample` and `brainvq complete`: generate slices with a run's prior."""
+"""`brainvq sample` and `brainvq complete`: generate slices, or whole subjects (`--subjects N`),
+with a run's prior."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+N = 16  # slices drawn when --n is not given
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="generate brain slices with a run's prior")
+    p = sub.add_parser("sample", help="generate brain slices or whole subjects with a run's prior")
     p.add_argument("--run", type=Path, required=True)
-    p.add_argument("--n", type=int, default=16, help="samples (per level with --levels all)")
+    p.add_argument("--n", type=int, help=f"samples (per level with --levels all; default {N})")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
         "--level",
@@ -17,10 +20,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="axial level to generate (conditional priors; default: levels spread over the range)",
     )
     which.add_argument("--levels", choices=["all"], help="n samples at every axial level")
+    which.add_argument(
+        "--subjects",
+        type=int,
+        help="whole subjects, slice by slice from the lowest level up (a prior trained with "
+        "prior: {neighbour: previous}): NIfTI volumes, montages, orthogonal views",
+    )
+    p.add_argument(
+        "--first-level", type=int, default=0, help="with --subjects: the lowest slice's level"
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=["cached", "naive"], default="cached")
+    p.add_argument(
+        "--sampler",
+        choices=["cached", "naive", "wavefront"],
+        help="default: cached for slices, wavefront (every slice at once) for --subjects",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -44,21 +60,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    if args.subjects is not None:
+        return run_subjects(args)
     from brainvq.app.writers import sample_to_folder
 
+    if args.sampler == "wavefront":
+        raise ValueError("--sampler wavefront draws whole subjects: give --subjects N")
+    if args.first_level:
+        raise ValueError("--first-level goes with --subjects N")
     written = sample_to_folder(
         args.run,
         args.out,
-        n=args.n,
+        n=N if args.n is None else args.n,
         level=args.level,
         all_levels=args.levels == "all",
         temperature=args.temperature,
         top_k=args.top_k,
         seed=args.seed,
-        sampler=args.sampler,
+        sampler=args.sampler or "cached",
         threads=args.threads,
     )
     print(f"wrote {len(written)} files to {args.out} (grid.png, manifest.csv: output, level, seed)")
+    return 0
+
+
+def run_subjects(args: argparse.Namespace) -> int:
+    from brainvq.app.subjects import subjects_to_folder
+
+    if args.n is not None:
+        raise ValueError("--n counts slices; with --subjects N, N is the number of subjects")
+    written, space = subjects_to_folder(
+        args.run,
+        args.out,
+        args.subjects,
+        first_level=args.first_level,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        sampler=args.sampler or "wavefront",
+        threads=args.threads,
+    )
+    print(
+        f"wrote {args.subjects} subjects ({len(written)} files) to {args.out}: "
+        "subject_XXX.nii.gz, _montage.png, _views.png, subjects.json, manifest.csv"
+    )
+    print(f"affine: {space.source}")
     return 0
 
 

@@ -1,0 +1,177 @@
+"""Synthetic subjects: `brainvq sample --subjects N`, whole brains drawn slice by slice, bottom to
+top, by a prior that knows the slice below (brainvq.inference.subjects), written as volumes.
+
+    DIR/subject_000.nii.gz        (H, W, L) uint8 on the run's frame: the affine maps (row,
+                                  column, level) to MNI152 millimetres (sform/qform code 4;
+                                  2, "aligned", where the run's frame is only assumed)
+    DIR/subject_000_montage.png   its L slices, bottom to top, labelled with their levels
+    DIR/subject_000_views.png     three orthogonal views through its centre, top to bottom:
+                                  axial, coronal, sagittal; the level axis at its true spacing,
+                                  everything enlarged VIEW_ZOOM times
+    DIR/subjects.json             the run, seed, sampler, levels, the affine and where it is from
+    DIR/manifest.csv              output, subject, kind, seed
+
+A run without a reference frame (no RUN/space.json and no data to make one) still gets its
+volumes, with a voxel-index affine (code 0), and says so in subjects.json and on the terminal.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from brainvq.app.scans import run_space
+from brainvq.app.writers import write_manifest
+from brainvq.inference.generate import generate_subjects, load_run_models
+from brainvq.inference.subjects import check_subject_prior
+from brainvq.io.atomic import atomic_write_bytes, atomic_write_json, output_folder
+from brainvq.io.images import image_grid, save_png
+from brainvq.values import COUNT, INDEX
+
+VIEW_ZOOM = 2  # the orthogonal views are enlarged this many times
+MNI_CODE, ALIGNED_CODE, UNKNOWN_CODE = 4, 2, 0  # NIfTI xform codes
+MONTAGE_COLUMNS = 8
+KINDS = ("volume", "montage", "views")  # the files of one subject, in the manifest
+
+
+@dataclass(frozen=True)
+class SubjectSpace:
+    """Where a subject's voxels lie: affine (4, 4) (row, column, level) -> mm; code: the NIfTI
+    xform code; source: how the run knows it; stretch: level spacing / pixel size (the views'
+    aspect)."""
+
+    affine: np.ndarray
+    code: int
+    source: str
+    stretch: float
+
+
+def subject_space(run_dir: str | Path, size: int, first_level: int) -> SubjectSpace:
+    """The run's frame at `size`, shifted to start at first_level (brainvq.app.scans.run_space:
+    RUN/space.json, made now when missing); a voxel-index space when the run has none."""
+    try:
+        space = run_space(run_dir)
+    except (OSError, ValueError) as e:
+        return SubjectSpace(np.eye(4), UNKNOWN_CODE, f"none: no reference frame ({e})", 1.0)
+    frame = space.frame
+    affine = frame.affine_at(size)
+    affine[:3, 3] += first_level * affine[:3, 2]  # voxel level 0 is frame level first_level
+    assumed = space.frame_source.startswith("assumed")
+    stretch = frame.level_spacing_mm / float(np.mean(frame.pixel_mm(size)))
+    return SubjectSpace(affine, ALIGNED_CODE if assumed else MNI_CODE, space.frame_source, stretch)
+
+
+def subject_nifti(volume: np.ndarray, space: SubjectSpace, description: str) -> bytes:
+    """volume: (L, H, W) uint8 slices bottom to top -> gzipped NIfTI bytes, (H, W, L) with the
+    space's affine (the file is the same for the same volume: no time stamp)."""
+    data = np.ascontiguousarray(np.asarray(volume, dtype=np.uint8).transpose(1, 2, 0))
+    image = nib.Nifti1Image(data, space.affine)
+    image.set_qform(space.affine, code=space.code)
+    image.set_sform(space.affine, code=space.code)
+    image.header["descrip"] = description.encode("ascii", "replace")[:79]
+    image.header.set_xyzt_units("mm")
+    return gzip.compress(image.to_bytes(), mtime=0)
+
+
+def orthogonal_views(volume: np.ndarray, stretch: float, zoom: int = VIEW_ZOOM) -> np.ndarray:
+    """volume: (L, H, W) uint8 slices bottom to top -> one uint8 image: the middle axial slice,
+    then the coronal (through the middle row) and sagittal (the middle column) reformats with
+    the highest level on top, the level axis scaled by `stretch` (its spacing in pixels), all
+    enlarged `zoom` times and centred in one column, 2 black pixels apart."""
+    vol = np.asarray(volume, dtype=np.float32)
+    n, h, w = vol.shape
+    axial = vol[n // 2]  # (H, W)
+    coronal = vol[::-1, h // 2, :]  # (L, W), top level first
+    sagittal = vol[::-1, :, w // 2]  # (L, H)
+    views = [ndimage.zoom(axial, zoom, order=1)]
+    views += [ndimage.zoom(v, (stretch * zoom, zoom), order=1) for v in (coronal, sagittal)]
+    width = max(v.shape[1] for v in views)
+    rows = []
+    for v in views:
+        left = (width - v.shape[1]) // 2
+        rows.append(np.pad(v, ((2, 0), (left, width - v.shape[1] - left))))
+    panel = np.concatenate(rows)
+    return np.clip(np.round(panel), 0, 255).astype(np.uint8)
+
+
+def write_subjects(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    images: np.ndarray,
+    levels: np.ndarray,
+    first_level: int = 0,
+    **drawn_with: object,
+) -> tuple[list[Path], SubjectSpace]:
+    """Write subjects images (n, L, H, W) uint8 at levels (L,) (-1: a prior without levels) to
+    out_dir as the module docstring says; drawn_with (seed, sampler, ...) goes to subjects.json.
+    Returns (the files written, the space they were written in)."""
+    out = output_folder(out_dir, "out")
+    images = np.asarray(images)
+    space = subject_space(run_dir, images.shape[-1], first_level)
+    seed = drawn_with.get("seed", "")
+    written, rows = [], []
+    for i, volume in enumerate(images):
+        stem = f"subject_{i:03d}"
+        path = out / f"{stem}.nii.gz"
+        what = f"brainvq synthetic subject {i}, seed {seed}"
+        written.append(atomic_write_bytes(path, subject_nifti(volume, space, what)))
+        labels = [f"level {k}" for k in levels] if levels[0] >= 0 else None
+        montage = image_grid(volume, ncols=min(MONTAGE_COLUMNS, len(volume)), labels=labels)
+        written.append(save_png(out / f"{stem}_montage.png", montage))
+        written.append(save_png(out / f"{stem}_views.png", orthogonal_views(volume, space.stretch)))
+        rows += [[p.name, i, kind, seed] for p, kind in zip(written[-3:], KINDS, strict=True)]
+    record = {
+        "run": str(Path(run_dir).resolve()),
+        "subjects": len(images),
+        **drawn_with,
+        "levels": [int(k) for k in levels],
+        "affine": np.round(space.affine, 6).tolist(),
+        "xform_code": space.code,
+        "frame_source": space.source,
+    }
+    written.append(atomic_write_json(out / "subjects.json", record))
+    written.append(write_manifest(out, ["output", "subject", "kind", "seed"], rows))
+    return written, space
+
+
+def subjects_to_folder(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    n: int,
+    *,
+    first_level: int = 0,
+    n_slices: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    sampler: str = "wavefront",
+    threads: int | None = None,
+    progress: bool = True,
+) -> tuple[list[Path], SubjectSpace]:
+    """Draw n subjects with the run's prior and write them to out_dir (`write_subjects`).
+    ValueError before anything is drawn or written for a count < 1 or a prior without the
+    neighbour. Returns (the files written, the space they were written in)."""
+    COUNT.check("--subjects", n)
+    INDEX.check("--first-level", first_level)
+    models = load_run_models(run_dir)
+    check_subject_prior(models.prior.model)
+    output_folder(out_dir, "--out")
+    _, images, levels = generate_subjects(
+        models,
+        n,
+        first_level=first_level,
+        n_slices=n_slices,
+        temperature=temperature,
+        top_k=top_k,
+        seed=seed,
+        sampler=sampler,
+        progress=progress,
+        threads=threads,
+    )  # images (n, L, H, W)
+    options = dict(seed=seed, sampler=sampler, temperature=temperature, top_k=top_k)
+    return write_subjects(run_dir, out_dir, images, levels, first_level, **options)
