@@ -34,21 +34,14 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from brainvq.app.anomaly import find_anomalies
 from brainvq.app.anomaly_calibration import (
     anomaly_settings,
-    calibration_statistics,
     run_calibration,
 )
-from brainvq.app.scans import run_space
 from brainvq.data.imaging import pad_to_square, resize_square
-from brainvq.data.space.align import align_scan
 from brainvq.data.space.template import load_reference
 from brainvq.evaluation.anomaly_benchmark import average_precision, best_dice, dice
-from brainvq.evaluation.calibration_shift import (
-    shift_check,
-    slice_flagged_shares,
-    slice_nll_medians,
-)
 from brainvq.evaluation.synthetic_scans import make_scan, random_acquisition, random_lesions
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import anomaly_maps
@@ -105,13 +98,10 @@ def main() -> int:
     print(machine().describe())
     config = load_run(args.run)
     models = load_run_models(args.run)
-    space = run_space(args.run, config)
     size = config.data.size
     settings = anomaly_settings(config)
     calibration, note = run_calibration(args.run, args.alpha, settings, models)
     print(note or f"calibration: {calibration.source}, {calibration.n_slices} slices")
-    cal_nll, cal_flagged = calibration_statistics(args.run, calibration)
-    d = models.vqvae.config.downsample
     rng = np.random.default_rng(args.seed)
     results: dict[str, dict[str, list]] = {}
 
@@ -132,35 +122,17 @@ def main() -> int:
             kind = "lesioned" if sick else "healthy"
             for method in args.intensity:
                 start = time.perf_counter()
-                aligned = align_scan(
-                    path,
-                    space.frame,
-                    size,
-                    space.landmarks,
-                    intensity=method,
-                    outside_profile=space.outside_profile,
+                result = find_anomalies(
+                    args.run, path, alpha=args.alpha, intensity=method, progress=False
                 )
-                maps = anomaly_maps(
-                    models,
-                    aligned.images,
-                    aligned.levels,
-                    calibration.code_threshold,
-                    settings,
-                    foreground=aligned.brain,
-                )
-                check = shift_check(
-                    cal_nll,
-                    cal_flagged,
-                    slice_nll_medians(maps.nll, maps.foreground, d),
-                    slice_flagged_shares(maps.maps, maps.foreground, calibration.pixel_threshold),
-                )
-                in_scan = aligned.to_scan(maps.maps)
+                aligned = result.volumes[0]
+                in_scan = aligned.to_scan(result.maps)
                 seconds = time.perf_counter() - start
                 covered = np.isfinite(in_scan) & scan.brain
                 flagged = (in_scan > calibration.pixel_threshold) & aligned.mask
                 name = f"after ({method})"
                 record(name, "seconds", seconds)
-                record(name, f"warned {kind}", check["warn"])
+                record(name, f"warned {kind}", result.shift[0]["warn"])
                 if sick:
                     record(name, "scores", in_scan[covered])
                     record(name, "labels", scan.lesion[covered])

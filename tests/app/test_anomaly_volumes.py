@@ -232,3 +232,20 @@ def test_a_run_trained_on_nifti_volumes_answers_for_a_new_scan_of_its_cohort(
     recon = nib.load(str(out / "new_reconstruction.nii.gz"))
     assert recon.shape == scan.image.shape
     assert len(list(out.glob("new_level_*.png"))) == 32
+
+
+def test_outside_the_brain_the_scan_is_dressed_like_the_training_slices(
+    run: Path, tmp_path: Path
+) -> None:
+    """The run's slices have a bright rim around the brain (the demo cohort's, like OASIS's):
+    an aligned scan gets the training slices' mean profile painted outside its brain mask."""
+    import brainvq
+    from brainvq.app.scans import run_space
+
+    path, _ = brain_scan(tmp_path / "s.nii.gz", seed=11, voxel_mm=4.0)
+    result = brainvq.anomaly(run, path, alpha=float(ALPHA))
+    aligned = result.volumes[0]
+    outside = aligned.images[~aligned.brain].astype(float) / 255
+    profile = np.asarray(run_space(run).outside_profile)
+    assert profile.max() > 0.1  # the tiny demo run's slices have a rim
+    assert outside.max() >= 0.8 * profile.max() and outside.mean() > 0.01

@@ -102,6 +102,7 @@ def find_anomalies(
     level: int | None = None,
     seed: int = 0,
     mask: str | Path | None = None,
+    intensity: str = "landmarks",
     sampler: str = "cached",
     threads: int | None = None,
     progress: bool = True,
@@ -109,12 +110,15 @@ def find_anomalies(
     """Anomaly maps, masks and slice scores of every slice of `source` (see the module
     docstring), calibrated first if the run has no calibration for these settings (the run
     config's `anomaly:` section; n_heal: its n_heal unless given). mask: the user's brain mask
-    of a NIfTI input (`--mask`)."""
+    of a NIfTI input (`--mask`); intensity: how its intensities are standardised
+    (brainvq.data.space.intensity.METHODS)."""
     check_options(alpha, n_heal, seed)
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
     models = load_run_models(run_dir)
-    inputs = load_inputs(run_dir, source, mask=mask, threads=threads, progress=progress)
+    inputs = load_inputs(
+        run_dir, source, mask=mask, intensity=intensity, threads=threads, progress=progress
+    )
     levels, level_from, notes = resolve_levels(models, layout, inputs, level)
     for aligned in inputs.volumes:
         notes += [f"{aligned.scan.path.name}: {note}" for note in aligned.notes]

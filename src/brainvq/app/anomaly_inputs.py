@@ -64,6 +64,7 @@ def load_inputs(
     source: str | Path,
     *,
     mask: str | Path | None = None,
+    intensity: str = "landmarks",
     threads: int | None = None,
     progress: bool = True,
 ) -> Inputs:
@@ -76,7 +77,9 @@ def load_inputs(
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else None
     volumes = volume_files(path)
     if volumes:
-        aligned = align_inputs(run_dir, volumes, mask=mask, threads=threads, progress=progress)
+        aligned = align_inputs(
+            run_dir, volumes, mask=mask, intensity=intensity, threads=threads, progress=progress
+        )
         return Inputs(
             images=np.concatenate([a.images for a in aligned]),
             names=[n for a in aligned for n in slice_names(a, path)],

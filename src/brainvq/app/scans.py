@@ -83,11 +83,13 @@ def align_inputs(
     volumes: list[Path],
     *,
     mask: str | Path | None = None,
+    intensity: str = "landmarks",
     threads: int | None = None,
     progress: bool = True,
 ) -> list[AlignedScan]:
     """Every volume on the run's frame at its working size. `mask` (one volume only): the
-    user's brain mask on the scan's voxels."""
+    user's brain mask on the scan's voxels; intensity: the standardisation
+    (brainvq.data.space.intensity.METHODS)."""
     if mask is not None and len(volumes) != 1:
         raise ValueError(f"--mask {mask}: a mask goes with one input volume, got {len(volumes)}")
     config = load_run(run_dir)
@@ -101,6 +103,8 @@ def align_inputs(
                 config.data.size,
                 space.landmarks,
                 user_mask=mask,
+                intensity=intensity,
+                outside_profile=space.outside_profile,
                 threads=threads,
             )
         )
