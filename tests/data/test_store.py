@@ -217,3 +217,22 @@ def test_training_steps_on_a_store_read_only_their_batches(tmp_path: Path) -> No
     # the large store must cost no more than the small one
     assert large < 60 and large - small < 20, (small, large)
     print(f"resident memory growth: {small:.1f} MB (16 MB store), {large:.1f} MB (246 MB store)")
+
+
+def test_dataloader_workers_read_the_same_batches_from_a_store(tmp_path: Path) -> None:
+    from brainvq.data.dataset import SliceDataModule
+
+    with StoreWriter(tmp_path / "s.store", 16) as writer:
+        for part in _parts(12):
+            writer.add_part(part)
+        writer.commit("parts", "key")
+    stored = open_store(tmp_path / "s.store", "key")
+
+    def batches(workers: int) -> list[np.ndarray]:
+        loader = SliceDataModule(stored, batch_size=5, num_workers=workers).train_dataloader()
+        return [x.numpy() for x, _ in loader]
+
+    here, there = batches(0), batches(2)  # each worker process opens the file itself
+    assert len(here) == len(there) == 10
+    for a, b in zip(here, there, strict=True):
+        np.testing.assert_array_equal(a, b)
