@@ -9,7 +9,8 @@ A run directory holds everything one pipeline run made:
     RUN/prior/                PixelCNN_Model/, checkpoints/, history.json
     RUN/codes/                code maps of every split (<split>.npy, <split>.level.npy), index.json
     RUN/evaluation/           what the evaluation saw, for the report (npz + JSON)
-    RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report)
+    RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report),
+                              subjects.npz (whole subjects and a real one, for the report)
     RUN/anomaly/              calibration.json (+ calibration_maps.npz): anomaly thresholds
     RUN/space.json            the run's frame in the reference space (MNI152) and intensities
     RUN/logs/                 TensorBoard and CSV logs
@@ -446,6 +447,11 @@ class RunLayout:
     def generated(self) -> Path:
         """The slices generated for the generation metrics (codes, images, levels, floor)."""
         return self.samples / "generated.npz"
+
+    @property
+    def subjects(self) -> Path:
+        """Generated subjects next to a real one, for the report's three-plane figure."""
+        return self.samples / "subjects.npz"
 
     @property
     def figure_samples(self) -> Path:

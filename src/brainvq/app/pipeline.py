@@ -99,6 +99,10 @@ def train_prior(
     start = time.perf_counter()
     part = sliceset.require_split(sliceset.eval_split())
     write_figure_samples(RunLayout(run_dir), models, config.sample, part)
+    if models.n_levels > 1:
+        from brainvq.app.subjects import write_run_subjects
+
+        write_run_subjects(run_dir, part, models.n_levels)
     record_timing(run_dir, "report_samples_s", time.perf_counter() - start)
     return update_metrics(run_dir, "prior", metrics)
 

@@ -27,10 +27,13 @@ from scipy import ndimage
 
 from brainvq.app.scans import run_space
 from brainvq.app.writers import write_manifest
+from brainvq.data.sliceset import SliceSet
+from brainvq.evaluation.consistency import subject_volumes
 from brainvq.inference.generate import generate_subjects, load_run_models
 from brainvq.inference.subjects import check_subject_prior
-from brainvq.io.atomic import atomic_write_bytes, atomic_write_json, output_folder
+from brainvq.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json, output_folder
 from brainvq.io.images import image_grid, save_png
+from brainvq.run import RunLayout, load_run
 from brainvq.values import COUNT, INDEX
 
 VIEW_ZOOM = 2  # the orthogonal views are enlarged this many times
@@ -175,3 +178,35 @@ def subjects_to_folder(
     )  # images (n, L, H, W)
     options = dict(seed=seed, sampler=sampler, temperature=temperature, top_k=top_k)
     return write_subjects(run_dir, out_dir, images, levels, first_level, **options)
+
+
+REPORT_SUBJECTS = 2  # generated subjects the report shows
+
+
+def write_run_subjects(run_dir: str | Path, part: SliceSet, n_levels: int) -> Path | None:
+    """RUN/samples/subjects.npz for the report: the first REPORT_SUBJECTS of the volumes the
+    evaluation generated (RUN/samples/generated.npz `subjects`: whole subjects for a prior with
+    the neighbour, else stacks of independent slices, one per level), a real subject of `part`
+    (the evaluation split) and the frame's level spacing in pixels. None (nothing written)
+    when there is no real subject with every level or nothing was generated."""
+    layout = RunLayout(run_dir)
+    if not layout.generated.is_file():
+        return None
+    with np.load(layout.generated, allow_pickle=False) as f:
+        if "subjects" not in f.files:
+            return None
+        volumes = f["subjects"][:REPORT_SUBJECTS]
+    real = subject_volumes(part.images, part.subject, part.level, n_levels)
+    if not len(real) or not len(volumes):
+        return None
+    space = subject_space(run_dir, part.size, 0)
+    neighbour = load_run(run_dir).prior.has_neighbour
+    with atomic_path(layout.subjects) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            generated=volumes,
+            real=real[0],
+            stretch=np.float64(space.stretch),
+            neighbour=np.bool_(neighbour),
+        )
+    return layout.subjects

@@ -46,6 +46,43 @@ def check_volumes(volumes: np.ndarray, name: str) -> np.ndarray:
     return volumes
 
 
+def subject_volumes(
+    images: np.ndarray, subject: np.ndarray, level: np.ndarray, n_levels: int
+) -> np.ndarray:
+    """The subjects of a slice set that have every level 0 .. n_levels - 1 once, as volumes
+    (S, n_levels, H, W) uint8 (subjects in sorted order); (0, n_levels, H, W) when none has."""
+    subject, level = np.asarray(subject), np.asarray(level)
+    out = []
+    for name in np.unique(subject):
+        rows = np.flatnonzero(subject == name)
+        if len(rows) == n_levels and set(level[rows].tolist()) == set(range(n_levels)):
+            out.append(np.asarray(images[rows[np.argsort(level[rows])]]))
+    if not out:
+        return np.zeros((0, n_levels, *images.shape[1:]), dtype=np.uint8)
+    return np.stack(out)
+
+
+def as_stacks(images: np.ndarray, levels: np.ndarray, n_levels: int) -> np.ndarray:
+    """Slices drawn one level at a time, (N, H, W) at levels (N,), arranged as stacks
+    (S, n_levels, H, W): stack s holds the s-th slice drawn at each level (the floor of the
+    measures: no two of its slices were drawn together). S = the fewest slices at any level."""
+    levels = np.asarray(levels)
+    per_level = [np.flatnonzero(levels == k) for k in range(n_levels)]
+    s = min(len(rows) for rows in per_level)
+    return np.stack([images[rows[:s]] for rows in per_level], axis=1)
+
+
+def subject_metrics(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """The adjacent-slice SSIM of generated and real subjects (S, L, H, W) uint8: their means
+    and the distance between their distributions (the metrics.json keys)."""
+    gen, ref = adjacent_ssim(generated), adjacent_ssim(real)
+    return {
+        "subject_adjacent_ssim": float(gen.mean()),
+        "subject_adjacent_ssim_real": float(ref.mean()),
+        "subject_ssim_distance": ssim_distance(gen, ref),
+    }
+
+
 def adjacent_ssim(volumes: np.ndarray) -> np.ndarray:
     """(S, L, H, W) uint8 -> (S, L - 1) float64: SSIM(slice k, slice k + 1) of every subject."""
     volumes = check_volumes(volumes, "volumes")

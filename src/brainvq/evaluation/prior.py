@@ -15,10 +15,16 @@ import numpy as np
 import torch
 
 from brainvq.data.sliceset import SliceSet
+from brainvq.evaluation.consistency import as_stacks, subject_metrics, subject_volumes
 from brainvq.evaluation.generation_metrics import generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_codes, load_codes
-from brainvq.inference.generate import RunModels, generate_slices, spread_levels
+from brainvq.inference.generate import (
+    RunModels,
+    generate_slices,
+    generate_subjects,
+    spread_levels,
+)
 from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.io.atomic import atomic_path
 from brainvq.io.bundle import Bundle, save_bundle
@@ -107,19 +113,25 @@ def evaluate_prior(
     run_dir: Path, config: RunConfig, sliceset: SliceSet, models: RunModels
 ) -> dict[str, Any]:
     """NLL (val/test) and generation metrics of the run's prior; writes RUN/samples/generated.npz
-    and RUN/evaluation/LevelClassifier."""
+    and RUN/evaluation/LevelClassifier. A prior with the neighbour generates whole subjects
+    (its slices are scored as slices, and its NLL also without the slice below); every prior's
+    subjects (or stacks of independent slices, the floor) get the adjacent-slice SSIM measures
+    of brainvq.evaluation.consistency against the evaluation split's real subjects."""
     layout = RunLayout(run_dir)
     prior = models.prior
     train = load_codes(layout.codes, "train")
     k = prior.config.codebook_size
     hist = code_counts(train.codes, k)
+    validate = load_codes(layout.codes, "validate")
     metrics: dict[str, Any] = {
-        "nll_bits_per_code_val": code_nll_bits(prior, load_codes(layout.codes, "validate")),
+        "nll_bits_per_code_val": code_nll_bits(prior, validate),
         "nll_bits_per_code_test": None,
         "uniform_bits_per_code": math.log2(k),
         "independent_bits_per_code": math.log2(perplexity(hist)),
         "conditional": prior.config.n_levels > 0,
     }
+    if prior.config.has_neighbour:  # the same prior never shown the slice below
+        metrics["nll_bits_per_code_val_alone"] = code_nll_bits(prior, validate, neighbour=False)
     if has_codes(layout.codes, "test"):
         metrics["nll_bits_per_code_test"] = code_nll_bits(prior, load_codes(layout.codes, "test"))
     n = config.sample.n_generation_eval
@@ -128,14 +140,28 @@ def evaluate_prior(
         # without slice levels has none to train.
         return metrics
     s = config.sample
-    levels = spread_levels(n, prior.config.n_levels)
-    gen_codes, generated = generate_slices(
-        models, n, levels, temperature=s.temperature, top_k=s.top_k, seed=s.seed
-    )
+    n_levels = prior.config.n_levels
+    settings = {"temperature": s.temperature, "top_k": s.top_k, "seed": s.seed}
+    if prior.config.has_neighbour:  # slices of whole subjects, every level once per subject
+        codes_v, volumes, subject_levels = generate_subjects(models, -(-n // n_levels), **settings)
+        gen_codes = codes_v.reshape(-1, *codes_v.shape[2:])[:n]
+        generated = volumes.reshape(-1, *volumes.shape[2:])[:n]
+        levels = np.tile(subject_levels, len(volumes))[:n]
+    else:
+        levels = spread_levels(n, n_levels)
+        gen_codes, generated = generate_slices(models, n, levels, **settings)
+        volumes = as_stacks(generated, levels, n_levels)  # the floor: independent slices
     floor_codes = histogram_floor_codes(train.codes, k, n, s.seed)
     floor = decode_codes(models.vqvae.model, floor_codes)
     with atomic_path(layout.generated) as tmp, open(tmp, "wb") as f:
-        np.savez(f, codes=gen_codes.astype(np.int16), images=generated, level=levels, floor=floor)
+        np.savez(
+            f,
+            codes=gen_codes.astype(np.int16),
+            images=generated,
+            level=levels,
+            floor=floor,
+            subjects=volumes,  # (S, L, H, W): whole subjects, or stacks of independent slices
+        )
     real_train = sliceset.require_split("train")
     refs = reference_sets(sliceset, n, s.seed)
     classifier = train_level_classifier(
@@ -160,4 +186,9 @@ def evaluate_prior(
         real_train.images,
         floor,
     )
+    metrics["subjects_from"] = "neighbour" if prior.config.has_neighbour else "independent slices"
+    part = sliceset.require_split(sliceset.eval_split())
+    real = subject_volumes(part.images, part.subject, part.level, n_levels)
+    if len(real) and len(volumes):
+        metrics.update(subject_metrics(volumes, real))
     return {**metrics, **report, "generation_reference_split": refs.split}

@@ -100,8 +100,9 @@ def sample_subjects(
         level_t = None
         if model.config.n_levels:
             level_t = torch.tensor(levels, dtype=torch.int64, device=device)  # (L,)
+        drawing = n * min(len(levels), -(-h // (model.neighbour.reach + 1)))  # maps per step
         with eval_mode(model), torch.inference_mode():
-            with intra_op_threads(sampler_threads(n * len(levels), threads)):
+            with intra_op_threads(sampler_threads(drawing, threads)):
                 return sample_wavefront(
                     model, n, (h, w), level_t, uniforms, temperature, top_k, progress
                 )

@@ -155,6 +155,31 @@ def sample_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     return figures
 
 
+def subject_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
+    """From RUN/samples/subjects.npz: generated subjects next to a real one, in three planes."""
+    shown = _npz(layout.subjects)
+    if shown is None:
+        return []
+    neighbour = bool(shown["neighbour"])
+    kind = "generated subject" if neighbour else "independent slices"
+    rows = [(f"{kind} {i + 1}", v) for i, v in enumerate(shown["generated"])]
+    rows.append(("real subject", shown["real"]))
+    how = (
+        "drawn slice by slice from the lowest level up, each slice given the one below "
+        "(prior.neighbour: previous)"
+        if neighbour
+        else "stacks of slices drawn one level at a time by a prior without the neighbour (no "
+        "two of a stack belong together; `prior: {neighbour: previous}` draws whole subjects)"
+    )
+    path = plots.plot_subject_planes(rows, float(shown["stretch"]), fig_dir / "subjects.png")
+    caption = (
+        f"{len(shown['generated'])} generated volumes of {shown['real'].shape[0]} slices, {how}, "
+        "and a real subject of the evaluation split: the middle axial slice, the coronal and "
+        "sagittal planes through the middle (levels at their true spacing)"
+    )
+    return [(path, caption)]
+
+
 def read_history(path: Path) -> list[dict[str, float]]:
     """RUN/<stage>/history.json: a list of per-epoch rows, each with an "epoch"."""
     rows = json.loads(Path(path).read_text())
@@ -239,6 +264,7 @@ def draw_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     figures = dataset_figure(layout, fig_dir)
     figures += reconstruction_figures(layout, fig_dir)
     figures += sample_figures(layout, fig_dir)
+    figures += subject_figures(layout, fig_dir)
     figures += curve_figures(layout, fig_dir)
     figures += training_gif(layout, fig_dir)
     figures += draw_tune_figures(layout, fig_dir)  # RUN/tune: a hyperparameter study, if any

@@ -364,3 +364,27 @@ def plot_codebook_pca(codebook: np.ndarray, counts: np.ndarray, out: str | Path)
         handle.set_sizes([30])  # the default copies the first point's size, which may be huge
     ax.grid(alpha=0.3)
     return _save(fig, out)
+
+
+def plot_subject_planes(
+    subjects: list[tuple[str, np.ndarray]], stretch: float, out: str | Path
+) -> Path:
+    """One row per subject (name, (L, H, W) slices bottom to top): the middle axial slice, then
+    the coronal and sagittal planes through the middle, highest level on top, the level axis
+    drawn `stretch` pixels per level (its spacing in pixels) so the anatomy keeps its shape."""
+    fig = Figure(figsize=(9.0, 2.2 * len(subjects) + 0.4), layout="constrained")
+    fig.suptitle("Whole subjects in three planes", fontsize=13)
+    axes = fig.subplots(len(subjects), 3, squeeze=False, width_ratios=[1, 1.4, 1.4])
+    for row, (name, volume) in enumerate(subjects):
+        vol = _stack(name, volume)  # (L, H, W) float in [0, 1]
+        n, h, w = vol.shape
+        planes = (vol[n // 2], vol[::-1, h // 2, :], vol[::-1, :, w // 2])
+        for col, (plane, title) in enumerate(
+            zip(planes, ("axial", "coronal", "sagittal"), strict=True)
+        ):
+            _show(axes[row, col], plane)
+            axes[row, col].set_aspect(1.0 if col == 0 else stretch)
+            if row == 0:
+                axes[row, col].set_title(title, fontsize=10)
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    return _save(fig, out)

@@ -87,6 +87,8 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
                 f"uniform {_f(pr['uniform_bits_per_code'], 2)}; independent positions "
                 f"{_f(pr.get('independent_bits_per_code'), 2)}"
             )
+        if pr.get("nll_bits_per_code_val_alone") is not None:
+            reference += f"; without the slice below {_f(pr['nll_bits_per_code_val_alone'])}"
         rows.append(
             Row(
                 "Generation (PixelCNN prior)",
@@ -135,6 +137,19 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
                 "slices would mean copying",
             ),
         ]
+    if "subject_ssim_distance" in pr:
+        whole = pr.get("subjects_from") == "neighbour"
+        rows.append(
+            Row(
+                "Generation (PixelCNN prior)",
+                "adjacent-slice SSIM" + (" (subjects)" if whole else " (independent slices)"),
+                _f(pr["subject_adjacent_ssim"]),
+                f"real subjects {_f(pr.get('subject_adjacent_ssim_real'))}; distance "
+                f"{_f(pr['subject_ssim_distance'])}",
+                "SSIM of slice k and k + 1 of generated volumes vs real ones, and the "
+                "Wasserstein distance of the two distributions (0: alike)",
+            )
+        )
     return rows
 
 
