@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,8 @@ from rich import box
 from rich.table import Table
 
 from brainvq.data.sliceset import SPLITS, SliceSet
+
+STATS_CHUNK = 4096  # slices per step of the mean and std
 
 
 def _per_subject(subjects: np.ndarray) -> str:
@@ -21,6 +24,19 @@ def _per_subject(subjects: np.ndarray) -> str:
 
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _mean_std(images: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+    """Mean and std of images[rows] in [0, 1], STATS_CHUNK slices at a time (a split of a
+    store larger than memory is never read whole)."""
+    total = squares = 0.0
+    for start in range(0, len(rows), STATS_CHUNK):
+        chunk = np.asarray(images[rows[start : start + STATS_CHUNK]], dtype=np.float64) / 255.0
+        total += float(chunk.sum())
+        squares += float(np.square(chunk).sum())
+    count = len(rows) * int(np.prod(images.shape[1:]))
+    mean = total / count
+    return mean, math.sqrt(max(squares / count - mean * mean, 0.0))
 
 
 def summarize(sliceset: SliceSet) -> list[dict[str, Any]]:
@@ -50,12 +66,10 @@ def summarize(sliceset: SliceSet) -> list[dict[str, Any]]:
             row["notes"].append("MISSING")
             rows.append(row)
             continue
-        images = sliceset.images[mask]
         levels = sliceset.level[mask]
         row["subjects"] = int(len(np.unique(sliceset.subject[mask])))
         row["slices_per_subject"] = _per_subject(sliceset.subject[mask])
-        row["mean"] = float(images.mean(dtype=np.float64) / 255.0)
-        row["std"] = float(images.std(dtype=np.float64) / 255.0)
+        row["mean"], row["std"] = _mean_std(sliceset.images, np.flatnonzero(mask))
         row["levels"] = int(len(np.unique(levels))) if (levels >= 0).all() else 0
         if (levels < 0).any():
             row["notes"].append("slice index unknown")
