@@ -23,8 +23,9 @@ import torch
 import brainvq.edge
 from brainvq.edge import EdgeModel, draw_codes
 from brainvq.inference.codes import decode_codes
-from brainvq.inference.sampling import complete, sample
+from brainvq.inference.sampling import complete, draw_uniforms, sample
 from brainvq.inference.sampling import draw_codes as torch_draw_codes
+from brainvq.inference.subjects import sample_subjects
 from brainvq.io.bundle import save_bundle
 from brainvq.io.onnx import export_onnx
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
@@ -55,6 +56,15 @@ VARIANTS = {
     "no_levels": PixelCNNConfig(**_PRIOR, n_levels=0, cond_channels=4, map_size=8),
     # no ConditionMap at all
     "no_map": PixelCNNConfig(**_PRIOR, n_levels=0, position_frequencies=0, level_maps=False),
+    # a prior of whole subjects: levels and the slice below (prior_neighbour.onnx)
+    "neighbour": PixelCNNConfig(
+        **_PRIOR,
+        n_levels=4,
+        cond_channels=4,
+        map_size=8,
+        neighbour="previous",
+        neighbour_channels=6,
+    ),
 }
 
 
@@ -155,6 +165,26 @@ def test_teacher_forced_logits_match_the_full_forward_pass(exported, variant) ->
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     check = json.loads((folder / "export.json").read_text())["checks"]["prior_vs_pytorch"]
     assert check["logits_max_abs_diff"] < 1e-5
+
+
+def test_subjects_are_the_pytorch_samplers_subjects(exported) -> None:
+    prior, folder = exported["neighbour"]
+    edge = EdgeModel(folder)
+    want = sample_subjects(prior, 2, LATENT, first_level=1, seed=6).numpy()  # (2, 3, 8, 8)
+    uniforms = draw_uniforms(2, (3, *LATENT), 6).numpy()
+    got = edge.sample_subjects(2, first_level=1, uniforms=uniforms)
+    assert got.shape == (2, 3, *LATENT)
+    np.testing.assert_array_equal(got, want)
+    g = torch.Generator().manual_seed(2)
+    codes, below = (torch.randint(0, 16, (2, *LATENT), generator=g) for _ in range(2))
+    with torch.inference_mode():
+        logits = prior(codes, torch.tensor([1, 3]), below).numpy()
+    got = edge.teacher_forced_logits(codes.numpy(), np.array([1, 3]), below.numpy())
+    np.testing.assert_allclose(got, logits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="below: expected"):
+        edge.sample(2, 1, below=np.zeros((2, 8, 7), int))
+    with pytest.raises(ValueError, match="no subjects"):
+        EdgeModel(exported["levels"][1]).sample_subjects(1)
 
 
 def test_draw_codes_is_the_torch_draw_in_numpy() -> None:

@@ -21,6 +21,10 @@ numpy.
     edge = EdgeModel("export")                  # export.json, the ONNX files
     codes = edge.sample(4, level=16, seed=0)    # (4, h, w) int64
     images = edge.decode(codes)                 # (4, H, W) uint8
+    subjects = edge.sample_subjects(2)          # (2, L, h, w): a prior of whole subjects
+
+A prior of whole subjects (`prior: {neighbour: previous}`) adds a third graph: the features of
+the slice below (prior_neighbour.onnx), computed once per slice and fed to the row graph.
 """
 
 from __future__ import annotations
@@ -35,13 +39,16 @@ import onnxruntime as ort
 
 MANIFEST_FILE = "export.json"
 MANIFEST_FORMAT = "brainvq-onnx"
-MANIFEST_VERSIONS = (1, 2)
+MANIFEST_VERSIONS = (1, 2, 3)
 PARTS = ("encoder", "decoder")
 PRIOR_ROW_FILE = "prior_row.onnx"
 PRIOR_POSITION_FILE = "prior_position.onnx"
+PRIOR_NEIGHBOUR_FILE = "prior_neighbour.onnx"  # a prior of whole subjects: the slice below
 # Graph inputs and outputs; a cache `x` comes back as `next_x`.
 ROW_INPUTS = ("codes", "row")
 LEVEL = "level"
+BELOW, BELOW_MAP = "below", "below_map"  # the slice below's codes, and their features
+NO_SLICE = -1  # no slice below
 ROW_OUTPUTS = ("first_row", "v_to_h")
 POSITION_STATE = ("left_emb", "h_left")
 POSITION_INPUTS = ("prev_code", *POSITION_STATE, "first", "to_h")
@@ -102,6 +109,8 @@ class EdgePrior:
         self.state = entry["state"]
         self.row = _session(folder / entry["row"]["file"], threads)
         self.position = _session(folder / entry["position"]["file"], threads)
+        below = entry.get("neighbour")
+        self.neighbour = None if not below else _session(folder / below["file"], threads)
         self.row_outputs = entry["row"]["outputs"]
         self.position_outputs = entry["position"]["outputs"]
 
@@ -136,13 +145,34 @@ class EdgePrior:
     def _zeros(self, part: str, n: int) -> dict[str, np.ndarray]:
         return {k: np.zeros((n, *shape), np.float32) for k, shape in self.state[part].items()}
 
+    def check_below(self, below: np.ndarray | None, n: int) -> np.ndarray | None:
+        """The slices below n maps, (n, h, w) int64 in [-1, K), for a prior of whole subjects
+        (None: no slice below); ValueError naming `below` when they do not fit."""
+        if below is None:
+            return None
+        if self.neighbour is None:
+            raise ValueError("below: this prior does not condition on the slice below")
+        b = np.asarray(below)
+        if b.shape != (n, self.h, self.w) or not np.issubdtype(b.dtype, np.integer):
+            raise ValueError(f"below: expected ({n}, {self.h}, {self.w}) integers, got {b.shape}")
+        if b.size and (b.min() < NO_SLICE or b.max() >= self.codebook_size):
+            raise ValueError(f"below: expected codes in [-1, {self.codebook_size})")
+        return b.astype(np.int64)
+
     def _row(
-        self, codes: np.ndarray, r: int, level: np.ndarray | None, state: dict[str, np.ndarray]
+        self,
+        codes: np.ndarray,
+        r: int,
+        level: np.ndarray | None,
+        state: dict[str, np.ndarray],
+        below_map: np.ndarray | None,
     ) -> dict[str, np.ndarray]:
         """The row graph at row r: updates `state`; returns row r + 1's inputs (column first)."""
         feed = {"codes": codes, "row": np.array([r], np.int64), **state}
         if level is not None:
             feed[LEVEL] = level
+        if below_map is not None:
+            feed[BELOW_MAP] = below_map
         out = dict(zip(self.row_outputs, self.row.run(self.row_outputs, feed), strict=True))
         for name in state:
             state[name] = out[next_name(name)]
@@ -154,12 +184,18 @@ class EdgePrior:
         level: np.ndarray | None,
         keep_rows: int,
         choose: Callable[[np.ndarray, int, int], np.ndarray],
+        below: np.ndarray | None = None,
     ) -> None:
         """Fill codes (n, h, w) int64 in place from row keep_rows on: at every position,
-        choose(logits (n, K), i, j) gives the codes (n,) int64 that go there."""
+        choose(logits (n, K), i, j) gives the codes (n,) int64 that go there. below: the
+        slices below (n, h, w) int64 (checked), or None: none."""
         n, h, w = codes.shape
+        below_map = None
+        if self.neighbour is not None:
+            below = np.full((n, h, w), NO_SLICE, np.int64) if below is None else below
+            below_map = self.neighbour.run(None, {BELOW: below})[0]  # (n, Cc, h, w)
         state = self._zeros("row", n)
-        rows = self._row(np.zeros((n, w), np.int64), -1, level, state)
+        rows = self._row(np.zeros((n, w), np.int64), -1, level, state, below_map)
         for i in range(h):
             if i >= keep_rows:
                 left = self._zeros("position", n)
@@ -172,7 +208,7 @@ class EdgePrior:
                     prev = choose(out[0], i, j)
                     codes[:, i, j] = prev
             if i + 1 < h:
-                rows = self._row(np.ascontiguousarray(codes[:, i]), i, level, state)
+                rows = self._row(np.ascontiguousarray(codes[:, i]), i, level, state, below_map)
 
 
 def _check_uniforms(uniforms: np.ndarray | None, shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -294,12 +330,14 @@ class EdgeModel:
         uniforms: np.ndarray | None = None,
         init_codes: np.ndarray | None = None,
         keep_rows: int = 0,
+        below: np.ndarray | None = None,
     ) -> np.ndarray:
         """Draw n code maps (n, h, w) int64 from the prior, as brainvq.inference.sampling.sample.
 
         level: an int or an (n,) integer array in [0, n_levels); None for a prior without
         levels. uniforms: (n, h, w) float in [0, 1), one per draw (default: numpy's generator
-        seeded with `seed`). init_codes: (n, h, w) whose first keep_rows rows are kept.
+        seeded with `seed`). init_codes: (n, h, w) whose first keep_rows rows are kept. below:
+        (n, h, w) the code maps of the slices below (a prior of whole subjects; -1: none).
         """
         prior = self.prior
         n = _check_int("n", n, 1)
@@ -318,13 +356,45 @@ class EdgeModel:
         elif keep_rows > 0:
             raise ValueError(f"init_codes: keep_rows={keep_rows} needs the code maps to keep")
         levels = prior.levels(level, n)
+        below = prior.check_below(below, n)
         u = _check_uniforms(uniforms, (n, h, w), seed)
 
         def draw(logits: np.ndarray, i: int, j: int) -> np.ndarray:
             return draw_codes(logits, u[:, i, j], temperature, top_k)
 
-        prior.run(codes, levels, keep_rows, draw)
+        prior.run(codes, levels, keep_rows, draw, below)
         return codes
+
+    def sample_subjects(
+        self,
+        n: int,
+        first_level: int = 0,
+        n_slices: int | None = None,
+        *,
+        uniforms: np.ndarray | None = None,
+        seed: int = 0,
+        **options: Any,
+    ) -> np.ndarray:
+        """n whole subjects (n, L, h, w) int64, slice l at level first_level + l drawn given
+        slice l - 1, as brainvq.inference.subjects.sample_subjects (a prior of whole subjects).
+        uniforms: (n, L, h, w) float in [0, 1) (PyTorch's: its draw_uniforms(n, (L, h, w),
+        seed)); options: temperature, top_k."""
+        prior = self.prior
+        if prior.neighbour is None:
+            raise ValueError("this prior does not condition on the slice below: no subjects")
+        first = _check_int("first_level", first_level, 0, max(prior.n_levels - 1, 0))
+        default = prior.n_levels - first if prior.n_levels else None
+        count = _check_int("n_slices", default if n_slices is None else n_slices, 1)
+        if prior.n_levels and first + count > prior.n_levels:
+            raise ValueError(f"n_slices: {count} slices from level {first} pass the last level")
+        n = _check_int("n", n, 1)
+        u = _check_uniforms(uniforms, (n, count, prior.h, prior.w), seed)
+        out = np.zeros((n, count, prior.h, prior.w), np.int64)
+        for lv in range(count):
+            level = first + lv if prior.n_levels else None
+            below = out[:, lv - 1] if lv else None
+            out[:, lv] = self.sample(n, level, uniforms=u[:, lv], below=below, **options)
+        return out
 
     def complete(
         self,
@@ -362,20 +432,24 @@ class EdgeModel:
         return codes, self.decode(codes)
 
     def teacher_forced_logits(
-        self, codes: np.ndarray, level: int | np.ndarray | None = None
+        self,
+        codes: np.ndarray,
+        level: int | np.ndarray | None = None,
+        below: np.ndarray | None = None,
     ) -> np.ndarray:
         """The prior's logits (B, K, h, w) float32 for given code maps (B, h, w), position by
         position through the exported steps (for checking them against the PyTorch model)."""
         codes = self._check_codes(codes)
         levels = self.prior.levels(level, len(codes))
-        return teacher_forced_logits(self.prior, codes, levels)
+        below = self.prior.check_below(below, len(codes))
+        return teacher_forced_logits(self.prior, codes, levels, below)
 
 
 def teacher_forced_logits(
-    prior: EdgePrior, codes: np.ndarray, level: np.ndarray | None
+    prior: EdgePrior, codes: np.ndarray, level: np.ndarray | None, below: np.ndarray | None = None
 ) -> np.ndarray:
     """prior's logits (B, K, h, w) float32 for code maps (B, h, w) int64 (checked by the
-    caller), with the given codes in place of draws."""
+    caller, as below), with the given codes in place of draws."""
     b, h, w = codes.shape
     out = np.empty((b, prior.codebook_size, h, w), np.float32)
 
@@ -383,5 +457,5 @@ def teacher_forced_logits(
         out[:, :, i, j] = logits
         return codes[:, i, j]
 
-    prior.run(codes.copy(), level, 0, given)
+    prior.run(codes.copy(), level, 0, given, below)
     return out

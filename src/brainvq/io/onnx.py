@@ -43,8 +43,9 @@ from brainvq.models.vqvae import VQVAE
 
 MANIFEST_FILE = "export.json"
 MANIFEST_FORMAT = "brainvq-onnx"
-# 2: int8.mode (dynamic or static), the prior's graphs, the edge runtime's copy
-MANIFEST_VERSION = 2
+# 2: int8.mode (dynamic or static), the prior's graphs, the edge runtime's copy; 3: the
+# prior's neighbour graph (a prior of whole subjects), which a version-2 runtime would ignore
+MANIFEST_VERSION = 3
 EXPORT_EXTRA = "pip install 'brainvq[export]'"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -312,6 +313,8 @@ def export_onnx(
                 prior_model, scratch, prior_entry
             )
             names += [prior_entry["row"]["file"], prior_entry["position"]["file"]]
+            if prior_entry["neighbour"]:
+                names.append(prior_entry["neighbour"]["file"])
         shutil.copyfile(edge_runtime_source(), scratch / EDGE_RUNTIME_FILE)
         names.append(EDGE_RUNTIME_FILE)
         files = {name: (scratch / name).stat().st_size for name in names}

@@ -20,6 +20,10 @@ The ConditionMap depends only on the level and the position, so it is computed h
 PyTorch for every level at the VQ-VAE's code map size and stored in the row graph as a constant
 (n_levels x Cc x h x w; one map for a model without levels). The graphs therefore serve only
 that code map size (export.json: prior.latent_shape).
+
+A prior of whole subjects (`neighbour: previous`) adds `prior_neighbour.onnx`: the NeighbourMap
+of the slice below's code map (`below`, -1 for none) -> `below_map` (n, Cc, h, w), run once per
+slice; the row graph then takes `below_map` and adds its rows to the stored ConditionMap's.
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brainvq.edge import (
+    BELOW,
+    BELOW_MAP,
     LEVEL,
     NO_CODE_NOTE,
     POSITION_INPUTS,
     POSITION_OUTPUTS,
     POSITION_STATE,
+    PRIOR_NEIGHBOUR_FILE,
     PRIOR_POSITION_FILE,
     PRIOR_ROW_FILE,
     ROW_INPUTS,
@@ -59,20 +66,39 @@ CHECK_MAPS = 2
 CHECK_SEED = 0
 
 
-def _cond_rows(cond: Tensor | None, row: Tensor, level: Tensor | None) -> Tensor | None:
-    """Row `row` (a (1,) int64 tensor) of the stored ConditionMap: (n or 1, Cc, 1, w)."""
-    if cond is None:
-        return None
-    rows = cond.index_select(2, row)  # (levels or 1, Cc, 1, w)
-    return rows if level is None else rows.index_select(0, level)  # (n, Cc, 1, w)
+def _cond_rows(
+    cond: Tensor | None, row: Tensor, level: Tensor | None, below_map: Tensor | None
+) -> Tensor | None:
+    """Row `row` (a (1,) int64 tensor) of the condition: the stored ConditionMap's (by level)
+    plus the slice below's features (n, Cc, h, w) when given: (n or 1, Cc, 1, w) or None."""
+    rows = None
+    if cond is not None:
+        rows = cond.index_select(2, row)  # (levels or 1, Cc, 1, w)
+        rows = rows if level is None else rows.index_select(0, level)  # (n, Cc, 1, w)
+    if below_map is not None:
+        near = below_map.index_select(2, row)  # (n, Cc, 1, w)
+        rows = near if rows is None else rows + near
+    return rows
+
+
+class NeighbourStep(nn.Module):
+    """The features of the slice below, once per slice: below (n, h, w) int64 in [-1, K) ->
+    below_map (n, Cc, h, w) float32."""
+
+    def __init__(self, model: GatedPixelCNN) -> None:
+        super().__init__()
+        self.neighbour = model.neighbour
+
+    def forward(self, below: Tensor) -> Tensor:
+        return self.neighbour(below)
 
 
 class RowStep(nn.Module):
     """The vertical pass of one row (finish_row(r) and start_row(r + 1) of the cached sampler).
 
-    forward(codes (n, w) int64, row (1,) int64, [level (n,) int64,] emb_rows (n, E, pad, w),
-    v_rows_1 .. v_rows_{L-1} (n, C, k//2, w)) -> (next state in the same order,
-    first_row (w, n, C), v_to_h (w, n, L, 2C)), all float32.
+    forward(codes (n, w) int64, row (1,) int64, [level (n,) int64,] [below_map (n, Cc, h, w),]
+    emb_rows (n, E, pad, w), v_rows_1 .. v_rows_{L-1} (n, C, k//2, w)) -> (next state in the
+    same order, first_row (w, n, C), v_to_h (w, n, L, 2C)), all float32.
     """
 
     def __init__(self, model: GatedPixelCNN, h: int, w: int) -> None:
@@ -81,6 +107,7 @@ class RowStep(nn.Module):
         self.fh, self.half = cfg.first_kernel // 2, cfg.kernel_size // 2
         self.pad = max(self.fh, self.half)
         self.conditional = cfg.n_levels > 0
+        self.has_below = cfg.has_neighbour
         self.embedding = model.embedding
         self.layers = model.layers
         self.cond_in = model.cond_in
@@ -88,8 +115,8 @@ class RowStep(nn.Module):
         self.register_buffer("first_above", first[:, :, : self.fh].clone())  # rows above
         self.register_buffer("first_bias", model.first_conv.bias.detach().clone())
         levels = torch.arange(cfg.n_levels) if self.conditional else None
-        with torch.no_grad():
-            cond = model.condition_map(levels, h, w)  # (n_levels or 1, Cc, h, w) or None
+        with torch.no_grad():  # the ConditionMap alone: the slice below comes as below_map
+            cond = None if model.condition is None else model.condition(levels, h, w)
         self.register_buffer("cond", None if cond is None else cond.detach().clone())
 
     def _cond_bias(self, li: int, cond: Tensor | None) -> Tensor | float:
@@ -98,12 +125,14 @@ class RowStep(nn.Module):
         return 0.0 if cond is None or layer.cond is None else layer.cond(cond)
 
     def forward(self, codes: Tensor, row: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
-        level, (emb_rows, *v_rows) = (rest[0], rest[1:]) if self.conditional else (None, rest)
+        level, rest = (rest[0], rest[1:]) if self.conditional else (None, rest)
+        below_map, (emb_rows, *v_rows) = (rest[0], rest[1:]) if self.has_below else (None, rest)
         half, pad, fh = self.half, self.pad, self.fh
         valid = (row >= 0).to(emb_rows.dtype)  # (1,): 0 for row -1, which only prepares row 0
         emb_row = self.embedding(codes).transpose(1, 2)[:, :, None] * valid  # (n, E, 1, w)
-        cond_here = _cond_rows(self.cond, row, level)  # (n or 1, Cc, 1, w) or None
-        cond_next = _cond_rows(self.cond, row + 1, level)
+        # (n or 1, Cc, 1, w) or None; row -1 wraps to the last row, its gated row is zeroed
+        cond_here = _cond_rows(self.cond, row, level, below_map)
+        cond_next = _cond_rows(self.cond, row + 1, level, below_map)
         next_emb = torch.cat([emb_rows, emb_row], dim=2)[:, :, 1:]  # (n, E, pad, w)
         window = torch.cat([emb_rows[:, :, pad - half :], emb_row], dim=2)  # (n, E, half + 1, w)
         next_v, v_to_h = [], []
@@ -198,10 +227,12 @@ def write_prior_graphs(model: GatedPixelCNN, latent: tuple[int, int], folder: Pa
     shapes = state_shapes(model, h, w)
     row_state = list(shapes["row"])
     level = [LEVEL] if cfg.n_levels > 0 else []
-    row_inputs = [*ROW_INPUTS, *level, *row_state]
+    below = [BELOW_MAP] if cfg.has_neighbour else []
+    row_inputs = [*ROW_INPUTS, *level, *below, *row_state]
     row_outputs = [*map(next_name, row_state), *ROW_OUTPUTS]
     example = [torch.zeros(n, w, dtype=torch.int64), torch.tensor([0])]
     example += [torch.zeros(n, dtype=torch.int64)] * len(level)
+    example += [torch.zeros(n, cfg.cond_channels, h, w)] * len(below)
     example += [torch.zeros(n, *shape) for shape in shapes["row"].values()]
     _export(RowStep(model, h, w), tuple(example), folder / PRIOR_ROW_FILE, row_inputs, row_outputs)
     c, layers = cfg.channels, cfg.n_layers
@@ -216,7 +247,19 @@ def write_prior_graphs(model: GatedPixelCNN, latent: tuple[int, int], folder: Pa
         list(POSITION_INPUTS),
         position_outputs,
     )
+    neighbour = None
+    if cfg.has_neighbour:
+        below_codes = torch.zeros(n, h, w, dtype=torch.int64)
+        _export(
+            NeighbourStep(model),
+            (below_codes,),
+            folder / PRIOR_NEIGHBOUR_FILE,
+            [BELOW],
+            [BELOW_MAP],
+        )
+        neighbour = {"file": PRIOR_NEIGHBOUR_FILE, "inputs": [BELOW], "outputs": [BELOW_MAP]}
     return {
+        "neighbour": neighbour,
         "row": {"file": PRIOR_ROW_FILE, "inputs": row_inputs, "outputs": row_outputs},
         "position": {
             "file": PRIOR_POSITION_FILE,
@@ -241,10 +284,19 @@ def check_prior_graphs(model: GatedPixelCNN, folder: Path, entry: dict[str, Any]
     shape = (CHECK_MAPS, *entry["latent_shape"])
     codes = torch.randint(0, cfg.codebook_size, shape, generator=g)
     level = torch.randint(0, cfg.n_levels, (CHECK_MAPS,), generator=g) if cfg.n_levels else None
+    below = None
+    if cfg.has_neighbour:  # a slice below, and no slice below for the last map
+        below = torch.randint(0, cfg.codebook_size, shape, generator=g)
+        below[-1] = -1
     with torch.inference_mode():
-        want = model(codes, level).numpy()  # (n, K, h, w)
+        want = model(codes, level, below).numpy()  # (n, K, h, w)
     prior = EdgePrior(folder, entry)
-    got = teacher_forced_logits(prior, codes.numpy(), None if level is None else level.numpy())
+    got = teacher_forced_logits(
+        prior,
+        codes.numpy(),
+        None if level is None else level.numpy(),
+        None if below is None else below.numpy(),
+    )
     gap = float(np.abs(got - want).max())
     if gap > LOGITS_TOLERANCE:
         raise RuntimeError(
