@@ -70,7 +70,7 @@ def postgres_url() -> Iterator[str]:
 def test_two_workers_on_one_postgresql_study_make_distinct_trials(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    config = tune_yaml(tmp_path, epochs=2)
+    config = tune_yaml(tmp_path, epochs=1)
     workers = [
         subprocess.Popen(
             [

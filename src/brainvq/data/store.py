@@ -130,27 +130,25 @@ class StoreWriter(NoteCounter):
 
     def _columns(self) -> None:
         """The spooled columns -> split/subject/filename (fixed-width str) and level (int16)
-        .npy files, FILL_CHUNK rows at a time."""
+        .npy files, appended FILL_CHUNK rows at a time."""
         n = self.tally.n
-        arrays = {
-            name: np.lib.format.open_memmap(
-                self.tmp / f"{name}.npy",
-                mode="w+",
-                dtype=np.int16 if name == "level" else f"<U{self._widths[name]}",
-                shape=(n,),
-            )
+        dtypes = {
+            name: np.dtype(np.int16 if name == "level" else f"<U{self._widths[name]}")
             for name in COLUMNS
         }
-        with open(self.tmp / SPOOL, encoding="utf-8") as spool:
-            start = 0
-            while start < n:
-                rows = [json.loads(line) for _, line in zip(range(FILL_CHUNK), spool, strict=False)]
-                for i, name in enumerate(COLUMNS):
-                    arrays[name][start : start + len(rows)] = [r[i] for r in rows]
-                start += len(rows)
-        for array in arrays.values():
-            array.flush()
-        del arrays
+        files = {name: open(self.tmp / f"{name}.npy", "wb") for name in COLUMNS}  # noqa: SIM115
+        try:
+            for name, f in files.items():
+                f.write(npy_header((n,), dtypes[name]))
+            with open(self.tmp / SPOOL, encoding="utf-8") as spool:
+                while rows := [
+                    json.loads(line) for _, line in zip(range(FILL_CHUNK), spool, strict=False)
+                ]:
+                    for i, name in enumerate(COLUMNS):
+                        files[name].write(np.asarray([r[i] for r in rows], dtypes[name]).tobytes())
+        finally:
+            for f in files.values():
+                f.close()
         (self.tmp / SPOOL).unlink()
 
     def commit(
