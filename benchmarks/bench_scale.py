@@ -12,7 +12,9 @@ counts a page shared by several processes once in all, and a file page only whil
    batches from the store (its
    pages dropped from the page cache first, so reads start from the disk) and, up to
    `--in-memory-max` slices, from the same slices held in memory: images/s after 5 warm-up
-   steps, peak memory;
+   steps, the share of that time spent between steps (reading and collating the next batch:
+   what the store can cost, a measure that other jobs on the machine disturb less than
+   images/s), peak memory;
 3. the data loader alone, store against memory (images/s of batches of 16 for 10 s): the
    headroom of the data path where the model is faster than here (a GPU);
 4. encode-all: every split's code maps (encode_splits) with the trained weights: seconds,
@@ -234,8 +236,15 @@ def step_train(o: dict) -> dict:
     module = VQVAEModule(_vqvae_config(), cfg, total_steps=10_000)
 
     class Rate(L.Callback):
+        """Images/s after 5 warm-up steps, and the share of that time spent between steps
+        (with no DataLoader workers: reading and collating the next batch)."""
+
         def __init__(self) -> None:
-            self.n, self.t0, self.t1 = 0, 0.0, 0.0
+            self.n, self.t0, self.t1, self.waiting = 0, 0.0, 0.0, 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx > 5:
+                self.waiting += time.perf_counter() - self.t1
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self.t1 = time.perf_counter()
@@ -261,10 +270,12 @@ def step_train(o: dict) -> dict:
     if not rate.n:
         raise RuntimeError(f"fewer than 7 steps in {o['seconds']} s: give --train-seconds more")
     images_per_s = rate.n / (rate.t1 - rate.t0)
+    data_share = rate.waiting / (rate.t1 - rate.t0)
     if o.get("bundle"):
         save_bundle(Path(o["bundle"]), module.model.eval(), module.model.config, kind="vqvae")
     return {
         "images_per_s": images_per_s,
+        "data_share": data_share,
         "steps": trainer.global_step,
         "threads": torch.get_num_threads(),
     }
@@ -375,26 +386,31 @@ def main() -> None:
         f"{args.loader_workers} DataLoader workers; memory: peak summed PSS of the step's processes"
     )
     head = (
-        f"{'slices':>9} | {'build s':>7} {'build MB':>8} {'GB/M':>5} | {'train img/s':>11} "
-        f"{'in-mem':>6} {'MB':>5} {'in-mem MB':>9} | {'loader img/s':>12} {'in-mem':>7} | "
-        f"{'encode s':>8} {'MB':>5} {'GB/M':>5}"
+        f"{'slices':>9} | {'build s':>7} {'MB':>5} {'GB/M':>5} | {'store img/s':>11} "
+        f"{'data':>5} {'MB':>5} | {'memory img/s':>12} {'data':>5} {'MB':>5} | "
+        f"{'loader store':>12} {'memory':>7} | {'encode s':>8} {'MB':>5} {'GB/M':>5}"
     )
     print(head)
     print("-" * len(head))
     for n, build, train, memory, ls, lm, enc in rows:
-        mem_rate = f"{memory['images_per_s']:6.1f}" if memory else f"{'-':>6}"
-        mem_mb = f"{memory['peak_mb']:9.0f}" if memory else f"{'-':>9}"
+        in_memory = f"{'-':>12} {'-':>5} {'-':>5}"
+        if memory:
+            in_memory = (
+                f"{memory['images_per_s']:12.1f} {memory['data_share']:5.1%} "
+                f"{memory['peak_mb']:5.0f}"
+            )
         lm_rate = f"{lm['images_per_s']:7.0f}" if lm else f"{'-':>7}"
-        encoded = "       -     -     -"
+        encoded = f"{'-':>8} {'-':>5} {'-':>5}"
         if enc:
             encoded = (
                 f"{'~' if enc['measured_on'] < n else ' '}{enc['seconds']:7.0f} "
                 f"{enc['peak_mb']:5.0f} {enc['disk_per_million_gb']:5.2f}"
             )
         print(
-            f"{n:>9} | {build['seconds']:7.1f} {build['peak_mb']:8.0f} "
-            f"{build['disk_per_million_gb']:5.1f} | {train['images_per_s']:11.1f} {mem_rate} "
-            f"{train['peak_mb']:5.0f} {mem_mb} | {ls['images_per_s']:12.0f} {lm_rate} | {encoded}"
+            f"{n:>9} | {build['seconds']:7.1f} {build['peak_mb']:5.0f} "
+            f"{build['disk_per_million_gb']:5.1f} | {train['images_per_s']:11.1f} "
+            f"{train['data_share']:5.1%} {train['peak_mb']:5.0f} | {in_memory} | "
+            f"{ls['images_per_s']:12.0f} {lm_rate} | {encoded}"
         )
 
 
