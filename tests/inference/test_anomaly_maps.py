@@ -93,10 +93,11 @@ def test_a_planted_lesion_scores_higher_than_the_same_slice_without_it(
     lesioned = middle.images.copy()
     for i, brain in enumerate(brains):
         # a dark cavity: the tiny VQ-VAE codes the brightest tissue and a bright disc alike;
-        # radius 5: with 4 pixels one of the 12 slices scored below its clean self (0.9x) on
-        # the demo cohort as rendered on OASIS's frame; with 5, every one 2x or more
+        # radius 6: on the demo cohort as rendered on OASIS's frame, a smaller disc can sit in
+        # the dark ventricles; the least raised of the 12 scores was 0.80x / 0.91x / 1.82x its
+        # clean self at radius 4 / 5 / 6 in fp32 (AVX2), 0.90x / 2.0x / 4.3x in bf16
         centre = tuple(int(c) for c in np.argwhere(brain).mean(axis=0))
-        lesioned[i] = plant_disc(middle.images[i], centre, 5, 0)
+        lesioned[i] = plant_disc(middle.images[i], centre, 6, 0)
     levels = middle.level.astype(np.int64)
     clean = anomaly_maps(models, middle.images, levels, t, config, seed=0)
     sick = anomaly_maps(models, lesioned, levels, t, config, seed=0)
