@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.data import load_slices
 from brainvq.edge import EdgeModel
 from brainvq.hardware import machine

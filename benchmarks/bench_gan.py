@@ -40,7 +40,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.generation_metrics import (

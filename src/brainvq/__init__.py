@@ -258,8 +258,8 @@ def train_vqvae(
 ) -> dict[str, Any]:
     """Train and evaluate a run's VQ-VAE (config: a YAML file; default: the packaged config
     that fits this machine). Returns RUN/metrics.json."""
-    from brainvq.app.pipeline import run_slices
     from brainvq.app.pipeline import train_vqvae as train
+    from brainvq.app.run_data import run_slices
 
     cfg = _prepare(run_dir, data, config)
     return train(Path(run_dir), cfg, run_slices(cfg), resume=resume)
@@ -267,8 +267,8 @@ def train_vqvae(
 
 def train_prior(run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate the prior of a run whose VQ-VAE is trained. Returns metrics.json."""
-    from brainvq.app.pipeline import run_slices
     from brainvq.app.pipeline import train_prior as train
+    from brainvq.app.run_data import run_slices
     from brainvq.run import load_run as load
 
     cfg = load(run_dir)
@@ -292,7 +292,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Reconstruction metrics of a run's VQ-VAE on `split` (default test, else validate) of
     its data (or of `data`). Returns metrics.json."""
-    from brainvq.app.pipeline import evaluate_run, run_slices
+    from brainvq.app.pipeline import evaluate_run
+    from brainvq.app.run_data import run_slices
 
     cfg = load_run(run_dir)
     return evaluate_run(Path(run_dir), run_slices(cfg, source=data), split)

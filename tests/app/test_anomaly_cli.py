@@ -19,7 +19,7 @@ from PIL import Image
 
 import brainvq
 from brainvq.app.cli import main
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.inference.anomaly_maps import brain_mask
 from brainvq.run import RunLayout, load_run
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from anomaly_run import plant_disc
 
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.evaluation.anomaly_calibration import code_threshold
 from brainvq.inference.anomaly_maps import (
     anomaly_maps,

@@ -16,7 +16,8 @@ from PIL import Image
 from tiny import TINY_CONFIG
 
 from brainvq.app.cli import main
-from brainvq.app.pipeline import evaluate_run, run_slices
+from brainvq.app.pipeline import evaluate_run
+from brainvq.app.run_data import run_slices
 from brainvq.app.run_files import spread_over_levels
 from brainvq.data.sliceset import SliceSet
 from brainvq.report.build import OASIS_CITATION, build_report, curve_figures

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from brainvq.app.anomaly_inputs import Inputs, load_inputs, resolve_levels
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.config import ConfigError, from_dict, to_dict
 from brainvq.evaluation.anomaly_calibration import (
     Calibration,

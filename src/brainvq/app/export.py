@@ -17,7 +17,7 @@ DEFAULT_CALIBRATION = 128  # training slices int8-static is calibrated on
 
 def calibration_slices(run_dir: Path, n: int) -> np.ndarray:
     """n of the run's training slices, evenly spaced through the split: (n, S, S) uint8."""
-    from brainvq.app.pipeline import run_slices
+    from brainvq.app.run_data import run_slices
 
     train = run_slices(load_run(run_dir)).require_split("train")
     if n > len(train):

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from brainvq.app.run_data import run_slices
 from brainvq.app.run_files import write_data_summary, write_figure_samples, write_reconstructions
-from brainvq.data import load_slices
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.io.bundle import load_vqvae
@@ -24,21 +24,6 @@ from brainvq.run import (
     record_timing,
     update_metrics,
 )
-
-
-def run_slices(config: RunConfig, source: str | None = None, progress: bool = True) -> SliceSet:
-    """The slices of the run's data source (or of `source`), at the run's working size."""
-    d = config.data
-    return load_slices(
-        source or d.source,
-        size=d.size,
-        cache_dir=Path(d.cache_dir) if d.cache_dir else None,
-        n_levels=d.n_levels,
-        z_range_mm=tuple(d.z_range_mm) if d.z_range_mm else None,
-        seed=d.seed,
-        demo_subjects=tuple(d.demo_subjects),
-        progress=progress,
-    )
 
 
 def is_global_zero() -> bool:

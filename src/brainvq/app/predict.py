@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.app.run_files import write_data_summary, write_figure_samples, write_reconstructions
 from brainvq.evaluation.prior import code_nll_bits
 from brainvq.evaluation.reconstruction import evaluate_vqvae

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from brainvq.app.pipeline import evaluate_run, run_slices
+from brainvq.app.pipeline import evaluate_run
+from brainvq.app.run_data import run_slices
 from brainvq.evaluation.prior import code_nll_bits
 from brainvq.inference.codes import CodeSet, encode_images, encode_splits
 from brainvq.io.atomic import output_folder

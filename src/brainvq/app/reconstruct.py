@@ -19,13 +19,13 @@ from brainvq.app.writers import GRID, output_names, reconstruct_to_folder, write
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.nifti import canonical_landmarks
-from brainvq.data.progress import progress as progress_bar
 from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import frame_for_source
 from brainvq.inference.codes import encode_images, reconstruct, to_uint8
 from brainvq.io.atomic import atomic_path, output_folder
 from brainvq.io.bundle import Bundle, load_vqvae
 from brainvq.io.images import image_grid, save_png
+from brainvq.progress import progress as progress_bar
 from brainvq.run import RunLayout
 
 CODES_FILE = "codes.npz"

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.pipeline import run_slices
+from brainvq.app.run_data import run_slices
 from brainvq.data.loader import DEMO, resolve_source
 from brainvq.data.nifti import is_nifti_name
-from brainvq.data.progress import progress as progress_bar
 from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import (
     RunSpace,
@@ -25,6 +24,7 @@ from brainvq.data.space.run_space import (
     learn_run_landmarks,
 )
 from brainvq.io.atomic import atomic_write_json
+from brainvq.progress import progress as progress_bar
 from brainvq.run import RunConfig, RunLayout, load_run, read_json
 
 

@@ -239,7 +239,7 @@ def tune_stage(job: TuneJob) -> dict[str, Any]:
 
     Everything is checked before any trial runs: the job, the base config, the space, the
     storage, and that RUN/tune holds no other study."""
-    from brainvq.app.pipeline import run_slices
+    from brainvq.app.run_data import run_slices
     from brainvq.inference.codes import encode_splits
     from brainvq.io.bundle import load_vqvae
     from brainvq.report.build import build_report

@@ -17,7 +17,7 @@ from multiprocessing import get_context
 from typing import Any, Protocol
 
 from brainvq.data.builder import SlicePart
-from brainvq.data.progress import progress
+from brainvq.progress import progress
 
 # Below this many tasks a pool costs more than it saves (spawning a worker imports the
 # decoders: about a second each).

@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainvq.app.pipeline import evaluate_run, run_slices
+    from brainvq.app.pipeline import evaluate_run
+    from brainvq.app.run_data import run_slices
     from brainvq.report.summary import print_summary
     from brainvq.run import load_run
 

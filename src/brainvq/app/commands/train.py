@@ -85,6 +85,7 @@ def stage_overrides(args: argparse.Namespace, stages: tuple[str, ...]) -> dict[s
 def run(args: argparse.Namespace) -> int:
     from brainvq.app import pipeline
     from brainvq.app.presets import prepare_training_run
+    from brainvq.app.run_data import run_slices
     from brainvq.report.summary import print_summary
     from brainvq.run import RunLayout, load_run
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "all":
         pipeline.train_all(args.run, config, resume=args.resume)
         return 0
-    sliceset = pipeline.run_slices(config)
+    sliceset = run_slices(config)
     if args.stage == "vqvae":
         metrics = pipeline.train_vqvae(args.run, config, sliceset, resume=args.resume)
     else:
