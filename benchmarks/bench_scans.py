@@ -172,9 +172,10 @@ def report(results: dict, alpha: float) -> None:
     print(
         f"\n| method | healthy brain voxels flagged (alpha {alpha}; mean +- s.e. over scans) "
         "| healthy scans warned | lesioned scans warned | voxel AUPRC | Dice at calibrated "
-        "threshold (mean over scans) | best Dice | registration error mm | seconds per volume |"
+        "threshold (mean over scans) | best Dice | lesion voxel share | registration error mm "
+        "| seconds per volume |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for method, r in results.items():
         share = np.asarray(r.get("healthy share", [np.nan]))
         se = share.std(ddof=1) / np.sqrt(len(share)) if len(share) > 1 else np.nan
@@ -192,7 +193,8 @@ def report(results: dict, alpha: float) -> None:
         print(
             f"| {method} | {share.mean():.4f} +- {se:.4f} | {warned('healthy')} | "
             f"{warned('lesioned')} | {auprc:.3f} | {np.mean(r.get('dice', [np.nan])):.3f} | "
-            f"{best:.3f} | {error} | {seconds} |"
+            f"{best:.3f} | {np.mean(labels) if labels is not None else np.nan:.4f} | {error} | "
+            f"{seconds} |"
         )
 
 
