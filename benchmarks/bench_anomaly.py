@@ -52,7 +52,8 @@ from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import MapSet, anomaly_maps, brain_mask, slice_scores
 from brainvq.inference.codes import decode_codes, load_codes
 from brainvq.inference.generate import load_run_models
-from brainvq.run import AnomalyConfig, RunLayout, load_run
+from brainvq.run import RunLayout, load_run
+from brainvq.run_config import AnomalyConfig
 
 MIN_BRAIN_SHARE = 0.15  # slices with less brain than this share of the image get no lesion
 VOLUME = 32

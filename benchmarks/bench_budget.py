@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from brainvq.hardware import machine
-from brainvq.run import TrainConfig, load_run_config, merge, save_run_config
+from brainvq.run_config import TrainConfig, load_run_config, merge, save_run_config
 from brainvq.training.trainer import resolve_precision
 
 VQVAE_COLUMNS = ("ssim", "psnr", "codes_used")

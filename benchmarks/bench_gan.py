@@ -57,7 +57,8 @@ from brainvq.inference.generate import generate_slices, load_run_models, spread_
 from brainvq.io.atomic import atomic_path
 from brainvq.io.bundle import load_vqvae
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
-from brainvq.run import RunConfig, RunLayout, merge, packaged_config, prepare_run
+from brainvq.run import RunLayout, packaged_config, prepare_run
+from brainvq.run_config import RunConfig, merge
 from brainvq.training.fit_prior import fit_prior
 from brainvq.training.fit_vqvae import fit_vqvae
 from brainvq.training.trainer import resolve_precision

@@ -224,7 +224,7 @@ def step_train(o: dict) -> dict:
     from brainvq.data.dataset import SliceDataModule
     from brainvq.hardware import keep_freed_memory
     from brainvq.io.bundle import save_bundle
-    from brainvq.run import TrainConfig
+    from brainvq.run_config import TrainConfig
     from brainvq.training.vqvae_module import VQVAEModule
 
     keep_freed_memory()

@@ -42,7 +42,8 @@ import yaml
 from brainvq.app.cli import main as cli
 from brainvq.config import to_dict
 from brainvq.hardware import machine
-from brainvq.run import RunLayout, TrainConfig, load_run_config, merge, packaged_config
+from brainvq.run import RunLayout, packaged_config
+from brainvq.run_config import TrainConfig, load_run_config, merge
 from brainvq.training.trainer import resolve_precision
 
 # --quick: a demo cohort and models small enough for a study of seconds-long trials

@@ -43,7 +43,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from brainvq.data import load_slices
 from brainvq.hardware import machine, set_threads
 from brainvq.models.vqvae import VQVAE
-from brainvq.run import PRECISIONS, RunConfig, TrainConfig, load_run_config, packaged_config
+from brainvq.run import packaged_config
+from brainvq.run_config import PRECISIONS, RunConfig, TrainConfig, load_run_config
 from brainvq.training.trainer import resolve_precision
 from brainvq.training.vqvae_module import VQVAEModule
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from brainvq.hardware import keep_freed_memory, machine, usable_cores
-from brainvq.run import PRECISIONS, RunConfig, TrainConfig, load_run_config
+from brainvq.run_config import PRECISIONS, RunConfig, TrainConfig, load_run_config
 from brainvq.training.trainer import resolve_precision
 
 SEED = 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from brainvq import hardware
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.trainer import resolve_precision
 
 

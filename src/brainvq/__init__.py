@@ -81,7 +81,7 @@ def load_run_models(run_dir: str | Path) -> RunModels:
 
 
 def load_run(run_dir: str | Path):
-    """A run's configuration (RUN/config.yaml) as a brainvq.run.RunConfig."""
+    """A run's configuration (RUN/config.yaml) as a brainvq.run_config.RunConfig."""
     from brainvq.run import load_run as load
 
     return load(run_dir)

@@ -10,7 +10,7 @@ from tiny import TINY_CONFIG
 from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.models.vqvae import VQVAE
-from brainvq.run import load_run_config, save_run_config
+from brainvq.run_config import load_run_config, save_run_config
 
 
 @pytest.fixture(scope="module")

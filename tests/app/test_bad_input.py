@@ -21,7 +21,7 @@ from brainvq.data import load_slices
 from brainvq.io.atomic import atomic_write_bytes
 from brainvq.io.bundle import VQVAE_FOLDER, load_vqvae, save_bundle
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.run import load_run_config, save_run_config
+from brainvq.run_config import load_run_config, save_run_config
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -18,7 +18,8 @@ from brainvq.app.run_data import run_slices
 from brainvq.inference.codes import encode_images
 from brainvq.inference.generate import complete_slices, load_run_models
 from brainvq.io.bundle import load_prior, load_vqvae
-from brainvq.run import TrainConfig, load_run
+from brainvq.run import load_run
+from brainvq.run_config import TrainConfig
 from brainvq.training.trainer import resolve_precision
 
 

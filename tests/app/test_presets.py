@@ -12,7 +12,8 @@ import yaml
 from data.files import write_png
 
 from brainvq.app.presets import choose_preset, resolve_config_file
-from brainvq.run import load_run_config, packaged_config, prepare_run
+from brainvq.run import packaged_config, prepare_run
+from brainvq.run_config import load_run_config
 
 
 def test_the_cpu_preset_is_chosen_said_and_recorded(

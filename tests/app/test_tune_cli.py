@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from tiny import TINY_CONFIG
 
 from brainvq.app.cli import main
-from brainvq.run import load_run_config
+from brainvq.run_config import load_run_config
 from brainvq.training.search_space import parse_space
 from brainvq.training.study import open_study
 

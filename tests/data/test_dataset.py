@@ -12,7 +12,7 @@ from brainvq.data.augment import AugmentConfig, augment_batch
 from brainvq.data.dataset import SliceDataModule, SliceDataset
 from brainvq.data.sliceset import SliceSet
 from brainvq.models.vqvae import VQVAEConfig
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.vqvae_module import VQVAEModule
 
 

@@ -27,7 +27,8 @@ from brainvq.evaluation.conformal import (
 from brainvq.inference.anomaly_maps import code_nll_map
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import load_run_models
-from brainvq.run import AnomalyConfig, RunLayout
+from brainvq.run import RunLayout
+from brainvq.run_config import AnomalyConfig
 
 
 def test_split_conformal_quantile_hits_its_rate() -> None:

@@ -26,7 +26,8 @@ from brainvq.inference.anomaly_maps import (
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import load_run_models
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from brainvq.run import AnomalyConfig, RunLayout, load_run
+from brainvq.run import RunLayout, load_run
+from brainvq.run_config import AnomalyConfig
 
 
 def test_nll_map_is_the_sum_of_per_position_cross_entropies() -> None:

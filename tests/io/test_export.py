@@ -26,7 +26,8 @@ from brainvq.io.onnx import export_onnx
 from brainvq.metrics import ssim
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.run import TrainConfig, prepare_run
+from brainvq.run import prepare_run
+from brainvq.run_config import TrainConfig
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.vqvae_module import VQVAEModule
 

@@ -24,7 +24,8 @@ from brainvq.io.bundle import load_vqvae
 from brainvq.models.discriminator import AdversarialConfig, PatchDiscriminator
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.report.build import curve_figures
-from brainvq.run import RunLayout, TrainConfig, load_run_config
+from brainvq.run import RunLayout
+from brainvq.run_config import TrainConfig, load_run_config
 from brainvq.training.adversarial import (
     ADAPTIVE_EPS,
     adaptive_weight,

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from brainvq.data.dataset import CodeMapDataset
 from brainvq.inference.slice_below import below_rows
 from brainvq.models.pixelcnn import PixelCNNConfig
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.prior_module import PriorModule
 
 K, SIDE, LEVELS = 8, 6, 4

@@ -20,7 +20,8 @@ from brainvq.app.prune import prune_run
 from brainvq.config import to_dict
 from brainvq.io.bundle import load_prior, load_vqvae
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.run import RunLayout, TrainConfig, load_run, read_json
+from brainvq.run import RunLayout, load_run, read_json
+from brainvq.run_config import TrainConfig
 from brainvq.training.pruning import (
     FrozenCodebookModule,
     channel_plan,

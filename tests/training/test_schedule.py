@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.schedule import warmup_cosine
 
 

@@ -8,7 +8,7 @@ import pytest
 from tiny import TINY_CONFIG
 
 from brainvq.config import ConfigError
-from brainvq.run import RunConfig, load_run_config
+from brainvq.run_config import RunConfig, load_run_config
 from brainvq.training.search_space import (
     Choices,
     FloatRange,

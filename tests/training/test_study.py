@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 from tiny import TINY_CONFIG
 
-from brainvq.run import TuneConfig, load_run_config
+from brainvq.run_config import TuneConfig, load_run_config
 from brainvq.training.search_space import parse_space
 from brainvq.training.study import (
     TrialSeededTPE,

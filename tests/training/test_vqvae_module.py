@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from brainvq.metrics import ssim
 from brainvq.models.vqvae import VQVAEConfig
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.vqvae_module import VQVAEModule
 
 

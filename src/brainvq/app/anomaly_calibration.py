@@ -37,7 +37,8 @@ from brainvq.inference.generate import RunModels, load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE
-from brainvq.run import AnomalyConfig, RunConfig, RunLayout, load_run, read_json
+from brainvq.run import RunLayout, load_run, read_json
+from brainvq.run_config import AnomalyConfig, RunConfig
 
 MAPS_VERSION = 2  # 2: the maps file holds each slice's median code NLL
 USER_SOURCE = "healthy scans"  # how a calibration on the user's scans names its source

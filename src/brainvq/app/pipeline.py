@@ -16,14 +16,8 @@ from brainvq.app.run_files import write_data_summary, write_figure_samples, writ
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.io.bundle import load_vqvae
-from brainvq.run import (
-    RunConfig,
-    RunLayout,
-    packaged_config,
-    prepare_run,
-    record_timing,
-    update_metrics,
-)
+from brainvq.run import RunLayout, packaged_config, prepare_run, record_timing, update_metrics
+from brainvq.run_config import RunConfig
 
 
 def is_global_zero() -> bool:
@@ -114,7 +108,7 @@ def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> dict[st
 
 def run_demo(run_dir: Path, quick: bool = False, resume: bool = False) -> dict[str, Any]:
     """The main job on the demo cohort (`--quick`: a smoke run of about a minute)."""
-    from brainvq.run import PresetInfo
+    from brainvq.run_config import PresetInfo
 
     start = time.perf_counter()
     name = "quick" if quick else "demo"

@@ -22,7 +22,8 @@ from brainvq.io.atomic import atomic_write_json, output_folder
 from brainvq.io.bundle import Bundle, load_prior
 from brainvq.report.build import draw_figures
 from brainvq.report.summary import print_summary
-from brainvq.run import RunConfig, RunLayout, load_run, load_run_config
+from brainvq.run import RunLayout, load_run
+from brainvq.run_config import RunConfig, load_run_config
 
 DEFAULT_OUT = Path("predict_out")  # for a model outside any run
 

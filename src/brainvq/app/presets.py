@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from brainvq.hardware import ISA_NAMES, cpu_isa, usable_cores
-from brainvq.run import PresetInfo, RunConfig, RunLayout, packaged_config, prepare_run
+from brainvq.run import RunLayout, packaged_config, prepare_run
+from brainvq.run_config import PresetInfo, RunConfig
 
 
 def choose_preset(source: str) -> PresetInfo:

@@ -17,14 +17,8 @@ from brainvq.evaluation.prior import code_nll_bits
 from brainvq.inference.codes import CodeSet, encode_images, encode_splits
 from brainvq.io.atomic import output_folder
 from brainvq.io.bundle import load_prior, load_vqvae, save_bundle
-from brainvq.run import (
-    PresetInfo,
-    RunLayout,
-    load_run,
-    record_timing,
-    save_run_config,
-    update_metrics,
-)
+from brainvq.run import RunLayout, load_run, record_timing, update_metrics
+from brainvq.run_config import PresetInfo, save_run_config
 from brainvq.training.pruning import (
     default_finetune_lr,
     finetune_vqvae,

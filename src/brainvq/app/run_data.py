@@ -10,7 +10,7 @@ from pathlib import Path
 
 from brainvq.data import load_slices
 from brainvq.data.sliceset import SliceSet
-from brainvq.run import RunConfig
+from brainvq.run_config import RunConfig
 
 
 def run_slices(config: RunConfig, source: str | None = None, progress: bool = True) -> SliceSet:

@@ -16,7 +16,8 @@ from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.inference.codes import to_uint8
 from brainvq.inference.generate import RunModels, complete_slices, generate_slices, spread_levels
 from brainvq.io.atomic import atomic_path, atomic_write_json
-from brainvq.run import RunLayout, SampleConfig
+from brainvq.run import RunLayout
+from brainvq.run_config import SampleConfig
 
 N_PER_SPLIT = 8  # dataset slices shown per split
 N_RECONSTRUCTED = 10  # slices in the reconstruction figure

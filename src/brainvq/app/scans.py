@@ -25,7 +25,8 @@ from brainvq.data.space.run_space import (
 )
 from brainvq.io.atomic import atomic_write_json
 from brainvq.progress import progress as progress_bar
-from brainvq.run import RunConfig, RunLayout, load_run, read_json
+from brainvq.run import RunLayout, load_run, read_json
+from brainvq.run_config import RunConfig
 
 
 def source_kind(config: RunConfig) -> str:

@@ -28,7 +28,8 @@ from brainvq.app.tune_files import minutes_taken, trial_note, write_outputs
 from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
 from brainvq.io.atomic import output_folder
-from brainvq.run import TUNE_STAGES, RunConfig, RunLayout, load_run_config, merge, read_json
+from brainvq.run import RunLayout, read_json
+from brainvq.run_config import TUNE_STAGES, RunConfig, load_run_config, merge
 from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import parse_space
 from brainvq.training.study import best_trial, open_study, shown_storage, state_counts

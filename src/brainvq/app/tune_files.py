@@ -15,7 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from brainvq.config import to_dict
 from brainvq.io.atomic import atomic_write_json, atomic_write_text
-from brainvq.run import RunConfig, RunLayout, load_run_config, merge
+from brainvq.run import RunLayout
+from brainvq.run_config import RunConfig, load_run_config, merge
 from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import SearchSpace, nested
 from brainvq.training.study import best_trial, param_importances, shown_storage, state_counts

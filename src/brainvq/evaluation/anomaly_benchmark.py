@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from brainvq.inference.anomaly_maps import smooth, upsample
-from brainvq.run import AnomalyConfig
+from brainvq.run_config import AnomalyConfig
 
 MIN_LESION_PIXELS = 12
 MAX_TRIES = 50

@@ -22,7 +22,7 @@ from brainvq.inference.code_nll import code_nll_map
 from brainvq.inference.codes import CodeSet
 from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.models.pixelcnn import GatedPixelCNN
-from brainvq.run import AnomalyConfig
+from brainvq.run_config import AnomalyConfig
 
 
 def code_threshold(prior: GatedPixelCNN, train: CodeSet, config: AnomalyConfig) -> float:

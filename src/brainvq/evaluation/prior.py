@@ -31,7 +31,8 @@ from brainvq.io.bundle import Bundle, save_bundle
 from brainvq.metrics import perplexity
 from brainvq.models.level_classifier import LevelClassifierConfig
 from brainvq.models.pixelcnn import nll_bits_per_code
-from brainvq.run import RunConfig, RunLayout
+from brainvq.run import RunLayout
+from brainvq.run_config import RunConfig
 
 # The level classifier sees about this many slices whatever the cohort size (4 epochs of the
 # 4,800 OASIS training slices in ../shared/oasis).

@@ -1,4 +1,4 @@
-"""Anomaly maps from a VQ-VAE and the prior over its codes (settings: brainvq.run.AnomalyConfig,
+"""Anomaly maps from a VQ-VAE and the prior over its codes (settings: brainvq.run_config.AnomalyConfig,
 the run config's `anomaly:` section).
 
 A model trained on healthy brains gives low likelihood to the codes of something it never saw.
@@ -37,7 +37,7 @@ from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.context_healing import heal_in_context
 from brainvq.inference.generate import RunModels
 from brainvq.inference.healing import heal
-from brainvq.run import AnomalyConfig
+from brainvq.run_config import AnomalyConfig
 
 MAP_BATCH = 64  # slices whose residuals are held in memory at once
 

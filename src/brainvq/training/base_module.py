@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.callbacks import rng_state, set_rng_state
 from brainvq.training.schedule import warmup_cosine
 

@@ -15,7 +15,8 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.inference.codes import CodeSet, code_counts, encode_splits
 from brainvq.inference.slice_below import code_below_rows
 from brainvq.io.bundle import load_vqvae
-from brainvq.run import RunConfig, RunLayout
+from brainvq.run import RunLayout
+from brainvq.run_config import RunConfig
 from brainvq.training.prior_module import PriorModule
 from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 

@@ -12,7 +12,8 @@ import torch
 from brainvq.config import to_dict
 from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
-from brainvq.run import RunConfig, RunLayout
+from brainvq.run import RunLayout
+from brainvq.run_config import RunConfig
 from brainvq.training.callbacks import ReconstructionFrames
 from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
 from brainvq.training.vqvae_module import VQVAEModule

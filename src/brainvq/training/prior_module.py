@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from brainvq.config import to_dict
 from brainvq.models.neighbour_map import NO_SLICE
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.base_module import StageModule
 from brainvq.training.guards import check_finite
 

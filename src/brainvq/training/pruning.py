@@ -44,7 +44,8 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.io.bundle import save_bundle
 from brainvq.models.discriminator import AdversarialConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.run import RunConfig, RunLayout, TrainConfig
+from brainvq.run import RunLayout
+from brainvq.run_config import RunConfig, TrainConfig
 from brainvq.training.callbacks import ReconstructionFrames
 from brainvq.training.fit_vqvae import frame_slices
 from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch

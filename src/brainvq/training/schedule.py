@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 
 
 def warmup_cosine(

@@ -1,6 +1,6 @@
 """The search space of a tuning study: dotted config keys -> ranges or choices.
 
-A space comes from the `tune:` section of the run config (brainvq.run.TuneConfig), one per
+A space comes from the `tune:` section of the run config (brainvq.run_config.TuneConfig), one per
 stage, or is brainvq's default for the stage, drawn around the base config's own values. It
 is parsed and checked against the config before any trial runs: an unknown key, a key the
 stage cannot change, an empty range, or a value the config would refuse is one ConfigError
@@ -24,7 +24,7 @@ import optuna
 import yaml
 
 from brainvq.config import ConfigError, from_dict, to_dict
-from brainvq.run import TUNE_STAGES, RunConfig, load_run_config, merge
+from brainvq.run_config import TUNE_STAGES, RunConfig, load_run_config, merge
 
 # The parts of the config that a study of each stage may change.
 SECTIONS = {

@@ -21,7 +21,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
-from brainvq.run import TuneConfig
+from brainvq.run_config import TuneConfig
 from brainvq.training.objectives import OBJECTIVES
 from brainvq.training.search_space import SearchSpace
 

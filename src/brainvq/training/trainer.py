@@ -21,7 +21,8 @@ from brainvq.io.atomic import remove_stale_temporaries
 from brainvq.io.bundle import save_bundle
 from brainvq.io.checkpoint import CheckpointError, load_weights_only
 from brainvq.progress import interactive
-from brainvq.run import RunLayout, TrainConfig
+from brainvq.run import RunLayout
+from brainvq.run_config import TrainConfig
 from brainvq.training.callbacks import (
     AtomicCheckpointIO,
     EpochHistory,

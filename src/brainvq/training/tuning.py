@@ -30,7 +30,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
-from brainvq.run import RunConfig, RunLayout, load_run_config, merge, save_run_config
+from brainvq.run import RunLayout
+from brainvq.run_config import RunConfig, load_run_config, merge, save_run_config
 from brainvq.training.guards import NonFiniteLossError
 from brainvq.training.objectives import OBJECTIVES, Objective
 from brainvq.training.search_space import SearchSpace, nested

@@ -27,7 +27,7 @@ from brainvq.data.augment import AugmentConfig, augment_batch
 from brainvq.metrics import perplexity, psnr, ssim
 from brainvq.models.discriminator import AdversarialConfig, PatchDiscriminator
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.run import TrainConfig
+from brainvq.run_config import TrainConfig
 from brainvq.training.adversarial import (
     adaptive_weight,
     discriminator_loss,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from brainvq.run import TUNE_STAGES
+from brainvq.run_config import TUNE_STAGES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
