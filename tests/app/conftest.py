@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import TINY_CONFIG
 
 from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle
@@ -21,6 +22,7 @@ def fake_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = load_run_config(TINY_CONFIG)
     save_run_config(config, run / "config.yaml")
     meta = {"n_levels": 32, "data_source": "demo"}
+    torch.manual_seed(0)
     save_bundle(run / "vqvae" / VQVAE_FOLDER, VQVAE(config.vqvae), config.vqvae, "vqvae", meta)
     side = config.vqvae.latent_size
     prior_meta = {"latent_shape": [side, side]}
@@ -37,12 +39,11 @@ def fake_subject_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     `sample --subjects` and its files."""
     import dataclasses
 
-    import torch
-
     run = tmp_path_factory.mktemp("subject_run")
     config = load_run_config(TINY_CONFIG, {"prior": {"neighbour": "previous"}})
     save_run_config(config, run / "config.yaml")
     meta = {"n_levels": 32, "data_source": "demo"}
+    torch.manual_seed(0)
     save_bundle(run / "vqvae" / VQVAE_FOLDER, VQVAE(config.vqvae), config.vqvae, "vqvae", meta)
     side = config.vqvae.latent_size
     prior_config = dataclasses.replace(config.prior, n_levels=32, map_size=side)
