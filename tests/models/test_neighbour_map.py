@@ -90,6 +90,7 @@ def test_row_features_equal_the_full_map_at_every_row(layers: int) -> None:
         ({"neighbour_channels": 0}, "neighbour_channels"),
         ({"neighbour_layers": -1}, "neighbour_layers"),
         ({"neighbour_dropout": 1.0}, "neighbour_dropout"),
+        ({"neighbour_noise": -0.1}, "neighbour_noise"),
     ],
 )
 def test_config_errors_name_the_key(data: dict, key: str) -> None:

@@ -82,3 +82,32 @@ def test_a_prior_with_the_neighbour_learns_to_copy_the_slice_below(neighbour: st
         assert upper < 0.3, f"{upper:.3f} bits per code on copied slices"
     else:
         assert upper > 2.5, f"{upper:.3f} bits per code without the neighbour"
+
+
+def test_neighbour_noise_replaces_a_share_of_the_codes_below_in_training_only() -> None:
+    """neighbour_noise: in training, about that share of the known codes below is redrawn
+    uniformly (a redrawn code equals the old one 1/K of the time), a missing slice below stays
+    missing; in evaluation the slice below is passed as it is."""
+    from brainvq.models.neighbour_map import NO_SLICE
+
+    config = PixelCNNConfig(
+        codebook_size=K,
+        n_levels=LEVELS,
+        map_size=SIDE,
+        neighbour="previous",
+        neighbour_dropout=0.0,
+        neighbour_noise=0.5,
+    )
+    module = PriorModule(config, TrainConfig())
+    torch.manual_seed(0)
+    below = torch.randint(0, K, (400, SIDE, SIDE))
+    below[:100] = NO_SLICE
+    batch = (below.clone(), torch.zeros(400, dtype=torch.long), below)
+    module.train()
+    noisy = module._below(batch)
+    assert (noisy[:100] == NO_SLICE).all()
+    assert ((noisy[100:] >= 0) & (noisy[100:] < K)).all()
+    changed = (noisy[100:] != below[100:]).float().mean().item()
+    assert abs(changed - 0.5 * (1 - 1 / K)) < 0.02
+    module.eval()
+    assert torch.equal(module._below(batch), below)

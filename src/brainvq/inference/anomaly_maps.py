@@ -1,5 +1,5 @@
-"""Anomaly maps from a VQ-VAE and the prior over its codes (settings: brainvq.run_config.AnomalyConfig,
-the run config's `anomaly:` section).
+"""Anomaly maps from a VQ-VAE and the prior over its codes (settings:
+brainvq.run_config.AnomalyConfig, the run config's `anomaly:` section).
 
 A model trained on healthy brains gives low likelihood to the codes of something it never saw.
 For slices x: (N, H, W) uint8 at the model's working size:

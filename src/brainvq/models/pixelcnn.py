@@ -86,6 +86,9 @@ class PixelCNNConfig:
     # training: the share of maps shown without their slice below, so the prior also draws a
     # first slice at any level (a volume whose lowest covered level is not 0)
     neighbour_dropout: float = 0.1
+    # training: the share of the slice below's codes replaced by random codes, so that the prior
+    # does not copy it blindly (its own draws, not real slices, lie below when it samples)
+    neighbour_noise: float = 0.0
 
     def validate(self) -> None:
         require(self.codebook_size >= 2, "codebook_size", f"must be >= 2, got {self.codebook_size}")
@@ -123,11 +126,9 @@ class PixelCNNConfig:
             "neighbour_layers",
             f"must be >= 0, got {self.neighbour_layers}",
         )
-        require(
-            0.0 <= self.neighbour_dropout < 1.0,
-            "neighbour_dropout",
-            f"must be in [0, 1), got {self.neighbour_dropout}",
-        )
+        for key in ("neighbour_dropout", "neighbour_noise"):
+            value = getattr(self, key)
+            require(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value}")
 
     @property
     def has_neighbour(self) -> bool:

@@ -22,7 +22,8 @@ class PriorModule(StageModule):
     prior with the neighbour, the code maps of the slices below (B, h, w) (-1: none).
 
     In training, a share neighbour_dropout of the maps is shown without its slice below, so that
-    the prior also draws a first slice at any level. Logs the loss as bits per code
+    the prior also draws a first slice at any level, and a share neighbour_noise of the codes
+    below is replaced by random ones. Logs the loss as bits per code
     (cross-entropy in nats / ln 2), train and validation."""
 
     def __init__(
@@ -40,13 +41,20 @@ class PriorModule(StageModule):
         return levels.long() if self.model_config.n_levels > 0 else None
 
     def _below(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
-        """The slices below (B, h, w) int64, some dropped to NO_SLICE in training."""
-        if not self.model_config.has_neighbour:
+        """The slices below (B, h, w) int64; in training some dropped to NO_SLICE and some of
+        the codes of the others replaced by random codes (neighbour_dropout, _noise)."""
+        cfg = self.model_config
+        if not cfg.has_neighbour:
             return None
         below = batch[2].long()
-        share = self.model_config.neighbour_dropout
-        if self.training and share > 0:
-            drop = torch.rand(len(below), device=below.device) < share  # (B,)
+        if not self.training:
+            return below
+        if cfg.neighbour_noise > 0:
+            noisy = torch.rand(below.shape, device=below.device) < cfg.neighbour_noise
+            random = torch.randint_like(below, cfg.codebook_size)
+            below = torch.where(noisy & (below != NO_SLICE), random, below)
+        if cfg.neighbour_dropout > 0:
+            drop = torch.rand(len(below), device=below.device) < cfg.neighbour_dropout  # (B,)
             below = torch.where(drop[:, None, None], NO_SLICE, below)
         return below
 
