@@ -6,6 +6,7 @@ code 2."""
 from __future__ import annotations
 
 import csv
+import re
 import json
 import shutil
 from pathlib import Path
@@ -236,3 +237,20 @@ def test_a_run_without_models_and_a_broken_calibration_are_named(
     argv = ["anomaly", "--run", run, "--input", png, "--out", tmp_path / "o", "--alpha", ALPHA]
     code, _, err = cli(argv, capsys)
     assert code == 2 and "calibration.json" in err and "\n" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"alpha": 1.0}, "--alpha: expected a number in (0, 1), got 1.0"),
+        ({"n_heal": 0}, "--n-heal: expected an integer in [1, "),
+        ({"seed": 2**32}, "--seed: expected an integer seed in [0, 4294967295], got 4294967296"),
+    ],
+)
+def test_the_api_holds_its_numbers_to_the_rules_of_their_flags(
+    tmp_path: Path, options: dict, message: str
+) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        brainvq.anomaly(tmp_path / "no_run", tmp_path / "no_input.png", out=out, **options)
+    assert not out.exists()

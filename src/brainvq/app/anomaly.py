@@ -38,6 +38,7 @@ from brainvq.inference.codes import decode_codes
 from brainvq.inference.generate import load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.run import RunLayout, load_run
+from brainvq.values import COUNT, RATE, SEED
 
 SHIFT_WARNING = (
     "this scan is unlike the calibration slices (its healthy-looking tissue scores outside "
@@ -82,15 +83,12 @@ class AnomalyResult:
 
 
 def check_options(alpha: float, n_heal: int | None, seed: int) -> None:
-    """ValueError naming the flag for an alpha outside (0, 1), n_heal < 1 or a seed < 0."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"--alpha {alpha}: expected a false-positive rate in (0, 1)")
-    if n_heal is None:
-        pass
-    elif isinstance(n_heal, bool) or not isinstance(n_heal, int) or n_heal < 1:
-        raise ValueError(f"--n-heal {n_heal}: expected an integer >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"--seed {seed}: expected an integer >= 0")
+    """ValueError naming the flag for an alpha outside (0, 1), an n_heal that is not a count or
+    a seed outside [0, 2**32 - 1]: the rules every flag of their kind follows (brainvq.values)."""
+    RATE.check("--alpha", alpha)
+    if n_heal is not None:
+        COUNT.check("--n-heal", n_heal)
+    SEED.check("--seed", seed)
 
 
 def find_anomalies(

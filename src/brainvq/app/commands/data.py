@@ -104,8 +104,7 @@ def preview_grid(sliceset: SliceSet, split: str, n: int, ncols: int) -> np.ndarr
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    if args.n < 1 or args.ncols < 1:
-        raise ValueError(f"--n and --ncols must be >= 1, got {args.n} and {args.ncols}")
+    # --n and --ncols are counts, held to their rule while the command line is parsed
     sliceset = _load(args)
     grid = preview_grid(sliceset, args.split, args.n, args.ncols)
     path = save_png(args.out, grid)
