@@ -6,8 +6,8 @@ code 2."""
 from __future__ import annotations
 
 import csv
-import re
 import json
+import re
 import shutil
 from pathlib import Path
 
