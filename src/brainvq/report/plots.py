@@ -372,9 +372,9 @@ def plot_subject_planes(
     """One row per subject (name, (L, H, W) slices bottom to top): the middle axial slice, then
     the coronal and sagittal planes through the middle, highest level on top, the level axis
     drawn `stretch` pixels per level (its spacing in pixels) so the anatomy keeps its shape."""
-    fig = Figure(figsize=(9.0, 2.2 * len(subjects) + 0.4), layout="constrained")
+    fig = Figure(figsize=(11.0, 2.0 * len(subjects) + 0.4), layout="constrained")
     fig.suptitle("Whole subjects in three planes", fontsize=13)
-    axes = fig.subplots(len(subjects), 3, squeeze=False, width_ratios=[1, 1.4, 1.4])
+    axes = fig.subplots(len(subjects), 3, squeeze=False, width_ratios=[1, 2.2, 2.2])
     for row, (name, volume) in enumerate(subjects):
         vol = _stack(name, volume)  # (L, H, W) float in [0, 1]
         n, h, w = vol.shape
