@@ -231,9 +231,10 @@ class AnomalyConfig:
     code_maps: int = 1024  # at most this many training code maps for the code threshold
     calibration_slices: int = 512  # at most this many healthy slices for the pixel threshold
     seed: int = 0  # which slices and maps calibrate, and the calibration's healing draws
-    # a prior of whole subjects (prior.neighbour: previous): judge and heal each slice of a
-    # volume given the healed slice below it (and calibrate on whole subjects alike)
-    context: bool = True
+    # a prior of whole subjects (prior.neighbour: previous): true judges and heals each slice
+    # of a volume given the healed slice below it (and calibrates on whole subjects alike);
+    # off by default, as it did not measure better (README, "Whole subjects")
+    context: bool = False
 
     def validate(self) -> None:
         require(self.n_heal >= 1, "n_heal", f"must be >= 1, got {self.n_heal}")

@@ -8,9 +8,10 @@ For slices x: (N, H, W) uint8 at the model's working size:
    in nats, from one teacher-forced pass of the prior (`code_nll_map`).
 2. heal each map n_heal times (brainvq.inference.healing): in raster order, a code whose NLL
    given the healed prefix is above the code threshold is redrawn from the prior. With a prior
-   of whole subjects (`neighbour: previous`), the slices of a volume are judged and healed in
-   3D context, bottom to top, each given the healed slice below it (steps 1-2:
-   brainvq.inference.context_healing; `context: false` in the settings turns it off).
+   of whole subjects (`neighbour: previous`) and `context: true` in the settings, the slices
+   of a volume are judged and healed in 3D context, bottom to top, each given the healed slice
+   below it (steps 1-2: brainvq.inference.context_healing); by default (`context: false`)
+   every slice on its own, the slice below not shown.
 3. decode the healed maps. For healing r: residual_r = G_s * |x - healed_r| (Gaussian smoothing,
    sigma smooth_sigma latent cells), weight_r = G_m * up(resampled_r) (the redrawn codes as
    pixels, smoothed with sigma mask_sigma cells: 1 inside a large redrawn region, fading over
