@@ -8,6 +8,7 @@ features that need no download.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,21 @@ class LevelClassifierConfig:
         require(self.seed >= 0, "seed", f"expected >= 0, got {self.seed}")
 
 
+def conv_pool_body(in_channels: int, channels: Sequence[int]) -> nn.Sequential:
+    """A small image classifier's body: per width, a 3x3 conv, batch norm, ReLU and a 2x2
+    max-pool (the level and the pair classifiers share it)."""
+    blocks: list[nn.Module] = []
+    for out_channels in channels:
+        blocks += [
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
+        in_channels = out_channels
+    return nn.Sequential(*blocks)
+
+
 class LevelClassifier(nn.Module):
     """Conv blocks (3x3 conv, batch norm, ReLU, 2x2 max-pool), global average pool, linear head.
 
@@ -73,18 +89,8 @@ class LevelClassifier(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        blocks: list[nn.Module] = []
-        in_channels = 1
-        for out_channels in config.channels:
-            blocks += [
-                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            in_channels = out_channels
-        self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(in_channels, config.n_levels)
+        self.body = conv_pool_body(1, config.channels)
+        self.head = nn.Linear(config.channels[-1], config.n_levels)
 
     def _check_input(self, x: torch.Tensor) -> None:
         size = self.config.image_size

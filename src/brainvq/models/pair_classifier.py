@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from brainvq.config import require
+from brainvq.models.level_classifier import conv_pool_body
 
 
 @dataclass
@@ -65,18 +66,8 @@ class SlicePairClassifier(nn.Module):
         super().__init__()
         config.validate()
         self.config = config
-        blocks: list[nn.Module] = []
-        in_channels = 3
-        for out_channels in config.channels:
-            blocks += [
-                nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            in_channels = out_channels
-        self.body = nn.Sequential(*blocks)
-        self.head = nn.Linear(in_channels, 1)
+        self.body = conv_pool_body(3, config.channels)
+        self.head = nn.Linear(config.channels[-1], 1)
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         """pairs: (B, 2, S, S) float in [0, 1], slice k then slice k + 1 -> (B,) logits of
