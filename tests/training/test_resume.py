@@ -46,7 +46,9 @@ def _assert_complete(run: Path, epochs: int) -> None:
 
 def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     run = tmp_path / "killed"
-    epochs = 6
+    # an epoch of the tiny config can take under 0.1 s on a quiet fast CPU: enough epochs that
+    # the kill lands mid-run there too (6 finished within the 0.5 s wait on one CI machine)
+    epochs = 30
     proc = subprocess.Popen(
         train_cmd(run, "--epochs", str(epochs)),
         env=_env(),
@@ -58,7 +60,7 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert last.exists(), "the run never wrote its first checkpoint"
-    time.sleep(0.5)  # into the next epoch
+    time.sleep(0.2)  # into the next epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_step = torch.load(last, weights_only=True)["global_step"]
