@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,30 @@ def test_two_workers_on_one_postgresql_study_make_distinct_trials(
     assert all(t.user_attrs.get("surplus") for t in study.trials if t.state == TrialState.FAIL)
     for i in range(2):  # each machine's folder has the study's files, drawn from the server
         assert (tmp_path / f"machine{i}" / "tune" / "trials.csv").is_file()
+
+
+def test_workers_opening_a_new_database_at_once_all_open_it(postgres_url: str) -> None:
+    """Six processes open one new database's storage at the same moment: they race to create
+    Optuna's tables (PostgreSQL: a duplicate type or table for the losers), and every one of
+    them must end with the storage open (make_storage tries again after a jittered wait)."""
+    import psycopg2
+
+    base = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+    connection = psycopg2.connect(base)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE DATABASE race")
+    connection.close()
+    url = postgres_url.rsplit("/", 1)[0] + "/race"
+    start = time.time() + 3  # every process imports first, then all open at this moment
+    code = (
+        "import time, sys\n"
+        "from brainvq.training.study import make_storage\n"
+        f"time.sleep(max(0.0, {start} - time.time()))\n"
+        f"make_storage({url!r})\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(6)
+    ]
+    errors = [w.communicate(timeout=120)[1].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0] * 6, [e[-1500:] for e in errors if e]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import socket
 import time
 import warnings
@@ -31,8 +32,8 @@ from brainvq.training.search_space import SearchSpace
 PRUNE_STEPS = 20
 HEARTBEAT_S = 30  # a running trial records a heartbeat this often
 GRACE_S = 120  # a trial without a heartbeat for this long is failed by any worker
-CREATE_TRIES = 3  # attempts to open a storage whose tables another worker is creating
-CREATE_WAIT_S = 1.0  # between them
+CREATE_TRIES = 5  # attempts to open a storage whose tables another worker is creating
+CREATE_WAIT_S = 1.0  # between them (plus up to as much again at random)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -77,12 +78,17 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     so several workers on one machine can share a study.db.
 
     Workers started together on a new storage race to create its tables (one finds a table
-    the other just made): a worker that loses tries again, up to CREATE_TRIES times, and then
-    finds the tables made."""
+    the other just made: SQLite's OperationalError; PostgreSQL's duplicate type or table, an
+    IntegrityError or ProgrammingError): a worker that loses tries again, up to CREATE_TRIES
+    times after a jittered wait, and then finds the tables made."""
     import sqlalchemy.exc
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    race = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)
+    race = (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.IntegrityError,
+        sqlalchemy.exc.ProgrammingError,
+    )
     try:
         for attempt in range(1, CREATE_TRIES + 1):
             try:
@@ -97,7 +103,7 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
             except race:
                 if attempt == CREATE_TRIES:
                     raise
-                time.sleep(CREATE_WAIT_S)
+                time.sleep(CREATE_WAIT_S * (1 + random.random()))
     except (ImportError, sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
         raise _storage_error(url, e) from None
 
