@@ -43,6 +43,12 @@ class RunModels:
     def n_levels(self) -> int:
         return int(self.prior.config.n_levels)
 
+    @property
+    def slice_prior(self) -> Bundle:
+        """The prior that judges and draws one slice on its own (anomaly maps, healing, code
+        NLL, their calibration, single-slice samples)."""
+        return self.prior
+
 
 def load_run_models(run_dir: str | Path) -> RunModels:
     """RUN/vqvae/VQVAE_Model and RUN/prior/PixelCNN_Model."""
