@@ -13,7 +13,11 @@ smoothed as the anomaly map is, and the prior's code NLL map upsampled without h
 Reported over the brain pixels of the test slices: pixel AUPRC, the best Dice over thresholds and
 the Dice at the calibrated threshold; slice AUROC (lesion vs lesion-free, among the slices with
 enough brain for a lesion); on the lesion-free slices the share of brain pixels flagged (mean
-over slices +- its standard error) and the share of slices flagged. Then the time of one test
+over slices +- its standard error) and the share of slices flagged. The slice decisions of the
+anomaly map, before (the mean of the map's top score_share pixels) and after (the score that
+follows the map, brainvq.evaluation.anomaly_decisions), each calibrated by split conformal at
+--alpha: the share of lesion-free slices flagged and of lesioned slices flagged by the lesion's
+share of the slice's brain. Then the time of one test
 subject's 32 slices with --n-heal healings with the cached sampler, and of --naive-slices of them
 with the naive sampler and the cached one, whose maps must be identical.
 
@@ -47,7 +51,9 @@ from brainvq.evaluation.anomaly_calibration import (
     calibrate_thresholds,
     code_threshold,
 )
-from brainvq.evaluation.conformal import flagged_share
+from brainvq.evaluation.anomaly_decisions import LEGACY_SCORE, SLICE_SCORE
+from brainvq.evaluation.anomaly_decisions import slice_scores as decision_scores
+from brainvq.evaluation.conformal import conformal_quantile, flagged_share
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import MapSet, anomaly_maps, brain_mask, slice_scores
 from brainvq.inference.codes import decode_codes, load_codes
@@ -57,6 +63,34 @@ from brainvq.run_config import AnomalyConfig
 
 MIN_BRAIN_SHARE = 0.15  # slices with less brain than this share of the image get no lesion
 VOLUME = 32
+SIZE_BINS = ((0.0, 0.005), (0.005, 0.015), (0.015, 0.05), (0.05, 1.0))  # lesion share of brain
+DECISIONS = {"before": LEGACY_SCORE, "after": SLICE_SCORE}
+
+
+def decision_rows(cal_maps, cal_fg, test_maps, test_fg, labels, lesioned, pixel, alpha, config):
+    """{before/after: (healthy slices flagged, [flagged share per SIZE_BINS bin], n per bin,
+    flagged share of lesions >= 1.5% of the brain)}: each score calibrated by split conformal on
+    the calibration maps at `pixel` (the anomaly map's pixel threshold)."""
+    brain = test_fg.reshape(len(test_fg), -1).sum(axis=1)
+    share = labels.reshape(len(labels), -1).sum(axis=1) / np.maximum(brain, 1)
+    rows = {}
+    for when, name in DECISIONS.items():
+        cal = decision_scores(name, cal_maps, cal_fg, pixel, config)
+        threshold = conformal_quantile(cal, alpha)
+        flagged = decision_scores(name, test_maps, test_fg, pixel, config) > threshold
+        per_bin, counts = [], []
+        for low, high in SIZE_BINS:
+            pick = lesioned & (share >= low) & (share < high)
+            per_bin.append(float(flagged[pick].mean()) if pick.any() else float("nan"))
+            counts.append(int(pick.sum()))
+        large = lesioned & (share >= 0.015)
+        rows[when] = (
+            float(flagged[~lesioned].mean()),
+            per_bin,
+            counts,
+            float(flagged[large].mean()) if large.any() else float("nan"),
+        )
+    return rows
 
 
 def split_subjects(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     t_cal = time.perf_counter() - start
     thresholds = {}
     for name, maps in method_maps(cal_maps, models, cal.images, config).items():
-        stats = CalibrationMaps.of(
-            maps, cal_maps.foreground, slice_scores(maps, config.score_share)
+        base = CalibrationMaps.of(maps, cal_maps.foreground)  # slice scores: the earlier kind
+        stats = CalibrationMaps(
+            base.values, base.counts, None, slice_scores(maps, config.score_share)
         )
         thresholds[name] = calibrate_thresholds(
             stats, alpha, code_thr, len(train_codes.codes), config
@@ -179,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = slice_scores(maps, config.score_share)
         mask = maps > cal_t.pixel_threshold
         free = ~lesioned
-        stats = CalibrationMaps.of(maps[free], brain[free], scores[free])
+        stats = CalibrationMaps.of(maps[free], brain[free])
         share = flagged_share(stats.values, stats.counts, cal_t.pixel_threshold)
         rows.append(
             (
@@ -193,6 +228,18 @@ def main(argv: list[str] | None = None) -> int:
                 float((scores[free] > cal_t.slice_threshold).mean()),
             )
         )
+
+    decisions = decision_rows(
+        cal_maps.maps,
+        cal_maps.foreground,
+        test_maps.maps,
+        brain,
+        labels,
+        lesioned,
+        thresholds["anomaly map (healing)"].pixel_threshold,
+        alpha,
+        config,
+    )
 
     # speed: one test subject's slices (a volume), then the naive sampler on a few of them
     subject = np.unique(test.subject)[0]
@@ -260,6 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     ratio = rows[0][1] / rows[1][1] if rows[1][1] > 0 else float("inf")
     print(f"AUPRC anomaly map / reconstruction residual: {ratio:.2f}x (target >= 1.5x)")
     print(f"healthy pixels flagged vs alpha {alpha}: {rows[0][5]:.4f} +- {rows[0][6]:.4f}")
+    print()
+    bins = " | ".join(f"lesion {lo:.1%}-{hi:.0%} of brain" for lo, hi in SIZE_BINS)
+    print(f"slice decisions of the anomaly map at alpha {alpha} (share of slices flagged):")
+    print(f"| slice score | healthy slices | {bins} | lesion >= 1.5% of brain |")
+    print("| --- | ---: |" + " ---: |" * (len(SIZE_BINS) + 1))
+    for when, (healthy, per_bin, counts, large) in decisions.items():
+        cells = " | ".join(f"{v:.2f} (n {n})" for v, n in zip(per_bin, counts, strict=True))
+        print(f"| {when}: {DECISIONS[when]} | {healthy:.3f} | {cells} | {large:.2f} |")
     print()
     print("| timing | slices | seconds |")
     print("| --- | ---: | ---: |")

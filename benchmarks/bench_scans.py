@@ -11,10 +11,15 @@ in the run's band of levels. With the run's own calibration (its validate split)
   the run's frame, its intensities standardised (landmarks, or white-matter-peak scaling to
   compare), scored, and the map carried back to the scan's voxels. Measured over the scan's
   true brain voxels in the covered levels: the share flagged on healthy scans (mean over scans
-  +- its standard error), the scans warned as unlike the calibration, and on lesioned scans
-  the voxel AUPRC, the Dice at the calibrated threshold and the best Dice; the registration
-  error (mm over brain voxels, deformation included) and seconds per volume (registration,
-  alignment, healing, the shift check and the scan-space maps);
+  +- its standard error), the scans warned by the shift check (its calibration does not apply:
+  healthy scans should rarely be, and --shifted healthy scans that really flag too much, an
+  inverted contrast or heavy noise, should be), the scans flagged by the scan decision (Simes
+  at --alpha: healthy scans at most alpha, lesioned ones as often as possible, also counted
+  among those whose lesions fill >= 1.5% of the brain in some frame slice), and on lesioned
+  scans the voxel AUPRC, the Dice at the calibrated threshold and the best Dice; the
+  registration error (mm over brain voxels, deformation included) and seconds per volume
+  (registration, alignment, healing, the shift check and the scan-space maps). --lines prints
+  each scan's line (its decision, what differs from the calibration, whether it applies);
 - before (the NIfTI path brainvq had before, reimplemented here as it was: 32 slices spread
   evenly over the slices with foreground, 0.5/99.5-percentile scaling, the brain padded into the
   frame wherever it lies, no registration): the same measures on its own slice stack.
@@ -35,14 +40,13 @@ import numpy as np
 from PIL import Image
 
 from brainvq.app.anomaly import find_anomalies
-from brainvq.app.anomaly_calibration import (
-    anomaly_settings,
-    run_calibration,
-)
+from brainvq.app.anomaly_calibration import anomaly_settings, resolve_calibration
 from brainvq.data.imaging import pad_to_square, resize_square
+from brainvq.data.space.resample import scan_to_frame
 from brainvq.data.space.template import load_reference
 from brainvq.evaluation.anomaly_benchmark import average_precision, best_dice, dice
-from brainvq.evaluation.synthetic_scans import make_scan, random_acquisition, random_lesions
+from brainvq.evaluation.synthetic_anatomy import random_lesions
+from brainvq.evaluation.synthetic_scans import make_scan, random_acquisition
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.generate import load_run_models
@@ -85,6 +89,26 @@ def old_slices(image: nib.Nifti1Image, volumes: list[np.ndarray], size: int, n: 
     return images, others
 
 
+HEAVY_NOISE = 0.25  # Rician noise as a share of white matter (random_acquisition: 0.01-0.04)
+LARGE_LESION = 0.015  # a lesion filling this share of a frame slice's brain
+
+
+def large_lesion(scan, aligned) -> bool:
+    """Whether the scan's true lesion fills >= LARGE_LESION of the brain of some frame slice."""
+    lesion, _ = scan_to_frame(
+        scan.lesion.astype(np.float32),
+        scan.image.affine,
+        aligned.registration.to_scan,
+        aligned.frame,
+        aligned.size,
+        aligned.levels,
+        antialias=False,
+    )
+    brain = aligned.brain.reshape(len(aligned.levels), -1)
+    filled = ((lesion >= 0.5) & aligned.brain).reshape(len(aligned.levels), -1).sum(axis=1)
+    return bool((filled / np.maximum(brain.sum(axis=1), 1) >= LARGE_LESION).any())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, required=True)
@@ -94,14 +118,23 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--intensity", nargs="+", default=["landmarks", "white_matter_peak"])
     p.add_argument("--skip-before", action="store_true")
+    p.add_argument(
+        "--shifted",
+        type=int,
+        default=0,
+        help="healthy scans that really flag too much, of each kind (inverted contrast, heavy "
+        "noise), for the shift check",
+    )
+    p.add_argument("--lines", action="store_true", help="print each scan's line")
     args = p.parse_args()
     print(machine().describe())
     config = load_run(args.run)
     models = load_run_models(args.run)
     size = config.data.size
     settings = anomaly_settings(config)
-    calibration, note = run_calibration(args.run, args.alpha, settings, models)
-    print(note or f"calibration: {calibration.source}, {calibration.n_slices} slices")
+    resolved = resolve_calibration(args.run, args.alpha, settings, models)
+    calibration = resolved.calibration
+    print(*resolved.notes, f"calibration: {calibration.source}, {calibration.n_slices} slices")
     rng = np.random.default_rng(args.seed)
     results: dict[str, dict[str, list]] = {}
 
@@ -111,15 +144,17 @@ def main() -> int:
     reference = load_reference()
     points = reference.affine[:3, :3] @ np.argwhere(reference.mask)[::97].T
     points = points + reference.affine[:3, 3:4]  # (3, N) template brain, MNI mm
+    kinds = ["healthy"] * args.healthy + ["lesioned"] * args.lesioned
+    kinds += ["inverted", "noisy"] * args.shifted
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.healthy + args.lesioned):
-            sick = i >= args.healthy
-            acquisition = random_acquisition(rng)
+        for i, kind in enumerate(kinds):
+            sick = kind == "lesioned"
+            fixed = {"inverted": {"invert": True}, "noisy": {"noise": HEAVY_NOISE}}.get(kind, {})
+            acquisition = random_acquisition(rng, **fixed)
             lesions = random_lesions(rng, int(rng.integers(1, 4))) if sick else []
             scan = make_scan(acquisition, lesions, seed=args.seed * 1000 + i)
             path = Path(tmp) / f"scan{i}.nii.gz"
             nib.save(scan.image, str(path))
-            kind = "lesioned" if sick else "healthy"
             for method in args.intensity:
                 start = time.perf_counter()
                 result = find_anomalies(
@@ -132,7 +167,15 @@ def main() -> int:
                 flagged = (in_scan > calibration.pixel_threshold) & aligned.mask
                 name = f"after ({method})"
                 record(name, "seconds", seconds)
-                record(name, f"warned {kind}", result.shift[0]["warn"])
+                answer = result.scans[0]
+                record(name, f"warned {kind}", answer.warn)
+                record(name, f"flagged {kind}", answer.flagged)
+                if args.lines:
+                    print(f"  {kind} ({method}) {answer.line()}", flush=True)
+                if kind not in ("healthy", "lesioned"):
+                    continue
+                if sick and large_lesion(scan, aligned):
+                    record(name, "flagged large", answer.flagged)
                 if sick:
                     record(name, "scores", in_scan[covered])
                     record(name, "labels", scan.lesion[covered])
@@ -142,7 +185,7 @@ def main() -> int:
                 found = aligned.registration.to_scan
                 error = found[:3, :3] @ points + found[:3, 3:4] - scan.true_scan_points(points)
                 record(name, "registration", float(np.linalg.norm(error, axis=0).mean()))
-            if not args.skip_before:
+            if not args.skip_before and kind in ("healthy", "lesioned"):
                 images, (lesion, brain) = old_slices(scan.image, [scan.lesion, scan.brain], size)
                 maps = anomaly_maps(
                     models,
@@ -177,25 +220,40 @@ def report(results: dict, alpha: float) -> None:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for method, r in results.items():
-        share = np.asarray(r.get("healthy share", [np.nan]))
-        se = share.std(ddof=1) / np.sqrt(len(share)) if len(share) > 1 else np.nan
-        scores = np.concatenate(r["scores"]) if r.get("scores") else None
-        labels = np.concatenate(r["labels"]) if r.get("labels") else None
-        auprc = average_precision(scores, labels) if scores is not None else np.nan
-        best = best_dice(scores, labels)[0] if scores is not None else np.nan
+        print(table_row(method, r))
+    print(
+        f"\n| method | scans flagged (Simes at {alpha}): healthy | lesioned | lesioned, a "
+        f"lesion >= {LARGE_LESION:.1%} of a slice's brain | shift check warned: inverted "
+        "contrast | heavy noise |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for method, r in results.items():
+        cells = [count(r, key) for key in ("flagged healthy", "flagged lesioned", "flagged large")]
+        cells += [count(r, key) for key in ("warned inverted", "warned noisy")]
+        print(f"| {method} | " + " | ".join(cells) + " |")
 
-        def warned(kind: str, r: dict = r) -> str:
-            values = r.get(f"warned {kind}")
-            return f"{int(np.sum(values))} of {len(values)}" if values else "-"
 
-        error = f"{np.mean(r['registration']):.2f}" if r.get("registration") else "-"
-        seconds = f"{np.mean(r['seconds']):.1f}" if r.get("seconds") else "-"
-        print(
-            f"| {method} | {share.mean():.4f} +- {se:.4f} | {warned('healthy')} | "
-            f"{warned('lesioned')} | {auprc:.3f} | {np.mean(r.get('dice', [np.nan])):.3f} | "
-            f"{best:.3f} | {np.mean(labels) if labels is not None else np.nan:.4f} | {error} | "
-            f"{seconds} |"
-        )
+def count(r: dict, key: str) -> str:
+    values = r.get(key)
+    return f"{int(np.sum(values))} of {len(values)}" if values else "-"
+
+
+def table_row(method: str, r: dict) -> str:
+    """One row of the first table: voxels, warnings, overlap, registration, time."""
+    share = np.asarray(r.get("healthy share", [np.nan]))
+    se = share.std(ddof=1) / np.sqrt(len(share)) if len(share) > 1 else np.nan
+    scores = np.concatenate(r["scores"]) if r.get("scores") else None
+    labels = np.concatenate(r["labels"]) if r.get("labels") else None
+    auprc = average_precision(scores, labels) if scores is not None else np.nan
+    best = best_dice(scores, labels)[0] if scores is not None else np.nan
+    error = f"{np.mean(r['registration']):.2f}" if r.get("registration") else "-"
+    seconds = f"{np.mean(r['seconds']):.1f}" if r.get("seconds") else "-"
+    return (
+        f"| {method} | {share.mean():.4f} +- {se:.4f} | {count(r, 'warned healthy')} | "
+        f"{count(r, 'warned lesioned')} | {auprc:.3f} | "
+        f"{np.mean(r.get('dice', [np.nan])):.3f} | {best:.3f} | "
+        f"{np.mean(labels) if labels is not None else np.nan:.4f} | {error} | {seconds} |"
+    )
 
 
 if __name__ == "__main__":

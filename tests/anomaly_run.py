@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,12 @@ def plant_disc(image: np.ndarray, centre: tuple[int, int], radius: float, value:
     out = image.copy()
     out[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2] = value
     return out
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """{path relative to root: SHA-256 of its bytes} of every file under root (links as files)."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }

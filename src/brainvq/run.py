@@ -11,7 +11,9 @@ A run directory holds everything one pipeline run made:
     RUN/evaluation/           what the evaluation saw, for the report (npz + JSON)
     RUN/samples/              generated slices: generated.npz (metrics), figures.npz (report),
                               subjects.npz (whole subjects and a real one, for the report)
-    RUN/anomaly/              calibration.json (+ calibration_maps.npz): anomaly thresholds
+    RUN/anomaly/              calibration.json: the run's anomaly thresholds (`brainvq anomaly
+                              calibrate`); calibrations/<key>.npz: the maps they come from, one
+                              file per models, settings and source (calibration_maps.npz: older)
     RUN/space.json            the run's frame in the reference space (MNI152) and intensities
     RUN/logs/                 TensorBoard and CSV logs
     RUN/figures/              every figure of the report
@@ -167,6 +169,11 @@ class RunLayout:
         return self.anomaly / "calibration.json"
 
     @property
+    def anomaly_calibrations(self) -> Path:
+        """One file per calibration `brainvq anomaly calibrate` made, named by its key."""
+        return self.anomaly / "calibrations"
+
+    @property
     def anomaly_calibration_maps(self) -> Path:
         """The healthy calibration slices' map values, to re-threshold at another alpha."""
         return self.anomaly / "calibration_maps.npz"
@@ -243,8 +250,12 @@ def prepare_run(
 
 
 def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """The config of an existing run (RUN/config.yaml), with `overrides` applied."""
-    layout = RunLayout(output_folder(run_dir, "the run directory"))
+    """The config of an existing run (RUN/config.yaml), with `overrides` applied. Reading a run
+    needs no write access: a run on a read-only disk loads."""
+    root = Path(run_dir)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"the run directory {root} is a file; expected a brainvq run")
+    layout = RunLayout(root)
     if not layout.config.is_file():
         raise FileNotFoundError(
             f"{layout.root} is not a brainvq run: {layout.config} is missing (train one first)"

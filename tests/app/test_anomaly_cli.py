@@ -1,7 +1,8 @@
 """`brainvq anomaly` end to end on a tiny trained run: a PNG, a folder and a NIfTI volume, a
-planted lesion mapped where it is, the calibration stored and reused, the settings from the run
-config, the notebook API, the naive sampler, and every bad input ending in one line and exit
-code 2."""
+planted lesion mapped where it is, the calibration made once and kept outside the run, the run's
+own calibration (`anomaly calibrate`) used and re-thresholded without writing, the settings from
+the run config, the notebook API, the naive sampler, and every bad input ending in one line and
+exit code 2."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from anomaly_run import plant_disc
+from anomaly_run import plant_disc, tree_hashes
 from data.files import write_png
 from PIL import Image
 
 import brainvq
+from brainvq.app.anomaly_files import BAR
 from brainvq.app.cli import main
 from brainvq.app.run_data import run_slices
+from brainvq.evaluation.anomaly_decisions import SLICE_SCORE
 from brainvq.inference.anomaly_maps import brain_mask
 from brainvq.run import RunLayout, load_run
 
@@ -49,8 +52,14 @@ def scores(folder: Path) -> list[dict[str, str]]:
 
 
 def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
-    anomaly_tiny_run: Path, slices: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    anomaly_tiny_run: Path,
+    slices: np.ndarray,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BRAINVQ_CACHE", str(cache))
     shutil.rmtree(RunLayout(anomaly_tiny_run).anomaly, ignore_errors=True)
     png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
     out = tmp_path / "out"
@@ -62,17 +71,34 @@ def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
         assert f["masks"].dtype == bool and f["names"].tolist() == [png.name]
         assert (f["maps"] >= 0).all()
         maps, masks = f["maps"], f["masks"]
-    calibration = json.loads(RunLayout(anomaly_tiny_run).anomaly_calibration.read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    calibration = summary["calibration"]
     np.testing.assert_array_equal(masks, maps > calibration["pixel_threshold"])
     assert calibration["alpha"] == 0.1 and calibration["n_slices"] == 32
+    assert calibration["scan_alpha"] == 0.1 and calibration["slice_score"] == SLICE_SCORE
     assert calibration["calibration_flagged_share"] <= 0.1
-    assert (rows := scores(out))[0]["level"] == "16" and rows[0]["level_from"] == "input"
-    assert list(rows[0]) == ["name", "level", "score", "flagged", "level_from", "output"]
+    assert not RunLayout(anomaly_tiny_run).anomaly.exists()  # a plain call never writes the run
+    assert [p.name for p in (cache / "anomaly").iterdir()] == [f"{calibration['key']}.npz"]
+    assert summary["calibration_stored_in"] == str(cache / "anomaly" / f"{calibration['key']}.npz")
+    assert set(summary["guarantee"]) == {"pixels", "slices", "scans"}
+    rows = scores(out)
+    assert rows[0]["level"] == "16" and rows[0]["level_from"] == "input"
+    assert list(rows[0]) == [
+        "name",
+        "level",
+        "score",
+        "p_value",
+        "flagged",
+        "scan",
+        "level_from",
+        "output",
+    ]
+    p_value = float(rows[0]["p_value"])
+    assert 1 / 33 <= p_value <= 1 and rows[0]["flagged"] == str(int(p_value <= 0.1))
     triptych = Image.open(out / rows[0]["output"])
-    assert triptych.size == (3 * 32 + 4, 32) and triptych.mode == "RGB"
+    assert triptych.size == (3 * 32 + 4, 32 + BAR) and triptych.mode == "RGB"
     assert (out / "grid.png").is_file()
-    assert json.loads((out / "summary.json").read_text())["calibration"]["alpha"] == 0.1
-    assert "calibrated on 32 healthy slices" in stdout
+    assert "calibrated on 32 healthy slices" in stdout and str(cache) in stdout
     code, stdout, err = cli(argv, capsys)  # the calibration is reused
     assert code == 0 and "calibrated" not in stdout, stdout
 
@@ -148,37 +174,50 @@ def test_a_folder_takes_levels_from_the_flag_or_the_classifier(
     assert {(r["level"], r["level_from"]) for r in scores(out)} == {("7", "--level")}
 
 
-def test_calibrate_action_stores_thresholds_and_alpha_is_rethresholded(
+def test_the_runs_own_calibration_is_used_at_any_alpha_and_settings_go_to_the_cache(
     anomaly_tiny_run: Path,
     slices: np.ndarray,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BRAINVQ_CACHE", str(cache))
     run = tmp_path / "run"
     shutil.copytree(anomaly_tiny_run, run)
     shutil.rmtree(RunLayout(run).anomaly, ignore_errors=True)
     code, stdout, err = cli(["anomaly", "calibrate", "--run", run, "--alpha", ALPHA], capsys)
     assert code == 0, err
     assert "calibrated on 32 healthy slices" in stdout
-    assert RunLayout(run).anomaly_calibration.is_file()
-    assert RunLayout(run).anomaly_calibration_maps.is_file()
+    own = json.loads(RunLayout(run).anomaly_calibration.read_text())
+    assert own["alpha"] == 0.1 and own["key"]
+    assert (RunLayout(run).anomaly_calibrations / f"{own['key']}.npz").is_file()
+    assert not RunLayout(run).anomaly_calibration_maps.exists()
+    before = tree_hashes(run)
     png = write_png(tmp_path / "case_9_slice_16.nii.png", slices[16])
     argv = ["anomaly", "--run", run, "--input", png, "--out", tmp_path / "o"]
     code, stdout, err = cli([*argv, "--alpha", "0.2"], capsys)
     assert code == 0, err
-    assert "thresholds recomputed for alpha 0.2" in stdout
-    assert json.loads(RunLayout(run).anomaly_calibration.read_text())["alpha"] == 0.2
+    assert "calibrated" not in stdout, stdout  # alpha only re-thresholds the run's maps
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["calibration"]["alpha"] == 0.2 and summary["calibration"]["key"] == own["key"]
     code, stdout, err = cli([*argv, "--alpha", "0.2", "--n-heal", "2"], capsys)
     assert code == 0, err
-    assert "the settings changed" in stdout
-    # without --n-heal, the settings are the run config's anomaly: section
+    assert "calibrated on 32 healthy slices" in stdout and str(cache) in stdout
+    # without --n-heal, the settings are the run config's anomaly: section: n_heal 2's, cached
     config = yaml.safe_load(RunLayout(run).config.read_text())
     config["anomaly"]["n_heal"] = 2
     RunLayout(run).config.write_text(yaml.safe_dump(config))
     code, stdout, err = cli([*argv, "--alpha", "0.2"], capsys)
     assert code == 0, err
-    assert "calibrated" not in stdout and "recomputed" not in stdout, stdout  # n_heal 2's fits
-    assert json.loads(RunLayout(run).anomaly_calibration.read_text())["settings"]["n_heal"] == 2
+    assert "calibrated" not in stdout, stdout
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["calibration"]["settings"]["n_heal"] == 2
+    assert summary["calibration_stored_in"].startswith(str(cache))
+    after = tree_hashes(run)
+    assert {k: v for k, v in after.items() if k != "config.yaml"} == {
+        k: v for k, v in before.items() if k != "config.yaml"
+    }
     config["anomaly"]["n_heal"] = 0
     RunLayout(run).config.write_text(yaml.safe_dump(config))
     code, _, err = cli([*argv, "--alpha", "0.2"], capsys)

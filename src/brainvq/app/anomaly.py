@@ -1,16 +1,19 @@
-"""Anomaly maps of user slices and scans with a run's VQ-VAE and prior, thresholded by the run's
-calibration.
+"""Anomaly maps of user slices and scans with a run's VQ-VAE and slice prior, and the slice and
+scan decisions that follow them, thresholded by the run's calibration.
 
 `find_anomalies` loads the input at the model's working size (brainvq.app.anomaly_inputs: NIfTI
 volumes are registered to the reference and sliced on the run's frame, every covered level; 2D
-inputs give their slices), finds each slice's level, makes the maps
-(brainvq.inference.anomaly_maps) and thresholds them with the run's calibration
-(brainvq.app.anomaly_calibration); with a prior of whole subjects the slices of a volume are
-judged in 3D context, each given the healed slice below it. For each volume it also checks
-whether the calibration applies to it (brainvq.evaluation.calibration_shift) and says so when
-it does not. `write_anomalies`
-(brainvq.app.anomaly_files) writes the results, volumes in their own space. The settings are the
-run config's `anomaly:` section (`anomaly_settings`), with --n-heal over it.
+inputs give their slices), finds each slice's level, takes the calibration for its settings
+(brainvq.app.anomaly_calibration: the run's own, or one stored for these settings, or made now
+and kept in the user's cache; the run folder is never written), makes the maps with the run's
+slice prior (brainvq.inference.anomaly_maps; with a prior of whole subjects and `context: true`
+the slices of a volume are judged in 3D context, each given the healed slice below it), and
+decides (brainvq.evaluation.anomaly_decisions): pixels above the pixel threshold, slices by
+their conformal p-values at alpha, scans (volumes, or the subjects of 2D slices) by Simes'
+combination at scan_alpha. For each scan it also says what differs from the calibration slices
+and whether the stated rates are at risk for it (brainvq.app.anomaly_scans). `write_anomalies`
+(brainvq.app.anomaly_files) writes the results, volumes in their own space. The settings are
+the run config's `anomaly:` section (`anomaly_settings`), with --n-heal over it.
 """
 
 from __future__ import annotations
@@ -20,31 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.anomaly_calibration import (
-    anomaly_settings,
-    calibration_statistics,
-    run_calibration,
-)
+from brainvq.app.anomaly_calibration import anomaly_settings, resolve_calibration
 from brainvq.app.anomaly_inputs import load_inputs, resolve_levels
+from brainvq.app.anomaly_scans import SHIFT_WARNING, ScanAnswer, answer_scans
+from brainvq.app.calibration_store import StoredCalibration
 from brainvq.data.space.align import AlignedScan
-from brainvq.evaluation.anomaly_calibration import Calibration
-from brainvq.evaluation.calibration_shift import (
-    shift_check,
-    slice_flagged_shares,
-    slice_nll_medians,
-)
+from brainvq.evaluation.anomaly_calibration import Calibration, calibration_scores
+from brainvq.evaluation.anomaly_decisions import slice_scores
+from brainvq.evaluation.conformal import conformal_p_values
 from brainvq.inference.anomaly_maps import MapSet, anomaly_maps
 from brainvq.inference.codes import decode_codes
 from brainvq.inference.generate import load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.run import RunLayout, load_run
 from brainvq.values import COUNT, RATE, SEED
-
-SHIFT_WARNING = (
-    "this scan is unlike the calibration slices (its healthy-looking tissue scores outside "
-    "them): the false-positive rate alpha is NOT covered by the guarantee for it; calibrate on "
-    "healthy scans like it: `brainvq anomaly calibrate --run RUN --healthy PATH`"
-)
 
 
 @dataclass(frozen=True)
@@ -53,12 +45,15 @@ class AnomalyResult:
 
     names: input names; levels: (N,) int64 (-1: unconditional prior); level_from: LEVEL_FROM
     per slice; images: (N, H, W) uint8; maps: (N, H, W) float32, higher = more anomalous;
-    masks: (N, H, W) bool, maps above the calibrated pixel threshold; scores: (N,) float64;
-    flagged: (N,) bool, scores above the calibrated slice threshold; details: the MapSet
-    (healed slices, codes, NLL maps); notes: what a user should know (levels, calibration).
-    For NIfTI inputs: volumes (the aligned scans), volume_of (N,) each slice's volume, shift:
-    one shift check per volume (brainvq.evaluation.calibration_shift), and the VQ-VAE's
-    reconstructions of the slices."""
+    masks: (N, H, W) bool, maps above the calibrated pixel threshold; scores: (N,) float64 the
+    slice scores (calibration.slice_score); p_values: (N,) their conformal p-values; flagged:
+    (N,) bool, p <= alpha (score above the slice threshold); scans: one answer per scan
+    (brainvq.app.anomaly_scans: volumes first, in input order, or the subjects of 2D slices);
+    details: the MapSet (healed slices, codes, NLL maps); notes: what a user should know
+    (levels, calibration, warnings). For NIfTI inputs: volumes (the aligned scans), volume_of
+    (N,) each slice's volume, and the VQ-VAE's reconstructions of the slices. stored: the
+    calibration's stored maps; unsaved: made by this call and not kept (the cache could not be
+    written): write_anomalies writes it with the answers."""
 
     names: list[str]
     levels: np.ndarray
@@ -67,19 +62,27 @@ class AnomalyResult:
     maps: np.ndarray
     masks: np.ndarray
     scores: np.ndarray
+    p_values: np.ndarray
     flagged: np.ndarray
     calibration: Calibration
     details: MapSet
     root: Path
     notes: list[str]
+    stored: StoredCalibration
+    scans: list[ScanAnswer] = field(default_factory=list)
     volumes: list[AlignedScan] = field(default_factory=list)
     volume_of: np.ndarray | None = None
-    shift: list[dict] = field(default_factory=list)
     reconstructions: np.ndarray | None = None  # (N, H, W) uint8, volumes only
+    unsaved: bool = False
 
     def volume_rows(self, index: int) -> np.ndarray:
         """The slices of volume `index`, in level order."""
         return np.nonzero(self.volume_of == index)[0]
+
+    @property
+    def shift(self) -> list[dict]:
+        """The shift check of each volume (brainvq.evaluation.calibration_shift)."""
+        return [a.shift for a in self.scans[: len(self.volumes)]]
 
 
 def check_options(alpha: float, n_heal: int | None, seed: int) -> None:
@@ -96,6 +99,7 @@ def find_anomalies(
     source: str | Path,
     *,
     alpha: float = 0.01,
+    scan_alpha: float | None = None,
     n_heal: int | None = None,
     level: int | None = None,
     seed: int = 0,
@@ -104,30 +108,49 @@ def find_anomalies(
     sampler: str = "cached",
     threads: int | None = None,
     progress: bool = True,
+    series: str | None = None,
 ) -> AnomalyResult:
-    """Anomaly maps, masks and slice scores of every slice of `source` (see the module
-    docstring), calibrated first if the run has no calibration for these settings (the run
-    config's `anomaly:` section; n_heal: its n_heal unless given). mask: the user's brain mask
-    of a NIfTI input (`--mask`); intensity: how its intensities are standardised
-    (brainvq.data.space.intensity.METHODS)."""
+    """Anomaly maps, masks and the slice and scan decisions of every slice of `source` (see
+    the module docstring) at rates alpha (pixels, slices) and scan_alpha (scans; default alpha),
+    calibrated first if no calibration for these settings is stored (the run config's
+    `anomaly:` section; n_heal: its n_heal unless given). mask: the user's brain mask of a
+    volume input (`--mask`); intensity: how its intensities are standardised
+    (brainvq.data.space.intensity.METHODS); series: a DICOM input's series to take
+    (`--series`, brainvq.data.volumes.series). The run folder is only read."""
     check_options(alpha, n_heal, seed)
+    if scan_alpha is not None:
+        RATE.check("--scan-alpha", scan_alpha)
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
     models = load_run_models(run_dir)
     inputs = load_inputs(
-        run_dir, source, mask=mask, intensity=intensity, threads=threads, progress=progress
+        run_dir,
+        source,
+        mask=mask,
+        intensity=intensity,
+        threads=threads,
+        progress=progress,
+        series=series,
     )
     levels, level_from, notes = resolve_levels(models, layout, inputs, level)
+    notes = [*inputs.notes, *notes]
     for aligned in inputs.volumes:
         notes += [f"{aligned.scan.path.name}: {note}" for note in aligned.notes]
     settings = anomaly_settings(config, n_heal)
-    calibration, note = run_calibration(
-        run_dir, alpha, settings, models, sampler=sampler, threads=threads, progress=progress
+    resolved = resolve_calibration(
+        run_dir,
+        alpha,
+        settings,
+        models,
+        scan_alpha=scan_alpha,
+        sampler=sampler,
+        threads=threads,
+        progress=progress,
     )
-    if note:
-        notes.append(note)
+    calibration, stored = resolved.calibration, resolved.stored
+    notes += resolved.notes
     below_of = None
-    if inputs.volumes and levels is not None and models.prior.config.has_neighbour:
+    if inputs.volumes and levels is not None and models.slice_prior.config.has_neighbour:
         below_of = below_rows(inputs.volume_of, levels)  # each slice's slice below, in context
     details = anomaly_maps(
         models,
@@ -142,35 +165,48 @@ def find_anomalies(
         foreground=inputs.foreground,
         below_of=below_of,
     )
-    shifts, reconstructions = [], None
+    pixel = calibration.pixel_threshold
+    scores = slice_scores(
+        calibration.slice_score, details.maps, details.foreground, pixel, settings
+    )
+    p_values = conformal_p_values(calibration_scores(stored.maps, pixel, settings), scores)
+    flagged = p_values <= alpha
+    scans = answer_scans(
+        inputs.names,
+        inputs.images,
+        levels,
+        details,
+        p_values,
+        flagged,
+        calibration,
+        stored,
+        models.vqvae.config.downsample,
+        volume_of=inputs.volume_of,
+        volumes=inputs.volumes,
+    )
+    notes += [f"WARNING: {a.name}: {SHIFT_WARNING}" for a in scans if a.warn]
+    notes += [f"{a.name}: {note}" for a in scans for note in a.shift["notes"]]
+    reconstructions = None
     if inputs.volumes:
         reconstructions = decode_codes(models.vqvae.model, details.codes)
-        cal_nll, cal_flagged = calibration_statistics(run_dir, calibration)
-        nll = slice_nll_medians(details.nll, details.foreground, models.vqvae.config.downsample)
-        flagged = slice_flagged_shares(
-            details.maps, details.foreground, calibration.pixel_threshold
-        )
-        for i, aligned in enumerate(inputs.volumes):
-            rows = inputs.volume_of == i
-            check = shift_check(cal_nll, cal_flagged, nll[rows], flagged[rows])
-            shifts.append(check)
-            if check["warn"]:
-                notes.append(f"WARNING: {aligned.scan.path.name}: {SHIFT_WARNING}")
     return AnomalyResult(
         names=inputs.names,
         levels=np.full(len(inputs.names), -1) if levels is None else levels,
         level_from=level_from,
         images=inputs.images,
         maps=details.maps,
-        masks=details.maps > calibration.pixel_threshold,
-        scores=details.scores,
-        flagged=details.scores > calibration.slice_threshold,
+        masks=details.maps > pixel,
+        scores=scores,
+        p_values=p_values,
+        flagged=flagged,
         calibration=calibration,
         details=details,
         root=inputs.root,
         notes=notes,
+        stored=stored,
+        scans=scans,
         volumes=inputs.volumes,
         volume_of=inputs.volume_of,
-        shift=shifts,
         reconstructions=reconstructions,
+        unsaved=resolved.unsaved,
     )

@@ -1,67 +1,78 @@
-"""The anomaly thresholds of a run: calibrated on healthy slices, stored, reused, checked.
+"""The anomaly thresholds of a run: calibrated on healthy slices, stored once, reused, never
+written into the run by a plain `brainvq anomaly`.
 
-The calibration lives in RUN/anomaly/ (RunLayout.anomaly_calibration and
-.anomaly_calibration_maps). By default it is made on first use, or by `calibrate_run`, from the
-healthy slices of the run's validate split; `calibrate_run(healthy=PATH)` (`brainvq anomaly
-calibrate --healthy PATH`) makes it from the user's own healthy scans instead (their site, their
-scanner: the standard answer to a site shift), and it is then kept until the user recalibrates.
-It is kept for the models (a fingerprint of their weights), settings and data it was made with;
-for another alpha the thresholds are recomputed from the stored calibration maps without healing
-again. The maps file also holds each calibration slice's median code NLL, which the shift check
-(brainvq.evaluation.calibration_shift) compares a scan against.
+A calibration is made from the healthy slices of the run's validate split, or from the user's
+own healthy scans (`calibrate_run(healthy=PATH)`, `brainvq anomaly calibrate --healthy PATH`:
+their site, their scanner, the standard answer to a site shift). What it stores is keyed by
+the models, the slice prior, the settings and the source, not by alpha: another alpha is a
+re-threshold of the stored maps (brainvq.app.calibration_store says where they live).
+
+- `calibrate_run` (`brainvq anomaly calibrate`) writes into the run: the stored maps under
+  their key and RUN/anomaly/calibration.json, which makes it the run's own calibration (a user's
+  healthy scans are then used until they recalibrate).
+- `resolve_calibration` (every plain `brainvq anomaly`) reads and never writes the run: the
+  run's own calibration when it fits the models and settings; else one stored for these
+  settings in the run or in the user's cache; else it is made now on the validate split and
+  kept in the user's cache, said once (when the cache cannot be written either, the result
+  carries it, for the output folder). A run whose own calibration was made on the user's scans
+  for other settings is refused rather than silently judged against the validate split.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from brainvq.app import calibration_store as store
 from brainvq.app.anomaly_inputs import Inputs, load_inputs, resolve_levels
 from brainvq.app.run_data import run_slices
-from brainvq.config import ConfigError, from_dict, to_dict
+from brainvq.config import to_dict
 from brainvq.evaluation.anomaly_calibration import (
     Calibration,
     CalibrationMaps,
     calibrate_thresholds,
     code_threshold,
 )
-from brainvq.evaluation.calibration_shift import slice_nll_medians
-from brainvq.evaluation.conformal import flagged_share
+from brainvq.evaluation.calibration_shift import SliceStatistics
+from brainvq.evaluation.conformal import check_rate
 from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import RunModels, load_run_models
 from brainvq.inference.slice_below import below_rows
-from brainvq.io.atomic import atomic_path, atomic_write_json
+from brainvq.io.atomic import atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE
-from brainvq.run import RunLayout, load_run, read_json
+from brainvq.run import RunLayout, load_run
 from brainvq.run_config import AnomalyConfig, RunConfig
 
-MAPS_VERSION = 2  # 2: the maps file holds each slice's median code NLL
 USER_SOURCE = "healthy scans"  # how a calibration on the user's scans names its source
 
 
 def models_fingerprint(models: RunModels) -> str:
-    """A short hash of both models' weights: a calibration holds only for these."""
+    """A short hash of the VQ-VAE's and the slice prior's weights: a calibration holds only for
+    these (the same hash as before for a run whose slice prior is its only prior)."""
     h = hashlib.sha256()
-    for bundle in (models.vqvae, models.prior):
+    for bundle in (models.vqvae, models.slice_prior):
         h.update((bundle.path / WEIGHTS_FILE).read_bytes())
     return h.hexdigest()[:16]
 
 
-def _maps_key(models: str, source: str, settings: AnomalyConfig) -> str:
-    """What the stored calibration maps depend on, as one string."""
-    return json.dumps(
-        {"version": MAPS_VERSION, "models": models, "source": source, "settings": to_dict(settings)}
-    )
+def prior_name(run_dir: str | Path, models: RunModels) -> str:
+    """The slice prior's bundle as a path inside the run (its absolute path when outside)."""
+    path = Path(models.slice_prior.path).resolve()
+    root = Path(run_dir).resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def anomaly_settings(config: RunConfig, n_heal: int | None = None) -> AnomalyConfig:
     """The run config's `anomaly:` section, with `n_heal` (--n-heal) over it when given."""
     return config.anomaly if n_heal is None else replace(config.anomaly, n_heal=n_heal)
+
+
+def validate_source(config: RunConfig) -> str:
+    return f"{config.data.source} (validate split)"
 
 
 def _whole_groups(group: np.ndarray, most: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,32 +84,41 @@ def _whole_groups(group: np.ndarray, most: int, rng: np.random.Generator) -> np.
     return np.flatnonzero(np.isin(group, names[:keep]))
 
 
-def _healthy_slices(run_dir, config, settings, models, healthy, threads, progress):
-    """(images, levels, foreground or None, source, below_of or None) of the calibration
-    slices. In 3D context (a prior with the neighbour, settings.context) they are whole
-    subjects or volumes, each slice with its slice below (below_of), as the maps are made."""
+@dataclass(frozen=True)
+class HealthySlices:
+    """The calibration slices: images (n, H, W) uint8, levels (n,) or None, foreground
+    (n, H, W) bool or None, source (how the key names them), below_of (n,) or None (3D
+    context: each slice's slice below among them)."""
+
+    images: np.ndarray
+    levels: np.ndarray | None
+    foreground: np.ndarray | None
+    source: str
+    below_of: np.ndarray | None
+
+
+def healthy_slices(
+    run_dir, config, settings, models, healthy, threads, progress, series=None
+) -> HealthySlices:
+    """At most calibration_slices healthy slices, a seeded random subset: of the run's
+    validate split, or of the user's healthy scans `healthy`. In 3D context (a slice prior with
+    the neighbour, settings.context) whole subjects or volumes, each slice with its slice
+    below, as the maps are made. series: the DICOM series of `healthy` to take (`--series`)."""
     layout = RunLayout(run_dir)
     rng = np.random.default_rng(settings.seed)
-    context = settings.context and models.prior.config.has_neighbour
+    context = settings.context and models.slice_prior.config.has_neighbour
     most = settings.calibration_slices
-    group = None
     if healthy is None:
         validate = run_slices(config, progress=progress).require_split("validate")
         if context:
             pick = _whole_groups(validate.subject, most, rng)
         else:
             pick = np.sort(rng.permutation(len(validate))[:most])
-        healthy_set = validate.subset(pick)
-        inputs = Inputs(
-            healthy_set.images,
-            [str(f) for f in healthy_set.filename],
-            healthy_set.level,
-            layout.root,
-        )
-        group = healthy_set.subject
-        source = f"{config.data.source} (validate split)"
+        chosen = validate.subset(pick)
+        inputs = Inputs(chosen.images, [str(f) for f in chosen.filename], chosen.level, layout.root)
+        group, source = chosen.subject, validate_source(config)
     else:
-        inputs = load_inputs(run_dir, healthy, threads=threads, progress=progress)
+        inputs = load_inputs(run_dir, healthy, threads=threads, progress=progress, series=series)
         if context and inputs.volumes:
             pick = _whole_groups(inputs.volume_of, most, rng)
         else:
@@ -106,12 +126,74 @@ def _healthy_slices(run_dir, config, settings, models, healthy, threads, progres
         inputs = inputs.subset(pick)
         group = inputs.volume_of if inputs.volumes else None
         what = f"{len(inputs.volumes)} volumes, " if inputs.volumes else ""
-        source = f"{USER_SOURCE} {healthy} ({what}{len(pick)} slices)"
+        picked = f" --series {series}" if series is not None else ""
+        source = f"{USER_SOURCE} {healthy}{picked} ({what}{len(pick)} slices)"
     levels, _, _ = resolve_levels(models, layout, inputs, None)
     below_of = None
     if context and group is not None and levels is not None:
         below_of = below_rows(group, levels)
-    return inputs.images, levels, inputs.foreground, source, below_of
+    return HealthySlices(inputs.images, levels, inputs.foreground, source, below_of)
+
+
+def make_calibration(
+    run_dir,
+    key: store.CalibrationKey,
+    slices: HealthySlices,
+    models: RunModels,
+    *,
+    sampler: str = "cached",
+    threads: int | None = None,
+    progress: bool = True,
+) -> store.StoredCalibration:
+    """Heal and map the calibration slices (nothing is written)."""
+    settings = key.settings
+    train_codes = load_codes(RunLayout(run_dir).codes, "train")
+    code_thr = code_threshold(models.slice_prior.model, train_codes, settings)
+    maps = anomaly_maps(
+        models,
+        slices.images,
+        slices.levels,
+        code_thr,
+        settings,
+        seed=settings.seed,
+        sampler=sampler,
+        progress=progress,
+        threads=threads,
+        foreground=slices.foreground,
+        below_of=slices.below_of,
+    )
+    return store.StoredCalibration(
+        key=key,
+        code_threshold=code_thr,
+        n_code_maps=min(settings.code_maps, len(train_codes.codes)),
+        maps=CalibrationMaps.of(maps.maps, maps.foreground),
+        slices=SliceStatistics.of(
+            slices.images,
+            maps.foreground,
+            maps.nll,
+            slices.levels,
+            models.vqvae.config.downsample,
+        ),
+    )
+
+
+def thresholds(
+    stored: store.StoredCalibration, alpha: float, scan_alpha: float | None = None
+) -> Calibration:
+    """The Calibration of `stored` at rate alpha (and scan_alpha, default alpha)."""
+    key = stored.key
+    return calibrate_thresholds(
+        stored.maps,
+        alpha,
+        stored.code_threshold,
+        stored.n_code_maps,
+        key.settings,
+        scan_alpha=scan_alpha,
+        models=key.models,
+        source=key.source,
+        prior=key.prior,
+        key=key.name if stored.version == store.MAPS_VERSION else "",
+    )
 
 
 def calibrate_run(
@@ -124,149 +206,107 @@ def calibrate_run(
     sampler: str = "cached",
     threads: int | None = None,
     progress: bool = True,
+    series: str | None = None,
 ) -> Calibration:
-    """Calibrate the run's anomaly thresholds at rate alpha on healthy slices: the run's validate
-    split, or the user's healthy scans `healthy` (a NIfTI volume, a folder of them, or of
-    slices); at most calibration_slices of them, a seeded random subset. Writes
-    RUN/anomaly/calibration.json and calibration_maps.npz."""
+    """Calibrate the run's anomaly thresholds at rate alpha on healthy slices (the run's
+    validate split, or the user's healthy scans `healthy`: volumes, a folder of them, or of
+    slices; series: the DICOM series of `healthy` to take) and make it the run's own:
+    RUN/anomaly/calibrations/<key>.npz and RUN/anomaly/calibration.json. Maps already stored
+    for the same key (in the run or the user's cache) are reused, not made again."""
+    if healthy is None and series is not None:
+        raise ValueError(f"--series {series}: goes with --healthy (the DICOM scans to take)")
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
     settings = anomaly_settings(config, n_heal)
     models = models or load_run_models(run_dir)
-    images, levels, foreground, source, below_of = _healthy_slices(
-        run_dir, config, settings, models, healthy, threads, progress
-    )
-    train_codes = load_codes(layout.codes, "train")
-    code_thr = code_threshold(models.prior.model, train_codes, settings)
-    maps = anomaly_maps(
-        models,
-        images,
-        levels,
-        code_thr,
-        settings,
-        seed=settings.seed,
-        sampler=sampler,
-        progress=progress,
-        threads=threads,
-        foreground=foreground,
-        below_of=below_of,
-    )
-    stats = CalibrationMaps.of(maps.maps, maps.foreground, maps.scores)
-    nll_medians = slice_nll_medians(maps.nll, maps.foreground, models.vqvae.config.downsample)
-    fingerprint = models_fingerprint(models)
-    n_code_maps = min(settings.code_maps, len(train_codes.codes))
-    with atomic_path(layout.anomaly_calibration_maps) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(
-            f,
-            values=stats.values,
-            counts=stats.counts,
-            scores=stats.scores,
-            nll_medians=nll_medians,
-            code_threshold=np.float64(code_thr),
-            n_code_maps=np.int64(n_code_maps),
-            key=np.array(_maps_key(fingerprint, source, settings)),
+    fingerprint, prior = models_fingerprint(models), prior_name(run_dir, models)
+    stored = None
+    if healthy is None:
+        key = store.CalibrationKey(fingerprint, prior, validate_source(config), settings)
+        check_rate(alpha, settings.calibration_slices)
+        stored = store.find(run_dir, key)
+    if stored is None:
+        slices = healthy_slices(
+            run_dir, config, settings, models, healthy, threads, progress, series
         )
-    calibration = calibrate_thresholds(
-        stats, alpha, code_thr, n_code_maps, settings, models=fingerprint, source=source
-    )
+        check_rate(alpha, len(slices.images))  # before any healing
+        key = store.CalibrationKey(fingerprint, prior, slices.source, settings)
+        stored = store.find(run_dir, key) or make_calibration(
+            run_dir, key, slices, models, sampler=sampler, threads=threads, progress=progress
+        )
+    calibration = thresholds(stored, alpha)  # refuses before anything is written
+    if stored.path != store.run_path(run_dir, stored.key):
+        store.save(stored, store.run_path(run_dir, stored.key))
     atomic_write_json(layout.anomaly_calibration, to_dict(calibration))
     return calibration
 
 
-def read_calibration(run_dir: str | Path) -> Calibration | None:
-    """RUN/anomaly/calibration.json, or None when the run has none yet."""
-    path = RunLayout(run_dir).anomaly_calibration
-    if not path.is_file():
-        return None
-    try:
-        return from_dict(Calibration, read_json(path))
-    except (ConfigError, json.JSONDecodeError) as e:
-        raise ValueError(
-            f"{path}: not a brainvq calibration ({e}); remove it or run "
-            "`brainvq anomaly calibrate --run RUN`"
-        ) from None
+@dataclass
+class Resolved:
+    """The calibration a plain `brainvq anomaly` uses: stored (its maps), calibration (the
+    thresholds at the call's alpha), notes (said once), unsaved: True when it was made now and
+    could not be kept in the user's cache (the caller may write it with the answers)."""
+
+    stored: store.StoredCalibration
+    calibration: Calibration
+    notes: list[str] = field(default_factory=list)
+    unsaved: bool = False
 
 
-def _stored_maps(layout: RunLayout, key: str):
-    """The stored calibration maps' arrays when their key is `key`, else None."""
-    if not layout.anomaly_calibration_maps.is_file():
-        return None
-    with np.load(layout.anomaly_calibration_maps, allow_pickle=False) as f:
-        if "key" not in f.files or str(f["key"]) != key:
-            return None
-        return {name: f[name] for name in f.files}
+LEGACY_NOTE = (
+    "this run was calibrated by an earlier brainvq: slices are judged by the earlier slice "
+    "score (the mean of the map's brightest pixels); `brainvq anomaly calibrate --run RUN` makes "
+    "a calibration whose slice and scan decisions follow the map"
+)
 
 
-def run_calibration(
+def resolve_calibration(
     run_dir: str | Path,
     alpha: float,
     settings: AnomalyConfig,
     models: RunModels,
     *,
+    scan_alpha: float | None = None,
     sampler: str = "cached",
     threads: int | None = None,
     progress: bool = True,
-) -> tuple[Calibration, str | None]:
-    """The run's calibration for alpha and settings: the stored one when it fits, re-thresholded
-    from the stored maps when only alpha differs, else made now on the validate split (a
-    calibration on the user's scans is never replaced silently). Returns (it, a note or None)."""
-    layout = RunLayout(run_dir)
-    stored = read_calibration(run_dir)
-    fingerprint = models_fingerprint(models)
-    fits = stored is not None and stored.models == fingerprint and stored.settings == settings
-    if fits:
-        maps = _stored_maps(layout, _maps_key(fingerprint, stored.source, settings))
-        if stored.alpha == alpha and maps is not None:
-            return stored, None
-        if maps is not None:
-            stats = CalibrationMaps(maps["values"], maps["counts"], maps["scores"])
-            calibration = calibrate_thresholds(
-                stats,
-                alpha,
-                float(maps["code_threshold"]),
-                int(maps["n_code_maps"]),
-                settings,
-                models=fingerprint,
-                source=stored.source,
+) -> Resolved:
+    """The calibration for alpha and settings (the module docstring's order); never writes
+    into the run."""
+    fingerprint, prior = models_fingerprint(models), prior_name(run_dir, models)
+    chosen = store.read_chosen(run_dir)
+    if chosen is not None:
+        if chosen.models == fingerprint and chosen.settings == settings:
+            stored = store.load_chosen(run_dir, chosen)
+            if stored is not None:
+                notes = [LEGACY_NOTE] if stored.version == store.LEGACY_VERSION else []
+                return Resolved(stored, thresholds(stored, alpha, scan_alpha), notes)
+        if chosen.source.startswith(USER_SOURCE):
+            raise ValueError(
+                f"{RunLayout(run_dir).anomaly_calibration} was calibrated on {chosen.source} for "
+                "other models or settings; recalibrate: `brainvq anomaly calibrate --run RUN "
+                "--healthy PATH`"
             )
-            atomic_write_json(layout.anomaly_calibration, to_dict(calibration))
-            return calibration, f"thresholds recomputed for alpha {alpha}"
-    if stored is not None and stored.source.startswith(USER_SOURCE):
-        raise ValueError(
-            f"{layout.anomaly_calibration} was calibrated on {stored.source} for other models "
-            "or settings; recalibrate: `brainvq anomaly calibrate --run RUN --healthy PATH`"
-        )
-    if stored is None:
-        why = "first use"
-    elif stored.models != fingerprint:
-        why = "the models changed"
-    elif stored.settings != settings:
-        why = "the settings changed"
-    else:
-        why = "the stored calibration maps are missing or from an older brainvq"
-    calibration = calibrate_run(
-        run_dir,
-        alpha,
-        settings.n_heal,
-        models=models,
-        sampler=sampler,
-        threads=threads,
-        progress=progress,
+    config = load_run(run_dir)
+    key = store.CalibrationKey(fingerprint, prior, validate_source(config), settings)
+    stored = store.find(run_dir, key)
+    if stored is not None:
+        return Resolved(stored, thresholds(stored, alpha, scan_alpha))
+    check_rate(alpha, settings.calibration_slices)
+    slices = healthy_slices(run_dir, config, settings, models, None, threads, progress)
+    check_rate(alpha, len(slices.images))  # before any healing: a refusal leaves nothing
+    stored = make_calibration(
+        run_dir, key, slices, models, sampler=sampler, threads=threads, progress=progress
     )
-    return calibration, (
-        f"calibrated on {calibration.n_slices} healthy slices of {calibration.source} ({why}); "
-        f"stored in {layout.anomaly_calibration}"
+    calibration = thresholds(stored, alpha, scan_alpha)
+    made = f"calibrated on {stored.n_slices} healthy slices of {key.source}"
+    try:
+        stored = store.save(stored, store.cache_path(key))
+    except OSError as e:
+        note = f"{made}; not kept: the user's cache cannot be written ({e})"
+        return Resolved(stored, calibration, [note], unsaved=True)
+    note = (
+        f"{made}, kept in {stored.path} for the next call (the run folder is not changed; "
+        "`brainvq anomaly calibrate --run RUN` stores it in the run)"
     )
-
-
-def calibration_statistics(run_dir: str | Path, calibration: Calibration):
-    """(nll_medians (n,), flagged shares (n,) at the pixel threshold) of the calibration
-    slices, for the shift check."""
-    maps = _stored_maps(
-        RunLayout(run_dir),
-        _maps_key(calibration.models, calibration.source, calibration.settings),
-    )
-    if maps is None:
-        raise ValueError(f"{RunLayout(run_dir).anomaly_calibration_maps}: missing or stale")
-    shares = flagged_share(maps["values"], maps["counts"], calibration.pixel_threshold)
-    return maps["nll_medians"], shares
+    return Resolved(stored, calibration, [note])

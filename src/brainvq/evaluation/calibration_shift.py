@@ -1,37 +1,60 @@
-"""Does a calibration apply to a scan? A check on its healthy-looking tissue.
+"""Does a calibration apply to a scan? What differs from the calibration slices, by how much, and
+whether the stated false-positive rate is at risk.
 
-The anomaly thresholds' guarantee (brainvq.evaluation.conformal) holds for slices exchangeable
-with the calibration slices. A scan from another scanner, protocol or preprocessing breaks that,
-and usually shows it everywhere, not only where a lesion is. The check:
+The thresholds' guarantee (brainvq.evaluation.conformal) holds for slices exchangeable with the
+calibration slices. A scan from another scanner, protocol or preprocessing is not, yet most such
+scans are still answered well: what matters to a user is whether its healthy tissue flags more
+than the calibration allows. The check, per scan (its slices on the run's frame):
 
-1. per slice, two statistics: the median, over its brain codes (latent cells at least half
-   brain), of the codes' NLL under the prior (teacher-forced, nats); and the share of its brain
-   pixels above the pixel threshold;
-2. per scan, the median of each over its slices: a lesion in a minority of the slices moves it
-   little, a different contrast, resolution or intensity scale moves every slice;
-3. each against the same statistic of the calibration slices, by conformal p-values:
-   p = (1 + #{calibration slices with a value >= the scan's}) / (n + 1) for the flagged share
-   (only more flagging is a problem), and twice the smaller of that and the same count with <=
-   for the NLL (a scan can also be too likely: a blurred or low-contrast scan is made of the
-   prior's most common, smooth codes, as an inverted T1 was for a small model);
-4. a warning when either p is below SHIFT_P (a calibration needs at least 2 / SHIFT_P - 1 slices
-   for the two-sided one to be able to fire).
+1. What differs, each a number reported with the calibration's own (none decides alone):
+   - contrast: the Wasserstein-1 distance between the scan's standardised brain intensities
+     and the calibration slices' at the same levels, in units of the intensity range [0, 1]
+     (`SliceStatistics.histograms`, `histogram_distance`);
+   - noise: the median over slices of a robust noise estimate (Immerkaer 1996: the mean
+     absolute response of a difference of two Laplacians inside the eroded brain, times
+     sqrt(pi / 2) / 6; `noise_levels`), as a ratio to the calibration slices' median;
+   - likelihood: the median over slices of each slice's median code NLL over its brain codes
+     (latent cells at least half brain; `slice_nll_medians`), with a two-sided conformal
+     p-value against the calibration slices';
+   - flagging: the share of each slice's brain pixels above the pixel threshold.
+   (The scan's voxel size against the run's frame is the app's to add: it knows the scan.)
+2. The warning, only where the stated rate is at risk. A slice "flags more than the calibration
+   allows" when its flagged share is above the split-conformal (1 - EXCESS_RATE) quantile of
+   the calibration slices' shares: for a healthy slice exchangeable with them this happens with
+   probability at most EXCESS_RATE. The scan is warned when more than WARN_SHARE of its slices
+   do. A lesion in a minority of the slices cannot trigger it alone (it would need more than
+   WARN_SHARE - EXCESS_RATE of them), a contrast, noise or scale that the maps mistake for
+   lesions everywhere does.
+3. Notes, not warnings: a median NLL outside the calibration's (two-sided p < SHIFT_P). Lower
+   ("too likely": smoother, blurrier or lower in contrast than the training slices) means
+   lesions may be missed, not that healthy tissue is flagged; higher without more flagging
+   means the scan is unlike the training slices yet its healthy tissue is not flagged more.
 
-What it assumes and does not promise: the scan's median slice stands in for one healthy slice,
-so a healthy scan of the calibration's kind warns with probability at most about SHIFT_P per
-statistic (less, since a median over slices is less extreme than one slice). It is a screen, not
-a test of exchangeability: a shift that leaves both statistics alone passes it, and a scan whose
-lesions fill most of its slices warns (rightly: its healthy tissue cannot be told apart).
+What it assumes and promises: on healthy scans of the calibration's kind, the expected number
+of slices above the quantile is at most EXCESS_RATE times the slices, so by Markov's inequality
+a scan is warned with probability at most EXCESS_RATE / WARN_SHARE (0.1), however strongly its
+slices depend on each other (far less if they were independent). It is a screen for the one
+shift that breaks the promise users read (more flagging), not a test of exchangeability: a
+scan that is unlike the calibration but flags as little is told how it differs and left
+unwarned; a scan whose lesions fill most of its slices is warned (its healthy tissue cannot be
+told apart). The calibration needs at least 1 / EXCESS_RATE - 1 slices.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from scipy import ndimage
 
-from brainvq.evaluation.conformal import flagged_share
+from brainvq.evaluation.conformal import conformal_quantile, flagged_share
 
-SHIFT_P = 0.01
+SHIFT_P = 0.01  # two-sided p-value of the median code NLL below which a note is given
+EXCESS_RATE = 0.05  # a slice flags "more than allowed" above this upper quantile of the shares
+WARN_SHARE = 0.5  # warn when more than this share of a scan's slices do
 BRAIN_CELL_SHARE = 0.5
+HISTOGRAM_BINS = 32  # of standardised brain intensities in [0, 1]
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64)
 
 
 def brain_cells(foreground: np.ndarray, downsample: int) -> np.ndarray:
@@ -58,6 +81,68 @@ def slice_flagged_shares(maps: np.ndarray, foreground: np.ndarray, threshold: fl
     return flagged_share(values, counts, threshold)
 
 
+def brain_histograms(images: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """(N, HISTOGRAM_BINS) int64: each slice's brain intensities (uint8 -> [0, 1]) counted in
+    equal bins."""
+    bins = (np.asarray(images, dtype=np.int64) * HISTOGRAM_BINS) // 256  # (N, H, W) in [0, B)
+    return (
+        np.stack(
+            [
+                np.bincount(b[f], minlength=HISTOGRAM_BINS)
+                for b, f in zip(bins, foreground, strict=True)
+            ]
+        )
+        if len(bins)
+        else np.zeros((0, HISTOGRAM_BINS), dtype=np.int64)
+    )
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The Wasserstein-1 distance between two intensity histograms (HISTOGRAM_BINS,) on [0, 1]:
+    the area between their cumulative distributions (NaN when either is empty)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.sum() == 0 or b.sum() == 0:
+        return float("nan")
+    cdf_a, cdf_b = np.cumsum(a) / a.sum(), np.cumsum(b) / b.sum()
+    return float(np.abs(cdf_a - cdf_b).sum() / HISTOGRAM_BINS)
+
+
+def noise_levels(images: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """(N,) float64: each slice's noise standard deviation in intensity units [0, 1] (Immerkaer
+    1996 inside the brain eroded by one pixel; NaN without such pixels)."""
+    out = np.full(len(images), np.nan)
+    for i, (image, brain) in enumerate(zip(images, foreground, strict=True)):
+        inner = ndimage.binary_erosion(brain, iterations=2)  # the kernel sees brain only
+        if inner.any():
+            response = ndimage.convolve(image.astype(np.float64) / 255.0, NOISE_KERNEL)
+            out[i] = np.sqrt(np.pi / 2) / 6 * float(np.abs(response[inner]).mean())
+    return out
+
+
+@dataclass(frozen=True)
+class SliceStatistics:
+    """What the check reads of N slices: levels (N,) int64 (-1: unknown); nll_medians (N,)
+    nats; histograms (N, HISTOGRAM_BINS) int64 of brain intensities; noise (N,) intensity units.
+    A calibration made before histograms and noise were kept has them None."""
+
+    levels: np.ndarray
+    nll_medians: np.ndarray
+    histograms: np.ndarray | None = None
+    noise: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, images, foreground, nll, levels, downsample: int) -> SliceStatistics:
+        """From slices (N, H, W) uint8, their brain masks (N, H, W) bool, code NLL maps
+        (N, h, w) and levels (N,) or None."""
+        n = len(images)
+        return cls(
+            levels=np.full(n, -1, np.int64) if levels is None else np.asarray(levels, np.int64),
+            nll_medians=slice_nll_medians(nll, foreground, downsample),
+            histograms=brain_histograms(images, foreground),
+            noise=noise_levels(images, foreground),
+        )
+
+
 def p_value(calibration: np.ndarray, value: float, two_sided: bool = False) -> float:
     """(1 + #{calibration >= value}) / (n + 1) over the finite calibration values; two-sided:
     twice the smaller of that and (1 + #{calibration <= value}) / (n + 1), at most 1."""
@@ -70,25 +155,100 @@ def p_value(calibration: np.ndarray, value: float, two_sided: bool = False) -> f
     return float(min(1.0, 2 * min(upper, lower)))
 
 
+def _median(x: np.ndarray | None) -> float:
+    x = np.asarray(x, dtype=np.float64) if x is not None else np.array([])
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if len(x) else float("nan")
+
+
 def shift_check(
-    calibration_nll: np.ndarray,
+    calibration: SliceStatistics,
     calibration_flagged: np.ndarray,
-    scan_nll: np.ndarray,
+    scan: SliceStatistics,
     scan_flagged: np.ndarray,
 ) -> dict:
-    """Steps 2-4 for one scan: calibration_* (n,) per calibration slice, scan_* (m,) per slice of
-    the scan. Returns {warn, p_nll, p_flagged, median_nll, median_flagged, calibration medians}."""
-    nll = float(np.nanmedian(scan_nll)) if np.isfinite(scan_nll).any() else float("inf")
-    flagged = float(np.median(scan_flagged))
-    p_nll = p_value(calibration_nll, nll, two_sided=True)
-    p_flagged = p_value(calibration_flagged, flagged)
-    return {
-        "warn": bool(min(p_nll, p_flagged) < SHIFT_P),
-        "p_nll": round(p_nll, 4),
-        "p_flagged": round(p_flagged, 4),
-        "median_code_nll": round(nll, 4),
-        "median_flagged_share": round(flagged, 5),
-        "calibration_median_code_nll": round(float(np.nanmedian(calibration_nll)), 4),
-        "calibration_median_flagged_share": round(float(np.median(calibration_flagged)), 5),
-        "threshold_p": SHIFT_P,
+    """Steps 1-3 of the module docstring for one scan: calibration_flagged (n,) and
+    scan_flagged (m,) the flagged shares of the calibration's and the scan's slices. Returns
+    {warn, notes, flagging: {...}, likelihood: {...}, contrast: {...}, noise: {...}}."""
+    cal_flagged = np.asarray(calibration_flagged, dtype=np.float64)
+    notes = []
+    if (len(cal_flagged) + 1) * EXCESS_RATE >= 1:
+        limit = conformal_quantile(cal_flagged, EXCESS_RATE)
+    else:
+        limit = float("inf")
+        notes.append(
+            f"too few calibration slices ({len(cal_flagged)}) to judge its flagging: at least "
+            f"{int(np.ceil(1 / EXCESS_RATE - 1))} are needed"
+        )
+    flagged = np.asarray(scan_flagged, dtype=np.float64)
+    over = int(np.sum(flagged > limit))
+    m = len(flagged)
+    warn = bool(m > 0 and over > WARN_SHARE * m)
+    nll = _median(scan.nll_medians)
+    p_nll = p_value(calibration.nll_medians, nll, two_sided=True) if np.isfinite(nll) else 1.0
+    cal_nll = _median(calibration.nll_medians)
+    if p_nll < SHIFT_P and not warn:
+        if nll < cal_nll:
+            notes.append(
+                "more likely under the prior than the calibration slices (smoother or lower in "
+                "contrast): lesions may be missed; healthy tissue is not flagged more"
+            )
+        else:
+            notes.append(
+                "less likely under the prior than the calibration slices, but its healthy "
+                "tissue is not flagged more"
+            )
+    result = {
+        "warn": warn,
+        "notes": notes,
+        "flagging": {
+            "slices_over_limit": over,
+            "slices": m,
+            "warn_above": int(np.floor(WARN_SHARE * m)),
+            "limit_share": round(float(limit), 5) if np.isfinite(limit) else None,
+            "expected_over": round(EXCESS_RATE * m, 2),
+            "median_share": round(float(np.median(flagged)) if m else 0.0, 5),
+            "mean_share": round(float(flagged.mean()) if m else 0.0, 5),
+            "calibration_mean_share": round(float(np.mean(calibration_flagged)), 5),
+        },
+        "likelihood": {
+            "median_code_nll": round(nll, 4),
+            "calibration_median_code_nll": round(cal_nll, 4),
+            "p": round(p_nll, 4),
+        },
     }
+    if calibration.histograms is not None and scan.histograms is not None:
+        same = np.isin(calibration.levels, scan.levels)
+        reference = calibration.histograms[same if same.any() else slice(None)].sum(axis=0)
+        result["contrast"] = {
+            "distance": round(histogram_distance(scan.histograms.sum(axis=0), reference), 4)
+        }
+    if calibration.noise is not None and scan.noise is not None:
+        ours, theirs = _median(scan.noise), _median(calibration.noise)
+        result["noise"] = {
+            "sd": round(ours, 5),
+            "calibration_sd": round(theirs, 5),
+            "ratio": round(ours / theirs, 3) if theirs > 0 else float("nan"),
+        }
+    return result
+
+
+def describe(check: dict) -> str:
+    """One readable line of what differs and whether the calibration applies."""
+    f, lik = check["flagging"], check["likelihood"]
+    parts = []
+    if "contrast" in check:
+        parts.append(f"contrast {check['contrast']['distance']:.3f} from the calibration's")
+    if "noise" in check:
+        parts.append(f"noise {check['noise']['ratio']:.2f}x the calibration's")
+    parts.append(
+        f"median code NLL {lik['median_code_nll']:.2f} nats (calibration "
+        f"{lik['calibration_median_code_nll']:.2f}, p {lik['p']:.3f})"
+    )
+    parts.append(
+        f"{f['slices_over_limit']} of {f['slices']} slices flag more than {1 - EXCESS_RATE:.0%} "
+        f"of calibration slices do (expected {f['expected_over']:.1f}, warned above "
+        f"{f['warn_above']})"
+    )
+    verdict = "the calibration does NOT apply" if check["warn"] else "the calibration applies"
+    return "; ".join(parts) + f": {verdict}"

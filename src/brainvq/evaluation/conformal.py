@@ -9,7 +9,9 @@ lesions less often.
 - Slice threshold (split conformal, Vovk et al. 2005; Lei et al. 2018): q = the
   ceil((n + 1)(1 - alpha))-th smallest of the n calibration scores. A new healthy slice then
   scores above q with probability at most alpha (and at least alpha - 1 / (n + 1) when scores do
-  not tie).
+  not tie). Its conformal p-value, p = (1 + #{calibration scores >= its score}) / (n + 1), is
+  <= alpha exactly when its score is above q, and P(p <= u) <= u for every u: a valid p-value
+  that tests of several slices (brainvq.evaluation.anomaly_decisions) can combine.
 - Pixel threshold (conformal risk control, Angelopoulos et al., ICLR 2024, the same (n + 1)
   correction for a loss in [0, 1] instead of an indicator): the loss of a slice at threshold t is
   the share of its brain pixels whose map value is above t, which only falls as t grows. t is the
@@ -18,7 +20,8 @@ lesions less often.
   promise about the share per slice on average over healthy slices, not about every slice, and
   pixels of one slice need not be independent: the slices are the exchangeable units.
 
-Both need alpha >= 1 / (n + 1): with fewer calibration slices no threshold can promise the rate.
+Both need alpha >= 1 / (n + 1): with fewer calibration slices no threshold can promise the rate
+(`check_rate`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import math
 import numpy as np
 
 
-def _check(alpha: float, n: int, what: str) -> None:
+def check_rate(alpha: float, n: int, what: str = "calibration") -> None:
+    """ValueError unless alpha is a rate in (0, 1) that n calibration slices can promise."""
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha: expected a rate in (0, 1), got {alpha!r}")
     if n < 1:
@@ -50,9 +54,23 @@ def conformal_quantile(scores: np.ndarray, alpha: float) -> float:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or not np.isfinite(scores).all():
         raise ValueError(f"scores: expected a 1D array of finite numbers, got shape {scores.shape}")
-    _check(alpha, len(scores), "scores")
-    k = math.ceil((len(scores) + 1) * (1 - alpha))  # in [1, n] by _check
+    check_rate(alpha, len(scores), "scores")
+    k = math.ceil((len(scores) + 1) * (1 - alpha))  # in [1, n] by check_rate
     return float(np.partition(scores, k - 1)[k - 1])
+
+
+def conformal_p_values(calibration: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(m,) float64: each score's p-value (1 + #{calibration >= score}) / (n + 1), in
+    [1 / (n + 1), 1]. calibration: (n,) finite scores of healthy slices; scores: (m,)."""
+    calibration = np.sort(np.asarray(calibration, dtype=np.float64))
+    if calibration.ndim != 1 or not np.isfinite(calibration).all() or not len(calibration):
+        raise ValueError(
+            f"calibration: expected a non-empty 1D array of finite scores, got shape "
+            f"{calibration.shape}"
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    at_least = len(calibration) - np.searchsorted(calibration, scores, side="left")  # (m,)
+    return (1 + at_least) / (len(calibration) + 1)
 
 
 def risk_control_threshold(values: np.ndarray, counts: np.ndarray, alpha: float) -> float:
@@ -76,7 +94,7 @@ def risk_control_threshold(values: np.ndarray, counts: np.ndarray, alpha: float)
     if not np.isfinite(values).all():
         raise ValueError("values: expected finite map values")
     n = len(counts)
-    _check(alpha, n, "counts")
+    check_rate(alpha, n, "counts")
     budget = alpha * (n + 1) - 1  # the largest sum of calibration losses allowed, >= 0
     if len(values) == 0:
         return 0.0

@@ -1,9 +1,10 @@
 """`brainvq anomaly`: anomaly maps with a run's prior; `brainvq anomaly calibrate`: its thresholds.
 
 One subcommand with an optional positional action: `brainvq anomaly --run RUN --input PATH --out
-DIR` maps the input (calibrating first if needed), `brainvq anomaly calibrate --run RUN
-[--healthy PATH]` only calibrates (RUN/anomaly/calibration.json), on the run's validate split or
-on the user's healthy scans."""
+DIR` maps the input and decides slices and scans (calibrating first if no calibration for its
+settings is stored: kept in the user's cache, the run folder is only read), `brainvq anomaly
+calibrate --run RUN [--healthy PATH]` calibrates into the run (RUN/anomaly/), on the run's
+validate split or on the user's healthy scans."""
 
 from __future__ import annotations
 
@@ -32,10 +33,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run", type=Path, required=True)
     p.add_argument(
-        "--input", help="a PNG/JPEG, a folder of them, a NIfTI volume (or folder), an OASIS set"
+        "--input",
+        help="a PNG/JPEG, a folder of them, a volume (NIfTI, MGZ, NRRD/MHA) or a folder of them, "
+        "a DICOM series' folder or DICOMDIR, a BIDS tree, an OASIS set",
+    )
+    p.add_argument(
+        "--series",
+        help="a DICOM input's series to take (with --input, or --healthy): its SeriesNumber or "
+        "SeriesInstanceUID (default: each study's T1 series, when only one is plausible)",
     )
     p.add_argument("--out", type=Path, help="the output folder")
-    p.add_argument("--alpha", type=float, default=0.01, help="false-positive rate (default 0.01)")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="false-positive rate of healthy pixels and of healthy slices (default 0.01)",
+    )
+    p.add_argument(
+        "--scan-alpha",
+        type=float,
+        help="false-positive rate of healthy scans (volumes, or subjects of 2D slices; default: "
+        "--alpha)",
+    )
     p.add_argument(
         "--n-heal",
         type=int,
@@ -74,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_options(args.alpha, args.n_heal, args.seed)
     if args.action == "calibrate":
-        if any(v is not None for v in (args.input, args.out, args.level, args.mask)):
+        given = (args.input, args.out, args.level, args.mask, args.scan_alpha)
+        if any(v is not None for v in given):
             raise ValueError(
-                "`brainvq anomaly calibrate` takes no --input, --out, --level or --mask "
-                "(--healthy PATH: calibrate on your own healthy scans)"
+                "`brainvq anomaly calibrate` takes no --input, --out, --level, --mask or "
+                "--scan-alpha (--healthy PATH: calibrate on your own healthy scans)"
             )
         cal = calibrate_run(
             args.run,
@@ -86,13 +106,15 @@ def run(args: argparse.Namespace) -> int:
             healthy=args.healthy,
             sampler=args.sampler,
             threads=args.threads,
+            series=args.series,
         )
         print(
             f"calibrated on {cal.n_slices} healthy slices of {cal.source} at alpha {cal.alpha}: "
             f"code threshold {cal.code_threshold:.3f} nats, pixel threshold "
-            f"{cal.pixel_threshold:.4f}, slice threshold {cal.slice_threshold:.4f} (on those "
-            f"slices: {cal.calibration_flagged_share:.4f} of brain pixels and "
-            f"{cal.calibration_flagged_slices:.3f} of slices flagged)"
+            f"{cal.pixel_threshold:.4f}, slice threshold {cal.slice_threshold:.4f} "
+            f"({cal.slice_score}; on those slices: {cal.calibration_flagged_share:.4f} of brain "
+            f"pixels and {cal.calibration_flagged_slices:.3f} of slices flagged); stored in "
+            f"{args.run / 'anomaly'}"
         )
         return 0
     if args.input is None or args.out is None:
@@ -104,19 +126,28 @@ def run(args: argparse.Namespace) -> int:
         args.run,
         args.input,
         alpha=args.alpha,
+        scan_alpha=args.scan_alpha,
         n_heal=args.n_heal,
         level=args.level,
         seed=args.seed,
         mask=args.mask,
         sampler=args.sampler,
         threads=args.threads,
+        series=args.series,
     )
     write_anomalies(result, args.out)
     for note in result.notes:
         print(f"note: {note}")
+    for answer in result.scans:
+        print(answer.line())
+    cal = result.calibration
+    scans = ""
+    if result.scans:
+        flagged = sum(a.flagged for a in result.scans)
+        scans = f"{flagged} of {len(result.scans)} scans flagged at scan alpha {cal.scan_alpha}; "
     print(
         f"{int(result.flagged.sum())} of {len(result.names)} slices flagged at alpha "
-        f"{result.calibration.alpha}; wrote {args.out / 'anomaly_maps.npz'} (maps, masks, "
-        f"names), scores.csv, a PNG per slice, grid.png and summary.json to {args.out}"
+        f"{cal.alpha}; {scans}wrote {args.out / 'anomaly_maps.npz'} (maps, masks, names), "
+        f"scores.csv, a PNG per slice, grid.png and summary.json to {args.out}"
     )
     return 0
