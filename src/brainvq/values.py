@@ -6,13 +6,24 @@ finite and in range, and refused in the same words: `<name>: expected <what>, go
 The bounds are where the libraries underneath stop: a seed beyond 2**32 - 1 is refused by
 NumPy's legacy seeding and silently replaced by Lightning's seed_everything; a count beyond
 2**31 - 1 overflows torch's int arguments; minutes beyond 1e9 overflow a timedelta budget.
+
+A count whose arrays must be held at once (a batch, the healings of a slice, the samples a
+notebook asks for) has a second bound, the machine's: `check_memory` refuses it before any work
+when count x the bytes of one item exceeds the memory this process can still take (MemAvailable,
+or less under an RLIMIT_AS/RLIMIT_DATA limit), and `check_disk` a count of outputs whose
+uncompressed size exceeds the free space of their folder. Both name the flag and the largest
+count that fits, computed from the sizes of one item.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
+import resource
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 SEED_MAX = 2**32 - 1
@@ -72,5 +83,98 @@ RATE = Rule("a number in (0, 1)", integer=False, low=0, high=1, open_low=True, o
 SHARE = Rule("a number in [0, 1)", integer=False, low=0, high=1, open_high=True)
 POSITIVE = Rule("a finite number > 0", integer=False, low=0, open_low=True)
 
+
+def physical_memory() -> int:
+    """Bytes of memory the machine has (0 where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+# The healings of a slice are made at once (brainvq.inference.healing): each holds at least its
+# healed image and residual map (uint8 and float32 a pixel) and, per code, the healed and input
+# codes and the uniform (8 bytes each), the NLL (4) and the resampled flag (1). At the smallest
+# working size (SIZE: 8x8, one code at downsampling 8) that is HEAL_BYTES_MIN, so no more
+# healings than the machine's memory holds at that size can ever be made.
+HEAL_BYTES_MIN = int(SIZE.low) ** 2 * (1 + 4) + (8 + 8 + 8 + 4 + 1)
+HEAL_MAX = max(1, min(COUNT_MAX, physical_memory() // HEAL_BYTES_MIN or COUNT_MAX))
+HEALINGS = Rule(
+    f"an integer in [1, {HEAL_MAX}] (no more healings of a slice fit in this machine's memory, "
+    f"at {HEAL_BYTES_MIN} bytes each at the least)",
+    integer=True,
+    low=1,
+    high=HEAL_MAX,
+)
+
 # config keys whose kind their name says (brainvq.config checks them in every section)
 KEY_RULES = {"seed": SEED, "max_minutes": MINUTES}
+
+
+def _meminfo_kb(path: str, key: str) -> int | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> int:
+    """Bytes this process can still take: the kernel's MemAvailable, or less where an
+    RLIMIT_AS / RLIMIT_DATA limit leaves less above what the process maps already."""
+    kb = _meminfo_kb("/proc/meminfo", "MemAvailable")
+    if kb is None:  # not Linux: the physical pages free
+        try:
+            kb = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 1024
+        except (ValueError, OSError, AttributeError):
+            return 2**62
+    free = kb * 1024
+    for limit, used_key in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+        soft = resource.getrlimit(limit)[0]
+        used = _meminfo_kb("/proc/self/status", used_key)
+        if soft != resource.RLIM_INFINITY and used is not None:
+            free = min(free, max(0, soft - used * 1024))
+    return free
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} PB"
+
+
+def check_memory(name: str, count: int, item_bytes: int, what: str) -> int:
+    """`count` when count items of `item_bytes` each fit in `available_memory()`, else
+    ValueError in one line naming `name`, the largest count that fits and why; `what` says what
+    one item is ("one sample's code map and image")."""
+    free = available_memory()
+    most = free // max(1, int(item_bytes))
+    if count > most:
+        raise ValueError(
+            f"{name}: expected at most {most:,} here, got {count:,} ({what}: "
+            f"{_size(item_bytes)} each, {_size(count * item_bytes)} in all, {_size(free)} of "
+            "memory available)"
+        )
+    return count
+
+
+def check_disk(name: str, count: int, item_bytes: int, folder: Path | str, what: str) -> int:
+    """`count` when count outputs of up to `item_bytes` each (uncompressed) fit in the free
+    space of `folder` (or of its nearest existing parent), else ValueError in one line naming
+    `name` and the largest count that fits."""
+    where = Path(folder).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    most = free // max(1, int(item_bytes))
+    if count > most:
+        raise ValueError(
+            f"{name}: expected at most {most:,} here, got {count:,} ({what}: up to "
+            f"{_size(item_bytes)} each, {_size(count * item_bytes)} in all, {_size(free)} free "
+            f"at {where})"
+        )
+    return count

@@ -18,8 +18,8 @@ from tiny import TINY_CONFIG
 from brainvq.app.cli import main
 from brainvq.app.pipeline import evaluate_run
 from brainvq.app.run_data import run_slices
-from brainvq.app.run_files import spread_over_levels
 from brainvq.data.sliceset import SliceSet
+from brainvq.evaluation.reconstruction import spread_over_levels
 from brainvq.report.build import OASIS_CITATION, build_report, curve_figures
 from brainvq.run import RunLayout, load_run
 

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from brainvq.values import (
     COUNT,
+    HEALINGS,
     INDEX,
     MINUTES,
     MINUTES_OR_ZERO,
@@ -33,7 +34,6 @@ FLAG_RULES: dict[str, Rule] = {
         (
             "--n",
             "--subjects",
-            "--n-heal",
             "--n-levels",
             "--ncols",
             "--trials",
@@ -48,6 +48,7 @@ FLAG_RULES: dict[str, Rule] = {
         ),
         COUNT,
     ),
+    "--n-heal": HEALINGS,
     "--size": SIZE,
     "--level": INDEX,
     "--first-level": INDEX,

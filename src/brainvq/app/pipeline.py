@@ -90,7 +90,10 @@ def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> dict[st
     """Both stages, their evaluation and the report; prints the results. Returns metrics."""
     from brainvq.report.build import build_report
     from brainvq.report.summary import print_summary
+    from brainvq.training.trainer import check_batch_memory
 
+    for stage in ("vqvae", "prior"):  # before the data is read
+        check_batch_memory(config, stage)
     start = time.perf_counter()
     sliceset = run_slices(config)
     record_timing(run_dir, "load_data_s", time.perf_counter() - start)

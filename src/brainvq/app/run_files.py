@@ -13,23 +13,15 @@ import numpy as np
 
 from brainvq.data.oasis import OASIS_NAME
 from brainvq.data.sliceset import SPLITS, SliceSet
-from brainvq.inference.codes import to_uint8
+from brainvq.evaluation.reconstruction import spread_rows
 from brainvq.inference.generate import RunModels, complete_slices, generate_slices, spread_levels
 from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.run import RunLayout
 from brainvq.run_config import SampleConfig
 
 N_PER_SPLIT = 8  # dataset slices shown per split
-N_RECONSTRUCTED = 10  # slices in the reconstruction figure
 N_COMPLETED = 3  # real slices completed by the prior
 N_COMPLETIONS = 3  # completions drawn per slice
-
-
-def spread_over_levels(part: SliceSet, n: int) -> np.ndarray:
-    """Indices of min(n, len(part)) distinct slices evenly spaced in (level, subject) order."""
-    order = np.lexsort((part.subject, part.level))  # by level, then subject
-    picks = np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(np.int64)
-    return order[picks]
 
 
 def _save_npz(path, **arrays: np.ndarray) -> None:
@@ -51,9 +43,11 @@ def write_data_summary(layout: RunLayout, sliceset: SliceSet, split: str) -> dic
     shown = {}
     for name in SPLITS:
         if (sliceset.split == name).any():
-            part = sliceset.require_split(name)
-            per_split[name] = {"slices": len(part), "subjects": int(len(np.unique(part.subject)))}
-            shown[name] = part.images[spread_over_levels(part, N_PER_SPLIT)]
+            rows = sliceset.split_rows(name)  # reads the columns; only the shown images
+            subjects = sliceset.subject[rows]
+            per_split[name] = {"slices": len(rows), "subjects": int(len(np.unique(subjects)))}
+            picked = spread_rows(subjects, sliceset.level[rows], N_PER_SPLIT)
+            shown[name] = sliceset.images[rows[picked]]
     summary = {
         "source": sliceset.source,
         "size": sliceset.size,
@@ -76,18 +70,17 @@ def write_reconstructions(
     codebook: np.ndarray,
 ) -> None:
     """RUN/evaluation/reconstructions.npz from `evaluate_vqvae`'s arrays: per-image SSIM and
-    code counts of the whole split, N_RECONSTRUCTED slices spread over the levels, and the
-    codebook (K, D)."""
-    shown = spread_over_levels(sliceset.require_split(split), N_RECONSTRUCTED)
+    code counts of the whole split, the slices it kept (spread over the levels) with their
+    reconstructions, and the codebook (K, D)."""
     _save_npz(
         layout.reconstructions,
         split=np.str_(split),
         codebook=np.asarray(codebook, dtype=np.float32),
         ssim=arrays["ssim"].astype(np.float32),
         counts=arrays["counts"].astype(np.int64),
-        originals=to_uint8(arrays["originals"][shown]),
-        recons=to_uint8(arrays["recons"][shown]),
-        shown_ssim=arrays["ssim"][shown].astype(np.float32),
+        originals=arrays["originals"],
+        recons=arrays["recons"],
+        shown_ssim=arrays["ssim"][arrays["shown"]].astype(np.float32),
     )
 
 
@@ -127,10 +120,11 @@ def write_figure_samples(
         "downsample": np.int64(models.vqvae.config.downsample),
         "latent_rows": np.int64(h),
     }
+    rows = np.arange(len(part))  # the slices a completion may start from (columns only)
     if models.n_levels:
-        part = part.subset((part.level >= 0) & (part.level < models.n_levels))
-    if len(part):
-        picked = part.subset(spread_over_levels(part, N_COMPLETED))
+        rows = np.flatnonzero((part.level >= 0) & (part.level < models.n_levels))
+    if len(rows):
+        picked = part.subset(rows[spread_rows(part.subject[rows], part.level[rows], N_COMPLETED)])
         levels = picked.level.astype(np.int64) if models.n_levels else None
         _, done = complete_slices(
             models, picked.images, levels, config.keep_rows, N_COMPLETIONS, **settings

@@ -26,20 +26,22 @@ import numpy as np
 from scipy import ndimage
 
 from brainvq.app.scans import run_space
-from brainvq.app.writers import write_manifest
+from brainvq.app.writers import PNG_OVERHEAD, write_manifest
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
-from brainvq.inference.generate import generate_subjects, load_run_models
-from brainvq.inference.subjects import check_subject_prior
+from brainvq.evaluation.prior import complete_subject_rows
+from brainvq.inference.generate import iter_subjects, load_run_models
+from brainvq.inference.subjects import check_subject_prior, subject_levels
 from brainvq.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json, output_folder
 from brainvq.io.images import image_grid, save_png
 from brainvq.run import RunLayout, load_run
-from brainvq.values import COUNT, INDEX
+from brainvq.values import COUNT, INDEX, check_disk
 
 VIEW_ZOOM = 2  # the orthogonal views are enlarged this many times
 MNI_CODE, ALIGNED_CODE, UNKNOWN_CODE = 4, 2, 0  # NIfTI xform codes
 MONTAGE_COLUMNS = 8
 KINDS = ("volume", "montage", "views")  # the files of one subject, in the manifest
+NIFTI_HEADER = 352  # bytes of a NIfTI-1 header and its extension flag
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,49 @@ def orthogonal_views(volume: np.ndarray, stretch: float, zoom: int = VIEW_ZOOM) 
     return np.clip(np.round(panel), 0, 255).astype(np.uint8)
 
 
+def _write_subject(
+    out: Path, i: int, volume: np.ndarray, levels: np.ndarray, space: SubjectSpace, seed: object
+) -> tuple[list[Path], list[list]]:
+    """Subject i's volume, montage and views in `out`: (the files, their manifest rows)."""
+    stem = f"subject_{i:03d}"
+    what = f"brainvq synthetic subject {i}, seed {seed}"
+    written = [atomic_write_bytes(out / f"{stem}.nii.gz", subject_nifti(volume, space, what))]
+    labels = [f"level {k}" for k in levels] if levels[0] >= 0 else None
+    montage = image_grid(volume, ncols=min(MONTAGE_COLUMNS, len(volume)), labels=labels)
+    written.append(save_png(out / f"{stem}_montage.png", montage))
+    written.append(save_png(out / f"{stem}_views.png", orthogonal_views(volume, space.stretch)))
+    return written, [[p.name, i, kind, seed] for p, kind in zip(written, KINDS, strict=True)]
+
+
+def subject_bytes(levels: np.ndarray, size: int, stretch: float) -> int:
+    """The most one subject's files take: its volume, montage and views (the level axis
+    stretched `stretch` times) stored uncompressed (8-bit, a filter byte per PNG row,
+    PNG_OVERHEAD each), sized on a blank subject."""
+    blank = np.zeros((len(levels), size, size), dtype=np.uint8)
+    labels = [f"level {k}" for k in levels] if levels[0] >= 0 else None
+    panels = [image_grid(blank, ncols=min(MONTAGE_COLUMNS, len(blank)), labels=labels)]
+    panels.append(orthogonal_views(blank, stretch))
+    pngs = sum(p.shape[0] * (p.shape[1] + 1) + PNG_OVERHEAD for p in panels)
+    return blank.size + NIFTI_HEADER + pngs
+
+
+def _finish(out: Path, run_dir, n: int, levels, space: SubjectSpace, rows, drawn_with) -> list:
+    """subjects.json and manifest.csv of the n subjects written to `out`."""
+    record = {
+        "run": str(Path(run_dir).resolve()),
+        "subjects": n,
+        **drawn_with,
+        "levels": [int(k) for k in levels],
+        "affine": np.round(space.affine, 6).tolist(),
+        "xform_code": space.code,
+        "frame_source": space.source,
+    }
+    return [
+        atomic_write_json(out / "subjects.json", record),
+        write_manifest(out, ["output", "subject", "kind", "seed"], rows),
+    ]
+
+
 def write_subjects(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -116,29 +161,12 @@ def write_subjects(
     out = output_folder(out_dir, "out")
     images = np.asarray(images)
     space = subject_space(run_dir, images.shape[-1], first_level)
-    seed = drawn_with.get("seed", "")
     written, rows = [], []
     for i, volume in enumerate(images):
-        stem = f"subject_{i:03d}"
-        path = out / f"{stem}.nii.gz"
-        what = f"brainvq synthetic subject {i}, seed {seed}"
-        written.append(atomic_write_bytes(path, subject_nifti(volume, space, what)))
-        labels = [f"level {k}" for k in levels] if levels[0] >= 0 else None
-        montage = image_grid(volume, ncols=min(MONTAGE_COLUMNS, len(volume)), labels=labels)
-        written.append(save_png(out / f"{stem}_montage.png", montage))
-        written.append(save_png(out / f"{stem}_views.png", orthogonal_views(volume, space.stretch)))
-        rows += [[p.name, i, kind, seed] for p, kind in zip(written[-3:], KINDS, strict=True)]
-    record = {
-        "run": str(Path(run_dir).resolve()),
-        "subjects": len(images),
-        **drawn_with,
-        "levels": [int(k) for k in levels],
-        "affine": np.round(space.affine, 6).tolist(),
-        "xform_code": space.code,
-        "frame_source": space.source,
-    }
-    written.append(atomic_write_json(out / "subjects.json", record))
-    written.append(write_manifest(out, ["output", "subject", "kind", "seed"], rows))
+        files, manifest = _write_subject(out, i, volume, levels, space, drawn_with.get("seed", ""))
+        written += files
+        rows += manifest
+    written += _finish(out, run_dir, len(images), levels, space, rows, drawn_with)
     return written, space
 
 
@@ -163,8 +191,15 @@ def subjects_to_folder(
     INDEX.check("--first-level", first_level)
     models = load_run_models(run_dir)
     check_subject_prior(models.prior.model)
-    output_folder(out_dir, "--out")
-    _, images, levels = generate_subjects(
+    out = output_folder(out_dir, "--out")
+    size = models.vqvae.config.image_size
+    levels = np.asarray(subject_levels(models.prior.model, n_slices, first_level))
+    what = "one subject's volume, montage and views"
+    check_disk("--subjects", n, subject_bytes(levels, size, 1.0), out, what)  # before any work
+    space = subject_space(run_dir, size, first_level)  # may make RUN/space.json
+    check_disk("--subjects", n, subject_bytes(levels, size, space.stretch), out, what)
+    written, rows = [], []
+    draws = iter_subjects(
         models,
         n,
         first_level=first_level,
@@ -175,9 +210,15 @@ def subjects_to_folder(
         sampler=sampler,
         progress=progress,
         threads=threads,
-    )  # images (n, L, H, W)
+    )
+    for start, _, images, _ in draws:  # a chunk of subjects at a time, written as drawn
+        for i, volume in enumerate(images, start):
+            files, manifest = _write_subject(out, i, volume, levels, space, seed)
+            written += files
+            rows += manifest
     options = dict(seed=seed, sampler=sampler, temperature=temperature, top_k=top_k)
-    return write_subjects(run_dir, out_dir, images, levels, first_level, **options)
+    written += _finish(out, run_dir, n, levels, space, rows, options)
+    return written, space
 
 
 REPORT_SUBJECTS = 2  # generated subjects the report shows
@@ -196,7 +237,8 @@ def write_run_subjects(run_dir: str | Path, part: SliceSet, n_levels: int) -> Pa
         if "subjects" not in f.files:
             return None
         volumes = f["subjects"][:REPORT_SUBJECTS]
-    real = subject_volumes(part.images, part.subject, part.level, n_levels)
+    rows = complete_subject_rows(part.subject, part.level, n_levels, most=n_levels)  # one
+    real = subject_volumes(part.images[rows], part.subject[rows], part.level[rows], n_levels)
     if not len(real) or not len(volumes):
         return None
     space = subject_space(run_dir, part.size, 0)

@@ -5,8 +5,8 @@ and completions. Output names are unique and say where each image came from; a
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +16,25 @@ from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.inference.generate import (
     check_level,
-    complete_slices,
-    generate_slices,
+    iter_completions,
+    iter_slices,
     level_from_name,
     load_run_models,
     spread_levels,
 )
-from brainvq.io.atomic import atomic_write_text, output_folder
+from brainvq.io.atomic import atomic_path, output_folder
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
+from brainvq.values import check_disk
 
 VOLUME_SLICE = "#level"  # NIfTI slices are named "<volume path>#level<frame level>"
 MANIFEST = "manifest.csv"
 GRID = "grid.png"
+RECONSTRUCT_CHUNK = 256  # slices read, reconstructed and written at once
+GRID_MAX = 1024  # images a grid.png shows at most
+GRID_ROW = 18  # a completion grid's images per row (the original, its reconstruction, 16)
+PNG_OVERHEAD = 1024  # signature, chunk headers and zlib's worst-case growth of a PNG, bytes
+MANIFEST_CHUNK = 4096  # manifest rows made at once
 
 
 def output_name(filename: str, level: int) -> str:
@@ -66,12 +72,19 @@ def output_names(filenames: list[str], levels: list[int]) -> list[str]:
     return names
 
 
-def write_manifest(out_dir: Path, header: list[str], rows: list[list]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write_text(out_dir / MANIFEST, buffer.getvalue())
+def write_manifest(out_dir: Path, header: list[str], rows: Iterable[list]) -> Path:
+    """out_dir/manifest.csv (atomic), its rows written as `rows` gives them."""
+    with atomic_path(out_dir / MANIFEST) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return out_dir / MANIFEST
+
+
+def png_bytes(size: int) -> int:
+    """The most an 8-bit size x size PNG takes: its rows stored (a filter byte each) plus
+    PNG_OVERHEAD."""
+    return size * (size + 1) + PNG_OVERHEAD
 
 
 def reconstruct_to_folder(
@@ -97,10 +110,15 @@ def reconstruct_to_folder(
     if limit is not None:
         images, filenames, levels = images[:limit], filenames[:limit], levels[:limit]
     names = output_names(filenames, levels)
-    recons = to_uint8(reconstruct(bundle.model, images)[0])  # (N, H, W)
-    written = [save_png(out_dir / name, img) for name, img in zip(names, recons, strict=True)]
+    written, shown = [], []
+    for start in range(0, len(images), RECONSTRUCT_CHUNK):  # a store is never read whole
+        part = np.asarray(images[start : start + RECONSTRUCT_CHUNK])  # (b, H, W) uint8
+        recons = to_uint8(reconstruct(bundle.model, part)[0])  # (b, H, W)
+        batch = names[start : start + len(recons)]
+        written += [save_png(out_dir / name, img) for name, img in zip(batch, recons, strict=True)]
+        shown += [] if shown else [part[:8], recons[:8]]
     n = min(8, len(images))
-    grid = save_png(out_dir / GRID, image_grid(np.concatenate([images[:n], recons[:n]]), ncols=n))
+    grid = save_png(out_dir / GRID, image_grid(np.concatenate([shown[0], shown[1]]), ncols=n))
     manifest = write_manifest(
         out_dir,
         ["output", "input", "level"],
@@ -128,36 +146,69 @@ def sample_to_folder(
     row each in the grid), or else at levels spread evenly over its range. Returns the files."""
     out_dir = output_folder(out_dir)
     models = load_run_models(run_dir)
+    n_levels = models.n_levels
+    level_at: Callable[[int, int], np.ndarray] | None
     if all_levels:
-        if models.n_levels == 0:
+        if n_levels == 0:
             raise ValueError("--levels all needs a conditional prior; this run's is unconditional")
-        levels = np.repeat(np.arange(models.n_levels), n)  # (L * n,)
-    elif level is not None or models.n_levels == 0:
-        lvl = check_level(models, level)
-        levels = None if lvl is None else np.full(n, lvl)
+        count, per_sample = n * n_levels, n_levels  # n at every level, level by level
+
+        def level_at(a: int, b: int) -> np.ndarray:
+            return np.arange(a, b) // n
+
+        ncols = min(n, max(1, GRID_MAX // n_levels))  # the grid: a row per level
+        shown = (np.arange(n_levels)[:, None] * n + np.arange(ncols)).ravel()
     else:
-        levels = spread_levels(n, models.n_levels)
-    count = n if levels is None else len(levels)
-    _, images = generate_slices(
+        count, per_sample = n, 1
+        lvl = check_level(models, level) if level is not None or n_levels == 0 else None
+        if lvl is not None:
+
+            def level_at(a: int, b: int) -> np.ndarray:
+                return np.full(b - a, lvl, dtype=np.int64)
+
+        elif n_levels:
+
+            def level_at(a: int, b: int) -> np.ndarray:
+                return spread_levels(n, n_levels, a, b)
+
+        else:
+            level_at = None
+        ncols, shown = min(8, count), np.arange(min(count, GRID_MAX))
+    what = f"the PNGs of one sample at each of {n_levels} levels" if all_levels else "one PNG"
+    check_disk("--n", n, per_sample * png_bytes(models.vqvae.config.image_size), out_dir, what)
+
+    def name(i: int, level: int | None) -> str:
+        return f"sample_{i:03d}" + ("" if level is None else f"_level_{level}") + ".png"
+
+    def chunk_levels(a: int, b: int) -> list[int | None]:
+        return [None] * (b - a) if level_at is None else [int(k) for k in level_at(a, b)]
+
+    written, grid, labels = [], [], []
+    draws = iter_slices(
         models,
         count,
-        levels,
+        level_at,
         temperature=temperature,
         top_k=top_k,
         seed=seed,
         sampler=sampler,
         threads=threads,
-    )  # (count, H, W) uint8
-    names = [
-        f"sample_{i:03d}" + ("" if levels is None else f"_level_{levels[i]}") + ".png"
-        for i in range(count)
-    ]
-    written = [save_png(out_dir / name, img) for name, img in zip(names, images, strict=True)]
-    labels = None if levels is None else [f"level {k}" for k in levels]
-    ncols = n if all_levels else min(8, count)
-    written.append(save_png(out_dir / GRID, image_grid(images, ncols=ncols, labels=labels)))
-    rows = [[name, -1 if levels is None else int(levels[i]), seed] for i, name in enumerate(names)]
-    written.append(write_manifest(out_dir, ["output", "level", "seed"], rows))
+    )
+    for start, _, images in draws:  # a chunk at a time: written as they are drawn
+        levels = chunk_levels(start, start + len(images))
+        for i, (image, k) in enumerate(zip(images, levels, strict=True), start):
+            written.append(save_png(out_dir / name(i, k), image))
+        here = shown[(shown >= start) & (shown < start + len(images))] - start
+        grid += list(images[here])
+        labels += [f"level {levels[i]}" for i in here if levels[i] is not None]
+    written.append(save_png(out_dir / GRID, image_grid(np.stack(grid), ncols, labels or None)))
+
+    def rows() -> Iterator[list]:
+        for a in range(0, count, MANIFEST_CHUNK):
+            for i, k in enumerate(chunk_levels(a, min(a + MANIFEST_CHUNK, count)), a):
+                yield [name(i, k), -1 if k is None else k, seed]
+
+    written.append(write_manifest(out_dir, ["output", "level", "seed"], rows()))
     return written
 
 
@@ -189,19 +240,26 @@ def complete_to_folder(
     if models.n_levels and level is None:
         level = level_from_name(input_png)
     lvl = check_level(models, level)
+    check_disk("--n", n, png_bytes(size), out_dir, "one PNG completion")
     levels = None if lvl is None else np.array([lvl])
-    _, done = complete_slices(
-        models, image[None], levels, keep_rows, n, temperature=temperature, seed=seed
-    )  # (1, n, H, W)
-    images = done[0]
     recon = to_uint8(reconstruct(models.vqvae.model, image[None])[0])  # (1, H, W)
-    names = [f"completion_{i}.png" for i in range(n)]
-    written = [save_png(out_dir / name, img) for name, img in zip(names, images, strict=True)]
-    row = np.concatenate([image[None], recon, images]).copy()
+    written, shown = [], [image[None], recon]
+    draws = iter_completions(
+        models, image[None], levels, keep_rows, n, temperature=temperature, seed=seed
+    )
+    for start, _, images in draws:  # a chunk at a time: written as they are drawn
+        for i, img in enumerate(images, start):
+            written.append(save_png(out_dir / f"completion_{i}.png", img))
+        shown.append(images[: max(0, GRID_MAX - start)])
+    row = np.concatenate(shown)  # the original, its reconstruction, the first completions
     line = keep_rows * models.vqvae.config.downsample
     if 0 < line < size:
         row[2:, line, :] = 255  # mark where the sampled part starts on each completion
-    written.append(save_png(out_dir / GRID, image_grid(row, ncols=len(row))))
-    rows = [[name, str(input_png), keep_rows, -1 if lvl is None else lvl, seed] for name in names]
-    written.append(write_manifest(out_dir, ["output", "input", "keep_rows", "level", "seed"], rows))
+    written.append(save_png(out_dir / GRID, image_grid(row, ncols=min(len(row), GRID_ROW))))
+    manifest = (
+        [f"completion_{i}.png", str(input_png), keep_rows, -1 if lvl is None else lvl, seed]
+        for i in range(n)
+    )
+    header = ["output", "input", "keep_rows", "level", "seed"]
+    written.append(write_manifest(out_dir, header, manifest))
     return written, lvl

@@ -29,6 +29,7 @@ from brainvq.models.eval_mode import eval_mode
 from brainvq.models.level_classifier import LevelClassifier
 
 INFERENCE_BATCH = 256
+TRAIN_CHUNK = 1024  # training slices compared with the queries at once (64 MB at 128x128)
 
 
 def as_float(images: np.ndarray, name: str) -> np.ndarray:
@@ -196,42 +197,59 @@ def sharpness_ratio(generated: np.ndarray, real: np.ndarray) -> float:
 
 @torch.no_grad()
 def nearest_train_ssim(
-    queries: np.ndarray, train: np.ndarray, candidates: int = 8, preselect_size: int = 32
+    queries: np.ndarray,
+    train: np.ndarray,
+    candidates: int = 8,
+    preselect_size: int = 32,
+    train_chunk: int = TRAIN_CHUNK,
 ) -> np.ndarray:
     """SSIM of each query slice to its nearest training slice (the memorisation measure).
 
     Candidates are the `candidates` training slices closest in L2 distance after box-downsampling
     to preselect_size x preselect_size; the SSIM (`brainvq.metrics.ssim`: 11x11 Gaussian window,
     sigma 1.5, data range 1) is computed at full size against those only, and the largest is kept.
-    A query that is a training slice scores 1.
+    A query that is a training slice scores 1. The training slices are read train_chunk at a
+    time (a memory-mapped split is never read whole): the running candidates of each chunk are
+    merged with the best so far, which gives the candidates of the whole set.
 
     Args:
         queries: (N, H, W) uint8 | float [0, 1].
         train: (M, H, W) uint8 | float [0, 1], the same H, W; H >= 11, and a multiple of
-            preselect_size when larger (smaller slices are preselected at full size).
+            preselect_size when larger (smaller slices are preselected at full size). May be a
+            memory map.
     Returns:
         (N,) float64, the nearest-neighbour SSIM of each query.
     """
-    q, t = as_float(queries, "queries"), as_float(train, "train")
-    if q.shape[1:] != t.shape[1:]:
-        raise ValueError(f"slice sizes differ: queries {q.shape[1:]}, train {t.shape[1:]}")
+    q = as_float(queries, "queries")
+    if train.ndim != 3 or len(train) == 0:
+        raise ValueError(f"train: expected a non-empty (N, H, W) array, got shape {train.shape}")
+    if q.shape[1:] != train.shape[1:]:
+        raise ValueError(f"slice sizes differ: queries {q.shape[1:]}, train {train.shape[1:]}")
     if candidates < 1:
         raise ValueError(f"candidates: expected >= 1, got {candidates}")
-    k = min(candidates, len(t))
+    k = min(candidates, len(train))
     small = min(preselect_size, q.shape[1])
     q_small = torch.from_numpy(_box_downsample(q, small, "queries")).flatten(1)  # (N, P*P)
-    t_small = torch.from_numpy(_box_downsample(t, small, "train")).flatten(1)  # (M, P*P)
-    t_full = torch.from_numpy(t).unsqueeze(1)  # (M, 1, H, W)
+    best_dist = torch.full((len(q), 0), float("inf"))  # (N, <=k) the candidates so far
+    best_idx = torch.zeros((len(q), 0), dtype=torch.int64)
+    for t_start in range(0, len(train), train_chunk):
+        t = as_float(np.asarray(train[t_start : t_start + train_chunk]), "train")
+        t_small = torch.from_numpy(_box_downsample(t, small, "train")).flatten(1)  # (m, P*P)
+        t_norm = (t_small * t_small).sum(dim=1)  # (m,)
+        dist = t_norm[None, :] - 2.0 * q_small @ t_small.T  # (N, m), |q|^2 omitted: same per row
+        dist = torch.cat([best_dist, dist], dim=1)
+        idx = torch.cat([best_idx, torch.arange(t_start, t_start + len(t)).expand(len(q), -1)], 1)
+        top = dist.topk(min(k, dist.shape[1]), dim=1, largest=False).indices  # (N, k)
+        best_dist, best_idx = dist.gather(1, top), idx.gather(1, top)
     q_full = torch.from_numpy(q).unsqueeze(1)  # (N, 1, H, W)
-    t_norm = (t_small * t_small).sum(dim=1)  # (M,)
     chunk = max(1, INFERENCE_BATCH // k)
     best = []
     for start in range(0, len(q), chunk):
-        qs = q_small[start : start + chunk]  # (B, P*P)
-        dist = t_norm[None, :] - 2.0 * qs @ t_small.T  # (B, M), |q|^2 omitted: same per row
-        idx = dist.topk(k, dim=1, largest=False).indices  # (B, k)
+        idx = best_idx[start : start + chunk].flatten()  # (B*k,)
+        rows, where = np.unique(idx.numpy(), return_inverse=True)
+        picked = torch.from_numpy(as_float(np.asarray(train[rows]), "train"))[where]
         queries_rep = q_full[start : start + chunk].repeat_interleave(k, dim=0)  # (B*k, 1, H, W)
-        scores = ssim(queries_rep, t_full[idx.flatten()]).reshape(-1, k)  # (B, k)
+        scores = ssim(queries_rep, picked.unsqueeze(1)).reshape(-1, k)  # (B, k)
         best.append(scores.max(dim=1).values)
     return torch.cat(best).double().numpy()
 

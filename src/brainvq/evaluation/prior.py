@@ -2,6 +2,13 @@
 
 The results go to metrics.json under `prior`; the generated slices to RUN/samples/generated.npz
 and the level classifier to RUN/evaluation/LevelClassifier (a bundle).
+
+Its memory does not grow with the cohort: code maps are read a batch at a time, the real slices
+that generated ones are compared with are sets of fixed size (at most n_generation_eval slices,
+CLASSIFIER_SLICES training slices for the level classifier, CONSISTENCY_SLICES slices of whole
+real subjects), chosen from the columns before any image is read, and the memorisation measure
+streams the training split (brainvq.evaluation.generation_metrics.nearest_train_ssim). Below
+those sizes (OASIS: 9,664 training slices, 544 test slices) every slice is used, as before.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import numpy as np
 import torch
 
 from brainvq.data.sliceset import SliceSet
+from brainvq.data.store import RowReader
 from brainvq.evaluation.consistency import as_stacks, subject_metrics, subject_volumes
-from brainvq.evaluation.generation_metrics import generation_report
+from brainvq.evaluation.generation_metrics import classifier_input, generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_codes, load_codes
 from brainvq.inference.generate import (
@@ -38,7 +46,14 @@ from brainvq.run_config import RunConfig
 # 4,800 OASIS training slices in ../shared/oasis).
 CLASSIFIER_PRESENTATIONS = 20_000
 CLASSIFIER_SIZE = 64
+# at most this many training slices (a seeded sample) train it: more than OASIS's 9,664, and
+# their classifier inputs (64x64 float32) take 164 MB whatever the cohort
+CLASSIFIER_SLICES = 10_000
+# the real subjects the generated ones are compared with: whole subjects, in sorted order, up to
+# this many slices (OASIS's test split has 544)
+CONSISTENCY_SLICES = 4_096
 NLL_BATCH = 64
+READ_BATCH = 256  # slices read at once
 
 
 @torch.inference_mode()
@@ -64,8 +79,9 @@ def code_nll_bits(
 def histogram_floor_codes(
     train_codes: np.ndarray, codebook_size: int, n: int, seed: int
 ) -> np.ndarray:
-    """Code maps (n, h, w) drawn independently per position from the training code histogram."""
-    counts = np.bincount(train_codes.ravel(), minlength=codebook_size).astype(np.float64)
+    """Code maps (n, h, w) drawn independently per position from the training code histogram
+    (counted a chunk of maps at a time)."""
+    counts = code_counts(train_codes, codebook_size).astype(np.float64)
     rng = np.random.default_rng(seed)
     return rng.choice(codebook_size, size=(n, *train_codes.shape[1:]), p=counts / counts.sum())
 
@@ -85,29 +101,69 @@ class References:
 
 def reference_sets(sliceset: SliceSet, n: int, seed: int) -> References:
     """The reference sets for n generated slices, each of at most n slices (the Frechet
-    distance shrinks with sample size, so sets are compared at equal sizes)."""
-    validate = sliceset.require_split("validate")
+    distance shrinks with sample size, so sets are compared at equal sizes). The rows are
+    chosen from the columns; only the chosen slices are read."""
+    validate = sliceset.split_rows("validate")
     split = "test" if (sliceset.split == "test").any() else "validate"
     if split == "test":
-        test = sliceset.require_split("test")
+        test = sliceset.split_rows("test")
     else:
-        subjects = np.unique(validate.subject)
+        subject = sliceset.subject[validate]
+        subjects = np.unique(subject)
         if len(subjects) < 2:
             raise ValueError(
                 f"the source {sliceset.source} has no test split and only one validate subject: "
                 "the generation metrics need real slices of two groups of subjects"
             )
-        first = np.isin(validate.subject, subjects[: len(subjects) // 2])
-        test, validate = validate.subset(~first), validate.subset(first)
+        first = np.isin(subject, subjects[: len(subjects) // 2])
+        test, validate = validate[~first], validate[first]
     rng = np.random.default_rng(seed)
 
-    def at_most(part: SliceSet) -> SliceSet:
-        if len(part) <= n:
-            return part
-        return part.subset(np.sort(rng.choice(len(part), n, replace=False)))
+    def at_most(rows: np.ndarray) -> np.ndarray:
+        if len(rows) <= n:
+            return rows
+        return rows[np.sort(rng.choice(len(rows), n, replace=False))]
 
     validate = at_most(validate)  # drawn first, then test: the order fixes which slices
-    return References(test=at_most(test), validate=validate, split=split)
+    return References(
+        test=sliceset.subset(at_most(test)), validate=sliceset.subset(validate), split=split
+    )
+
+
+def classifier_slices(
+    sliceset: SliceSet, size: int, seed: int, most: int = CLASSIFIER_SLICES
+) -> tuple[np.ndarray, np.ndarray]:
+    """The level classifier's training data: at most `most` training slices (all of them when
+    there are fewer, else a seeded sample), box-downsampled to size x size as
+    train_level_classifier would, read READ_BATCH at a time. Returns (images (M, size, size)
+    float32 in [0, 1], levels (M,) int64)."""
+    rows = sliceset.split_rows("train")
+    if len(rows) > most:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, most, replace=False))
+    reader = RowReader(sliceset.images)
+    out = np.empty((len(rows), size, size), dtype=np.float32)
+    for start in range(0, len(rows), READ_BATCH):
+        part = rows[start : start + READ_BATCH]
+        out[start : start + len(part)] = classifier_input(reader.read(part), size, "train")[:, 0]
+    return out, np.asarray(sliceset.level[rows], dtype=np.int64)
+
+
+def complete_subject_rows(
+    subject: np.ndarray, level: np.ndarray, n_levels: int, most: int = CONSISTENCY_SLICES
+) -> np.ndarray:
+    """Rows (sorted by subject, then level) of the first subjects in sorted order that have
+    every level 0 .. n_levels - 1 once, as many as fit in `most` slices (at least one when any
+    has), from the columns alone: what brainvq.evaluation.consistency.subject_volumes would
+    stack, bounded."""
+    subject, level = np.asarray(subject), np.asarray(level, dtype=np.int64)
+    names, gid, counts = np.unique(subject, return_inverse=True, return_counts=True)
+    order = np.lexsort((level, gid))  # by subject, then level
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])  # each subject's first sorted row
+    place = np.arange(len(order)) - start[gid[order]]  # 0, 1, ... within the subject
+    wrong = np.bincount(gid[order], weights=level[order] != place, minlength=len(names))
+    whole = np.flatnonzero((counts == n_levels) & (wrong == 0))  # subject ids, sorted
+    keep = whole[: max(1, most // max(n_levels, 1))] if len(whole) else whole
+    return order[np.isin(gid[order], keep)]
 
 
 def evaluate_prior(
@@ -165,17 +221,20 @@ def evaluate_prior(
         )
     real_train = sliceset.require_split("train")
     refs = reference_sets(sliceset, n, s.seed)
+    size = min(CLASSIFIER_SIZE, sliceset.size)
+    train_x, train_levels = classifier_slices(sliceset, size, s.seed)
     classifier = train_level_classifier(
-        real_train.images,
-        real_train.level,
+        train_x,
+        train_levels,
         LevelClassifierConfig(
-            image_size=min(CLASSIFIER_SIZE, sliceset.size),
+            image_size=size,
             n_levels=int(sliceset.n_levels),
-            epochs=max(4, math.ceil(CLASSIFIER_PRESENTATIONS / len(real_train))),
+            epochs=max(4, math.ceil(CLASSIFIER_PRESENTATIONS / len(train_x))),
             seed=s.seed,
         ),
         progress=True,
     )
+    del train_x
     save_bundle(layout.level_classifier, classifier, classifier.config, kind="level_classifier")
     report = generation_report(
         classifier,
@@ -189,7 +248,8 @@ def evaluate_prior(
     )
     metrics["subjects_from"] = "neighbour" if prior.config.has_neighbour else "independent slices"
     part = sliceset.require_split(sliceset.eval_split())
-    real = subject_volumes(part.images, part.subject, part.level, n_levels)
+    rows = complete_subject_rows(part.subject, part.level, n_levels)
+    real = subject_volumes(part.images[rows], part.subject[rows], part.level[rows], n_levels)
     if len(real) and len(volumes):
         metrics.update(subject_metrics(volumes, real))
     return {**metrics, **report, "generation_reference_split": refs.split}

@@ -7,13 +7,18 @@ last.
 The split's slices are read a batch at a time and their codes written into the memory-mapped
 `.npy` as they come, so encoding a store of any size needs the memory of one batch; each file
 is renamed into place when complete, and a folder whose index.json does not match is encoded
-again. `load_codes` maps the files (read only where used)."""
+again. `load_codes` maps the files (read only where used).
+
+`write_codes_file` is the same streaming for `brainvq encode`: the code maps of any number of
+slices go into one compressed `.npz` (codes, names, levels) a batch at a time, each array
+written into its zip member as it is made."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +35,7 @@ from brainvq.models.vqvae import VQVAE
 BATCH = 64
 CODES_FORMAT = 3  # 3: memory-mapped .npy per split; part of the cache fingerprint
 COUNT_CHUNK = 4096  # code maps per step when counting codes
-HASH_CHUNK = 4096  # slices per step when hashing a SliceSet without a content key
+HASH_CHUNK = 4096  # slices per step when hashing a SliceSet or writing a column
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,53 @@ def encode_splits(
         index_path, {"fingerprint": fingerprint, "splits": present, "bundle": str(bundle.path)}
     )
     return {s: load_codes(codes_dir, s) for s in present}
+
+
+def _npz_member(
+    archive: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype: np.dtype, parts: Iterable
+) -> None:
+    """Write `name`.npy into `archive` from `parts`, C-order chunks of an array of `shape` and
+    `dtype` (together exactly that array), without holding it whole."""
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+        np.lib.format.write_array_header_2_0(f, {**header, "shape": shape})
+        for part in parts:
+            f.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+
+
+def write_codes_file(
+    path: Path,
+    model: VQVAE,
+    images: np.ndarray,
+    names: np.ndarray,
+    levels: np.ndarray,
+    device: str = "cpu",
+    batch_size: int = BATCH,
+) -> Path:
+    """`path` (.npz, compressed, atomic): codes (N, h, w) int16 of uint8 images (N, H, W), read
+    a batch at a time (they may be a memory map), names (N,) str and levels (N,) int64 of the
+    slices; what np.savez_compressed would write, made without holding the code maps."""
+    n, h = len(images), model.config.latent_size
+    names = np.asarray(names)  # a store's column stays mapped: written a chunk at a time
+    if names.dtype.kind != "U":
+        names = names.astype(str)
+    reader = RowReader(images)
+
+    def encoded() -> Iterator[np.ndarray]:
+        with eval_mode(model.to(device)), torch.inference_mode():
+            for part in _batches(n, batch_size):
+                x = reader.read(np.arange(part.start, min(part.stop, n)))  # (b, H, W) uint8
+                x = torch.from_numpy(x).to(device).float().div(255).unsqueeze(1)  # (b, 1, H, W)
+                yield model.encode(x).cpu().numpy().astype(np.int16)  # (b, h, w)
+
+    def chunks(column: np.ndarray) -> Iterator[np.ndarray]:
+        return (column[start : start + HASH_CHUNK] for start in range(0, n, HASH_CHUNK))
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        _npz_member(archive, "codes", (n, h, h), np.dtype(np.int16), encoded())
+        _npz_member(archive, "names", (n,), names.dtype, chunks(names))
+        _npz_member(archive, "levels", (n,), np.dtype(np.int64), chunks(np.asarray(levels)))
+    return path
 
 
 def load_codes(codes_dir: Path, split: str) -> CodeSet:

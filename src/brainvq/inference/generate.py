@@ -1,22 +1,35 @@
 """Generating and completing brain slices: sample code maps with the prior, decode them with the
-VQ-VAE. One way of spreading levels over a batch, one way of reading a level from a file name."""
+VQ-VAE. One way of spreading levels over a batch, one way of reading a level from a file name.
+
+Any number of maps is drawn in chunks whose working memory (the sampler's row cache, the
+uniforms, the decoded images) stays under CHUNK_BYTES (`chunk_size`): `iter_slices` yields them
+as they are made, so a caller that writes them holds one chunk; `generate_slices`,
+`generate_subjects` and `complete_slices` fill their (returned) arrays a chunk at a time. One
+seeded generator draws every chunk's uniforms in turn, which is the stream one draw of all maps
+takes (torch's CPU generator fills a tensor in order), so the maps are those of one draw.
+"""
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from brainvq.inference.codes import decode_codes, encode_images
-from brainvq.inference.sampling import complete, sample
+from brainvq.inference.codes import BATCH, decode_codes, encode_images
+from brainvq.inference.sampling import sample
 from brainvq.inference.subjects import check_subject_prior, sample_subjects, subject_levels
+from brainvq.inference.threads import sampler_threads
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.run import RunLayout
+from brainvq.values import COUNT, check_memory
 
 LEVEL_IN_NAME = re.compile(r"_slice_(\d+)")
+CHUNK_BYTES = 256 * 2**20  # the working memory of one chunk of draws
 
 
 @dataclass(frozen=True)
@@ -58,13 +71,43 @@ def load_run_models(run_dir: str | Path) -> RunModels:
     )
 
 
-def spread_levels(n: int, n_levels: int) -> np.ndarray | None:
+def spread_levels(
+    n: int, n_levels: int, start: int = 0, stop: int | None = None
+) -> np.ndarray | None:
     """n levels spread evenly over [0, n_levels): level i is the centre of the i-th of n equal
     parts, so every level appears equally often when n is a multiple of n_levels, and the first
-    and last parts are as far from the ends. None for an unconditional prior (n_levels 0)."""
+    and last parts are as far from the ends. Those of i in [start, stop) (default all n); None
+    for an unconditional prior (n_levels 0)."""
     if n_levels <= 0:
         return None
-    return ((2 * np.arange(n) + 1) * n_levels // (2 * n)).astype(np.int64)
+    i = np.arange(start, n if stop is None else stop, dtype=np.int64)
+    return ((2 * i + 1) * n_levels // (2 * n)).astype(np.int64)
+
+
+def draw_bytes(models: RunModels, n_slices: int = 1) -> int:
+    """The working memory of one map (or one subject of n_slices maps) while it is drawn and
+    decoded: the row cache (every layer's stacks over the padded map, float32, vertical and
+    horizontal), its uniforms and codes (float64 and int64 a position) and its decoded image
+    (float32 and uint8)."""
+    cfg, size = models.prior.config, models.vqvae.config.image_size
+    h, w = models.latent_hw
+    pad = max(cfg.first_kernel, cfg.kernel_size)
+    cache = 2 * (cfg.embed_dim + cfg.channels * cfg.n_layers) * (h + pad) * (w + 2 * pad) * 4
+    return (cache + 16 * h * w + 5 * size * size) * n_slices
+
+
+def chunk_size(models: RunModels, n_slices: int = 1) -> int:
+    """Maps (or subjects) drawn at once: as many as CHUNK_BYTES holds (`draw_bytes`), rounded
+    so that a chunk's maps decode in whole batches of inference.codes.BATCH where it can."""
+    most = max(1, CHUNK_BYTES // draw_bytes(models, n_slices))
+    step = BATCH // math.gcd(BATCH, n_slices)  # subjects whose maps make whole batches
+    return most - most % step if most > step else most
+
+
+def result_bytes(models: RunModels, n_slices: int = 1) -> int:
+    """What one returned map (or subject) takes: its codes (int64) and its image (uint8)."""
+    h, w = models.latent_hw
+    return (8 * h * w + models.vqvae.config.image_size**2) * n_slices
 
 
 def level_from_name(name: str | Path) -> int | None:
@@ -90,6 +133,48 @@ def check_level(models: RunModels, level: int | None, flag: str = "--level") -> 
     return level
 
 
+def iter_slices(
+    models: RunModels,
+    n: int,
+    level_at: Callable[[int, int], np.ndarray] | None,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    sampler: str = "cached",
+    progress: bool = True,
+    threads: int | None = None,
+    chunk: int | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Sample n code maps a chunk at a time (chunk maps, default `chunk_size`) and decode them:
+    yields (start, codes (b, h, w) int64, images (b, H, W) uint8) for maps start .. start + b -
+    1, the maps one draw of n gives. level_at(start, stop): the levels (b,) int64 of those
+    maps; None for an unconditional prior."""
+    COUNT.check("n", n)
+    h, w = models.latent_hw
+    chunk = chunk or chunk_size(models)
+    generator = torch.Generator().manual_seed(seed)
+    threads = sampler_threads(n, threads)  # the policy of one draw of n maps
+    for start in range(0, n, chunk):
+        b = min(chunk, n - start)
+        uniforms = torch.rand(b, h, w, generator=generator, dtype=torch.float64)
+        levels = None if level_at is None else level_at(start, start + b)
+        codes = sample(
+            models.prior.model,
+            b,
+            models.latent_hw,
+            level=None if levels is None else torch.from_numpy(np.asarray(levels, np.int64)),
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+            sampler=sampler,
+            uniforms=uniforms,
+            progress=progress,
+            threads=threads,
+        )  # (b, h, w)
+        yield start, codes.cpu().numpy(), decode_codes(models.vqvae.model, codes)
+
+
 def generate_slices(
     models: RunModels,
     n: int,
@@ -103,20 +188,64 @@ def generate_slices(
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample n code maps (at `levels` (n,) int64, or None for an unconditional prior) and
-    decode them. Returns (codes (n, h, w) int64, images (n, H, W) uint8)."""
-    codes = sample(
-        models.prior.model,
-        n,
-        models.latent_hw,
-        level=None if levels is None else torch.from_numpy(np.asarray(levels, dtype=np.int64)),
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        sampler=sampler,
-        progress=progress,
-        threads=threads,
-    )  # (n, h, w)
-    return codes.cpu().numpy(), decode_codes(models.vqvae.model, codes)
+    decode them, a chunk at a time (`iter_slices`). Returns (codes (n, h, w) int64, images
+    (n, H, W) uint8)."""
+    COUNT.check("n", n)
+    check_memory("n", n, result_bytes(models), "one slice's code map and image")
+    size = models.vqvae.config.image_size
+    codes = np.empty((n, *models.latent_hw), dtype=np.int64)
+    images = np.empty((n, size, size), dtype=np.uint8)
+    level_at = None if levels is None else lambda a, b: np.asarray(levels)[a:b]
+    options = dict(temperature=temperature, top_k=top_k, seed=seed, sampler=sampler)
+    for start, c, im in iter_slices(
+        models, n, level_at, progress=progress, threads=threads, **options
+    ):
+        codes[start : start + len(c)], images[start : start + len(c)] = c, im
+    return codes, images
+
+
+def iter_subjects(
+    models: RunModels,
+    n: int,
+    *,
+    first_level: int = 0,
+    n_slices: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    sampler: str = "wavefront",
+    progress: bool = True,
+    threads: int | None = None,
+    chunk: int | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """`generate_subjects` a chunk of subjects at a time (chunk subjects, default
+    `chunk_size`): yields (start, codes (b, L, h, w) int64, images (b, L, H, W) uint8, levels
+    (L,) int64) for subjects start .. start + b - 1, those one draw of n gives."""
+    prior = models.prior.model
+    check_subject_prior(prior)
+    COUNT.check("n", n)
+    levels = np.asarray(subject_levels(prior, n_slices, first_level), dtype=np.int64)
+    (h, w), size, depth = models.latent_hw, models.vqvae.config.image_size, len(levels)
+    chunk = chunk or chunk_size(models, depth)
+    generator = torch.Generator().manual_seed(seed)  # one draw's uniforms, chunk by chunk
+    for start in range(0, n, chunk):
+        b = min(chunk, n - start)
+        codes = sample_subjects(
+            prior,
+            b,
+            models.latent_hw,
+            n_slices=depth,
+            first_level=first_level,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+            sampler=sampler,
+            progress=progress,
+            threads=threads,
+            uniforms=torch.rand(b, depth, h, w, generator=generator, dtype=torch.float64),
+        )  # (b, L, h, w)
+        images = decode_codes(models.vqvae.model, codes.reshape(-1, h, w))  # (b * L, H, W)
+        yield start, codes.cpu().numpy(), images.reshape(b, depth, size, size), levels
 
 
 def generate_subjects(
@@ -132,29 +261,69 @@ def generate_subjects(
     progress: bool = True,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """n subjects drawn slice by slice, bottom to top (brainvq.inference.subjects), decoded.
+    """n subjects drawn slice by slice, bottom to top (brainvq.inference.subjects), decoded,
+    a chunk of subjects at a time (`iter_subjects`).
 
     Returns (codes (n, L, h, w) int64, images (n, L, H, W) uint8, levels (L,) int64: slice l's
     level, -1 for a prior without levels). ValueError for a prior without the neighbour."""
-    prior = models.prior.model
-    check_subject_prior(prior)
-    levels = np.asarray(subject_levels(prior, n_slices, first_level), dtype=np.int64)
-    codes = sample_subjects(
-        prior,
-        n,
-        models.latent_hw,
-        n_slices=len(levels),
-        first_level=first_level,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        sampler=sampler,
-        progress=progress,
-        threads=threads,
-    )  # (n, L, h, w)
-    flat = codes.reshape(-1, *codes.shape[2:])  # (n * L, h, w)
-    images = decode_codes(models.vqvae.model, flat)  # (n * L, H, W)
-    return codes.cpu().numpy(), images.reshape(n, len(levels), *images.shape[1:]), levels
+    check_subject_prior(models.prior.model)
+    COUNT.check("n", n)
+    levels = np.asarray(subject_levels(models.prior.model, n_slices, first_level), np.int64)
+    what = f"one subject's {len(levels)} code maps and images"
+    check_memory("n", n, result_bytes(models, len(levels)), what)
+    size = models.vqvae.config.image_size
+    codes = np.empty((n, len(levels), *models.latent_hw), dtype=np.int64)
+    images = np.empty((n, len(levels), size, size), dtype=np.uint8)
+    options = dict(first_level=first_level, n_slices=n_slices, temperature=temperature)
+    options.update(top_k=top_k, seed=seed, sampler=sampler, progress=progress, threads=threads)
+    for start, c, im, _ in iter_subjects(models, n, **options):
+        codes[start : start + len(c)], images[start : start + len(c)] = c, im
+    return codes, images, levels
+
+
+def iter_completions(
+    models: RunModels,
+    images: np.ndarray,
+    levels: np.ndarray | None,
+    keep_rows: int,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int | None = None,
+    chunk: int | None = None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """`complete_slices` a chunk at a time (chunk maps, default `chunk_size`): yields (start,
+    codes (c, h, w) int64, images (c, H, W) uint8) for rows start .. start + c - 1 of the
+    B * n completions, completion r of slice i being row i * n + r."""
+    h, w = models.latent_hw
+    if not 0 <= keep_rows <= h:
+        raise ValueError(f"keep_rows: expected latent rows to keep in [0, {h}], got {keep_rows}")
+    COUNT.check("n", n)
+    kept = torch.from_numpy(encode_images(models.vqvae.model, images).astype(np.int64))
+    level_all = None if levels is None else torch.from_numpy(np.asarray(levels, np.int64))
+    total, chunk = len(images) * n, chunk or chunk_size(models)
+    generator = torch.Generator().manual_seed(seed)  # one draw's uniforms, chunk by chunk
+    threads = sampler_threads(total, threads)
+    for start in range(0, total, chunk):
+        rows = torch.arange(start, min(start + chunk, total)) // n  # (c,) the slice of each
+        done = sample(
+            models.prior.model,
+            len(rows),
+            (h, w),
+            level=None if level_all is None else level_all[rows],
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed,
+            init_codes=kept[rows],
+            keep_rows=keep_rows,
+            uniforms=torch.rand(len(rows), h, w, generator=generator, dtype=torch.float64),
+            progress=progress,
+            threads=threads,
+        )  # (c, h, w)
+        yield start, done.cpu().numpy(), decode_codes(models.vqvae.model, done)
 
 
 def complete_slices(
@@ -174,25 +343,16 @@ def complete_slices(
 
     images: (B, H, W) uint8 real slices; levels: (B,) int64 or None. Returns (the completed
     code maps (B, n, h, w) int64, whose first keep_rows rows are the slices' own codes, and
-    their images (B, n, H, W) uint8)."""
-    h = models.latent_hw[0]
-    if not 0 <= keep_rows <= h:
-        raise ValueError(f"keep_rows: expected latent rows to keep in [0, {h}], got {keep_rows}")
-    codes = torch.from_numpy(encode_images(models.vqvae.model, images).astype(np.int64))
-    done = complete(
-        models.prior.model,
-        codes,
-        keep_rows,
-        n,
-        level=None if levels is None else torch.from_numpy(np.asarray(levels, dtype=np.int64)),
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        progress=progress,
-        threads=threads,
-    )  # (B * n, h, w)
-    decoded = decode_codes(models.vqvae.model, done)  # (B * n, H, W)
-    b = len(images)
-    return done.cpu().numpy().reshape(b, n, *done.shape[1:]), decoded.reshape(
-        b, n, *decoded.shape[1:]
-    )
+    their images (B, n, H, W) uint8), drawn a chunk at a time (`iter_completions`)."""
+    COUNT.check("n", n)
+    what = f"one completion of each of the {len(images)} slices: code maps and images"
+    check_memory("n", n, len(images) * result_bytes(models), what)
+    (h, w), size, b = models.latent_hw, models.vqvae.config.image_size, len(images)
+    codes = np.empty((b * n, h, w), dtype=np.int64)
+    decoded = np.empty((b * n, size, size), dtype=np.uint8)
+    options = dict(temperature=temperature, top_k=top_k, seed=seed, progress=progress)
+    for start, c, im in iter_completions(
+        models, images, levels, keep_rows, n, threads=threads, **options
+    ):
+        codes[start : start + len(c)], decoded[start : start + len(c)] = c, im
+    return codes.reshape(b, n, h, w), decoded.reshape(b, n, size, size)

@@ -78,11 +78,14 @@ def sample_subjects(
     sampler: str = "wavefront",
     progress: bool = False,
     threads: int | None = None,
+    uniforms: Tensor | None = None,
 ) -> Tensor:
     """Draw n subjects of n_slices code maps of size shape = (h, w), bottom to top.
 
     Slice l is at level first_level + l (a prior with levels) and is drawn given slice l - 1
     (slice 0: no slice below). temperature and top_k as brainvq.inference.sampling.sample.
+    uniforms: (n, L, h, w) float64 in [0, 1), one per draw, instead of those `seed` draws (a
+    caller drawing many subjects a chunk at a time from one generator).
     Returns (n, L, h, w) int64 in [0, K) on the model's device; slice l of subject s is
     [s, l]. The same seed gives the same subjects with every sampler.
     """
@@ -94,7 +97,13 @@ def sample_subjects(
         raise ValueError(f"sampler: expected one of {list(SUBJECT_SAMPLERS)}, got {sampler!r}")
     levels = subject_levels(model, n_slices, first_level)
     h, w = shape
-    uniforms = draw_uniforms(n, (len(levels), h, w), seed)  # (n, L, h, w)
+    if uniforms is None:
+        uniforms = draw_uniforms(n, (len(levels), h, w), seed)  # (n, L, h, w)
+    elif uniforms.shape != (n, len(levels), h, w) or uniforms.dtype != torch.float64:
+        raise ValueError(
+            f"uniforms: expected an ({n}, {len(levels)}, {h}, {w}) float64 tensor, "
+            f"got {tuple(uniforms.shape)} {uniforms.dtype}"
+        )
     device = next(model.parameters()).device
     if sampler == "wavefront":
         level_t = None

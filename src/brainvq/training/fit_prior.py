@@ -18,7 +18,12 @@ from brainvq.io.bundle import load_vqvae
 from brainvq.run import RunLayout
 from brainvq.run_config import RunConfig
 from brainvq.training.prior_module import PriorModule
-from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
+from brainvq.training.trainer import (
+    check_batch_memory,
+    finish_bundle,
+    fit_stage,
+    steps_per_epoch,
+)
 
 
 def _loader(
@@ -61,6 +66,7 @@ def fit_prior(
     """Encode every split with RUN/vqvae/VQVAE_Model (cached in RUN/codes/), train the prior,
     and write RUN/prior/PixelCNN_Model/ (best by validation NLL). Returns the bundle folder.
     `callbacks` join the trainer's own (e.g. a tuning trial's pruning callback)."""
+    check_batch_memory(config, "prior")
     layout = RunLayout(run_dir)
     cfg = config.prior_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)

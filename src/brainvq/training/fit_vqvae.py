@@ -15,7 +15,12 @@ from brainvq.data.sliceset import SliceSet
 from brainvq.run import RunLayout
 from brainvq.run_config import RunConfig
 from brainvq.training.callbacks import ReconstructionFrames
-from brainvq.training.trainer import finish_bundle, fit_stage, steps_per_epoch
+from brainvq.training.trainer import (
+    check_batch_memory,
+    finish_bundle,
+    fit_stage,
+    steps_per_epoch,
+)
 from brainvq.training.vqvae_module import VQVAEModule
 
 N_FRAME_SLICES = 8
@@ -43,6 +48,7 @@ def fit_vqvae(
     RUN/vqvae/history.json, logs under RUN/logs/, and RUN/vqvae/VQVAE_Model/ (best by
     validation SSIM).
     """
+    check_batch_memory(config, "vqvae")
     layout = RunLayout(run_dir)
     cfg = config.vqvae_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)

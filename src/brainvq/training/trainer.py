@@ -22,7 +22,7 @@ from brainvq.io.bundle import save_bundle
 from brainvq.io.checkpoint import CheckpointError, load_weights_only
 from brainvq.progress import interactive
 from brainvq.run import RunLayout
-from brainvq.run_config import TrainConfig
+from brainvq.run_config import RunConfig, TrainConfig
 from brainvq.training.callbacks import (
     AtomicCheckpointIO,
     EpochHistory,
@@ -31,6 +31,7 @@ from brainvq.training.callbacks import (
     median_throughput,
 )
 from brainvq.training.objectives import OBJECTIVES
+from brainvq.values import check_memory
 
 
 def resolve_precision(cfg: TrainConfig) -> str:
@@ -49,6 +50,28 @@ def resolve_precision(cfg: TrainConfig) -> str:
     if cfg.accelerator in ("auto", "cpu") and cpu_has_native_bf16():
         return "bf16-mixed"
     return "32"
+
+
+def batch_item_bytes(config: RunConfig, stage: str) -> int:
+    """The least memory one training item of `stage` takes: for the VQ-VAE its input and
+    reconstruction and its first layer's activations (float32 a pixel), for the prior its
+    logits and its first layer's activations (float32 a code), each with its gradient."""
+    if stage == "vqvae":
+        side = config.vqvae.image_size
+        return 2 * 4 * side * side * (2 + config.vqvae.channels[0])
+    side = config.vqvae.latent_size
+    return 2 * 4 * side * side * (config.vqvae.codebook_size + config.prior.channels)
+
+
+def check_batch_memory(config: RunConfig, stage: str) -> None:
+    """ValueError in one line naming --batch-size when a training batch of `stage` cannot fit
+    in the memory left (brainvq.values.check_memory, `batch_item_bytes`): before any work."""
+    check_memory(
+        "--batch-size",
+        getattr(config, f"{stage}_train").batch_size,
+        batch_item_bytes(config, stage),
+        f"one {stage} training item's activations and gradients, at the least",
+    )
 
 
 def steps_per_epoch(n_train: int, batch_size: int, world: int, limit: int | None) -> int:

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from brainvq.app.run_data import run_slices
     from brainvq.report.summary import print_summary
     from brainvq.run import RunLayout, load_run
+    from brainvq.training.trainer import check_batch_memory
 
     overrides = stage_overrides(args, ("vqvae", "prior") if args.stage == "all" else (args.stage,))
     has_config = RunLayout(args.run).config.is_file()
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stage == "all":
         pipeline.train_all(args.run, config, resume=args.resume)
         return 0
+    check_batch_memory(config, args.stage)  # before the data is read
     sliceset = run_slices(config)
     if args.stage == "vqvae":
         metrics = pipeline.train_vqvae(args.run, config, sliceset, resume=args.resume)
