@@ -1,417 +1,275 @@
-"""Cohorts larger than memory: a synthetic PNG cohort of 10^4, 10^5 and 10^6 slices at 128x128.
+"""Cohorts larger than memory, the whole commands: the peak anonymous memory of every command
+that reads a cohort, per phase, on synthetic PNG cohorts of 10^4 to 10^6 slices at 128x128.
 
-For each size, each step in a process of its own while this one samples the memory of that
-process and its children (the sum of their proportional set sizes, PSS, every 0.2 s; PSS
-counts a page shared by several processes once in all, and a file page only while mapped):
+For each size, on the cohort of benchmarks/scale_cohort.py (100 slices per virtual subject,
+OASIS-style names, split 80/10/10 by subject), each command runs as a user runs it, in a
+process of its own, one after the other, while this one samples the process tree's memory
+every 0.2 s (scale_cohort.TreeMemory: Pss_Anon + Pss_Shmem summed over the tree, the pages of
+mapped files apart; and the whole PSS beside it):
 
-1. cache build: `load_slices` of the PNG folder into its slice store, decoding in a pool of
-   `--workers` processes: seconds, peak memory, disk of the store per million slices;
-2. training: a small VQ-VAE (MODEL below: fast enough to encode 10^6 slices in minutes on 2
-   cores, and so more demanding of the data path than the packaged configs' models; VQVAEModule
-   in a Lightning Trainer, batch 16, fp32, no validation) for `--train-seconds`, reading
-   batches from the store (its
-   pages dropped from the page cache first, so reads start from the disk) and, up to
-   `--in-memory-max` slices, from the same slices held in memory: images/s after 5 warm-up
-   steps, the share of that time spent between steps (reading and collating the next batch:
-   what the store can cost, a measure that other jobs on the machine disturb less than
-   images/s), peak memory;
-3. the data loader alone, store against memory (images/s of batches of 16 for 10 s): the
-   headroom of the data path where the model is faster than here (a GPU);
-4. encode-all: every split's code maps (encode_splits) with the trained weights: seconds,
-   peak memory, disk of the code maps per million slices. Above `--encode-all-max` slices
-   only the validate split is encoded (encode_split, about a tenth of the store, read from
-   the whole store's file) and the seconds are scaled to all slices (marked ~ in the table):
-   encoding is the model's compute, linear in N, and 10^6 slices would take hours here.
+    build        brainvq data inspect COHORT                    (the slice store, once per size)
+    train-all    brainvq train all --data COHORT --config CFG --out RUN --max-minutes M --epochs 1
+    evaluate     brainvq evaluate --run RUN
+    encode       brainvq encode --model RUN --input COHORT --out DIR
+    reconstruct  brainvq reconstruct --model RUN --input COHORT --out DIR
+    tune         brainvq tune --stage prior --out RUN --trials 1 --trial-minutes M
+    calibrate    brainvq anomaly calibrate --run RUN
 
-The cohort: 100 slices per virtual subject (names `case_<subject>_slice_<k>.png`, split by
-subject), each a hard link to one of UNIQUE PNGs (demo-cohort slices with fresh noise, written
-once under --root): writing a million distinct PNGs here takes longer than the benchmark, and
-decoding a file costs the same whichever bytes it holds. Needs about 19 GB of disk at 10^6
-(the store and the code maps).
+CFG (written under --root) is a tiny model at 128x128 (CONFIG below), so that a command's time
+goes to the data path and not to the model. The phases: the child process wraps the functions
+of PHASES (innermost wins) so that each writes its phase to a file when it starts and ends;
+the sampler reads the file at every sample. Time outside every phase is "other" (start-up,
+saving bundles, printing). glibc keeps freed heap memory in the process (brainvq's
+keep_freed_memory), so a phase's peak includes what earlier phases left in the heap: the phase
+where the peak first rises is the one that allocated it.
 
-    python benchmarks/bench_scale.py [--sizes 10000 100000 1000000] [--train-seconds 60]
-        [--root /tmp/brainvq-scale] [--workers 2] [--loader-workers 0] [--in-memory-max 100000]
+`--src PATH` runs the commands on another copy of the package (e.g. `git archive` of an earlier
+commit, extracted), to measure before and after a change on the same cohort.
+
+    python benchmarks/bench_scale.py [--sizes 10000 100000 1000000] [--minutes 1]
+        [--commands train-all evaluate ...] [--root /tmp/brainvq-scale] [--src PATH] [--json F]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
+from scale_cohort import SIZE, TreeMemory, cohort
 
-SIZE = 128
-PER_SUBJECT = 100
-PER_FOLDER = 10_000  # files per sub-folder of the generated cohort
-UNIQUE = 20_000  # distinct PNGs the cohort's files link to
-BATCH = 16
-MODEL = {
-    "downsample": 4,
-    "channels": [16, 32],
-    "res_blocks": 1,
-    "res_channels": 16,
-    "code_dim": 32,
-    "codebook_size": 256,
-    "update": "ema",
+CONFIG = {
+    "data": {"size": SIZE},
+    "vqvae": {
+        "downsample": 8,
+        "channels": [8, 8, 16],
+        "res_blocks": 1,
+        "res_channels": 8,
+        "code_dim": 8,
+        "codebook_size": 32,
+        "restart_buffer": 256,
+    },
+    "vqvae_train": {"batch_size": 32, "lr": 0.003, "warmup_steps": 2},
+    "prior": {"embed_dim": 8, "channels": 8, "n_layers": 2, "head_channels": 16},
+    "prior_train": {"batch_size": 32, "lr": 0.003, "warmup_steps": 2},
+    "sample": {
+        "n": 8,
+        "per_level": 1,
+        "n_levels_shown": 4,
+        "keep_rows": 8,
+        "n_generation_eval": 64,
+    },
+    "anomaly": {"n_heal": 1, "calibration_slices": 64, "code_maps": 256},
 }
 
-
-# ---- the synthetic cohort ----------------------------------------------------------------
-
-
-def _write_chunk(job: tuple[str, int, int]) -> int:
-    """Write unique PNGs [start, end) under root (a pool worker)."""
-    from PIL import Image
-
-    from brainvq.data.demo import build_demo
-
-    root, start, end = Path(job[0]), job[1], job[2]
-    base = build_demo(SIZE, 32, (48, 8, 8), 0, show_progress=False, workers=0).images
-    rng = np.random.default_rng(start)
-    for i in range(start, end):
-        noisy = base[i % len(base)].astype(np.int16) + rng.integers(-3, 4, (SIZE, SIZE))
-        image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-        image.save(root / f"u{i:05d}.png", compress_level=1)
-    return end - start
-
-
-def cohort(root: Path, n: int) -> Path:
-    """The folder of an n-slice cohort (made once): hard links to the UNIQUE PNGs."""
-    unique = root / "unique"
-    if not (unique / "done").is_file():
-        shutil.rmtree(unique, ignore_errors=True)
-        unique.mkdir(parents=True)
-        step = 1_000
-        jobs = [(str(unique), s, min(s + step, UNIQUE)) for s in range(0, UNIQUE, step)]
-        with get_context("spawn").Pool(os.cpu_count()) as pool:
-            written = sum(pool.imap_unordered(_write_chunk, jobs))
-        (unique / "done").write_text(str(written))
-    folder = root / f"pngs_{n}"
-    if not (folder / "done").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-        for i in range(n):
-            subject, k = divmod(i, PER_SUBJECT)
-            path = folder / f"g{i // PER_FOLDER:04d}" / f"case_{subject:05d}_slice_{k}.png"
-            if k == 0 or i % PER_FOLDER == 0:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            os.link(unique / f"u{i % UNIQUE:05d}.png", path)
-        (folder / "done").write_text(str(n))
-    return folder
+# (module, function, phase): the phase a function's call belongs to (the innermost one wins)
+PHASES = (
+    ("brainvq.data.loader", "load_slices", "data"),
+    ("brainvq.training.fit_vqvae", "fit_vqvae", "fit vqvae"),
+    ("brainvq.training.fit_prior", "fit_prior", "fit prior"),
+    ("brainvq.inference.codes", "encode_splits", "encode splits"),
+    ("brainvq.evaluation.reconstruction", "evaluate_vqvae", "evaluate vqvae"),
+    ("brainvq.evaluation.prior", "evaluate_prior", "evaluate prior"),
+    ("brainvq.app.run_files", "write_data_summary", "figure files"),
+    ("brainvq.app.run_files", "write_reconstructions", "figure files"),
+    ("brainvq.app.run_files", "write_figure_samples", "figure files"),
+    ("brainvq.app.subjects", "write_run_subjects", "figure files"),
+    ("brainvq.report.build", "build_report", "report"),
+    ("brainvq.app.reconstruct", "encode_input", "encode"),
+    ("brainvq.app.writers", "reconstruct_to_folder", "reconstruct"),
+    ("brainvq.app.anomaly_calibration", "calibrate_run", "calibrate"),
+    ("brainvq.training.tuning", "run_trial", "trial"),
+)
+COMMANDS = ("build", "train-all", "evaluate", "encode", "reconstruct", "tune", "calibrate")
 
 
-# ---- memory of a process tree -------------------------------------------------------------
+def command_line(name: str, folder: Path, root: Path, run: Path, minutes: float) -> list[str]:
+    """The brainvq arguments of command `name`."""
+    budget = ["--max-minutes", str(minutes), "--epochs", "1", "--accelerator", "cpu"]
+    return {
+        "build": ["data", "inspect", str(folder), "--size", str(SIZE), "--no-progress"],
+        "train-all": ["train", "all", "--data", str(folder), "--config", str(root / "cfg.yaml")]
+        + ["--out", str(run), *budget],
+        "evaluate": ["evaluate", "--run", str(run)],
+        "encode": ["encode", "--model", str(run), "--input", str(folder)]
+        + ["--out", str(root / "encoded")],
+        "reconstruct": ["reconstruct", "--model", str(run), "--input", str(folder)]
+        + ["--out", str(root / "reconstructed")],
+        "tune": ["tune", "--stage", "prior", "--out", str(run), "--trials", "1"]
+        + ["--trial-minutes", str(minutes), "--accelerator", "cpu"],
+        "calibrate": ["anomaly", "calibrate", "--run", str(run)],
+    }[name]
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+# ---- in the child: the command, its phases named in a file --------------------------------
+
+
+def child(phase_file: Path, argv: list[str]) -> int:
+    """Run `brainvq argv` with PHASES' functions naming their phase in `phase_file`."""
+    stack: list[str] = []
+    t0 = time.perf_counter()
+
+    def mark() -> None:
+        with open(phase_file, "a") as f:
+            f.write(f"{time.perf_counter() - t0:.3f} {stack[-1] if stack else 'other'}\n")
+
+    def wrap(function, phase):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            stack.append(phase)
+            mark()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                stack.pop()
+                mark()
+
+        return wrapper
+
+    from brainvq.app import cli
+
+    targets = {}
+    for module, name, phase in PHASES:
         try:
-            found += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return found
+            function = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):  # another version of the package
+            continue
+        targets[id(function)] = (function, wrap(function, phase))
+    for module in [m for n, m in sys.modules.items() if n.startswith("brainvq")]:
+        for attr, value in list(vars(module).items()):
+            if id(value) in targets and value is targets[id(value)][0]:
+                setattr(module, attr, targets[id(value)][1])
+    mark()
+    return cli.main(argv)
 
 
-def _pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+# ---- in this process: run, sample, tabulate -----------------------------------------------
 
 
-class TreeMemory(threading.Thread):
-    """The peak over time of the summed PSS of a process and all its descendants."""
-
-    def __init__(self, pid: int, every_s: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.every_s, self.peak_mb = pid, every_s, 0.0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            tree, todo = [], [self.pid]
-            while todo:
-                pid = todo.pop()
-                tree.append(pid)
-                todo += _children(pid)
-            self.peak_mb = max(self.peak_mb, sum(_pss_mb(p) for p in tree))
-            self.stop.wait(self.every_s)
-
-
-def run_step(step: str, **options) -> dict:
-    """Run `step` of this script in a child process; its JSON result with peak_mb added."""
-    cmd = [sys.executable, __file__, "--step", step, "--options", json.dumps(options)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-    memory = TreeMemory(proc.pid)
+def run_command(argv: list[str], root: Path, src: Path | None) -> dict:
+    """Run `brainvq argv` in a child; its seconds, exit code and peak memory, overall and per
+    phase (with each phase's seconds)."""
+    phase_file = root / "phases.txt"
+    phase_file.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--child", str(phase_file), "--", *argv]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BRAINVQ_CACHE": str(root / "cache")}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    memory = TreeMemory(proc.pid, phase_file=phase_file)
     memory.start()
-    out, _ = proc.communicate()
+    _, err = proc.communicate()
     memory.stop.set()
     memory.join()
-    if proc.returncode != 0:
-        raise RuntimeError(f"step {step} failed ({proc.returncode})")
-    return {**json.loads(out.strip().splitlines()[-1]), "peak_mb": memory.peak_mb}
-
-
-# ---- the steps (each in its own process) --------------------------------------------------
-
-
-def _slices(o: dict, in_memory: bool = False):
-    from brainvq.data import load_slices
-    from brainvq.data.sliceset import SliceSet
-
-    s = load_slices(o["folder"], SIZE, cache_dir=Path(o["cache"]), progress=False)
-    if not in_memory:
-        return s
-    return SliceSet(
-        images=np.array(s.images),
-        split=np.array(s.split),
-        subject=np.array(s.subject),
-        level=np.array(s.level),
-        filename=np.array(s.filename),
-        source=s.source,
-        notes=s.notes,
-        splits_present=s.splits_present,
-        n_levels=s.n_levels,
-    )
-
-
-def _drop_page_cache(path: Path) -> None:
-    """Evict `path`'s pages from the page cache (only this file's), so reads go to the disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
-def step_build(o: dict) -> dict:
-    from brainvq.data import load_slices
-
-    t0 = time.perf_counter()
-    s = load_slices(
-        o["folder"], SIZE, cache_dir=Path(o["cache"]), workers=o["workers"], progress=False
-    )
-    seconds = time.perf_counter() - t0
-    store = Path(s.images.filename).parent
-    disk = sum(p.stat().st_size for p in store.iterdir())
-    return {"seconds": seconds, "n": len(s), "disk_per_million_gb": disk / len(s) * 1e6 / 1e9}
-
-
-def _vqvae_config():
-    from brainvq.config import from_dict
-    from brainvq.models.vqvae import VQVAEConfig
-
-    return from_dict(VQVAEConfig, {**MODEL, "image_size": SIZE})
-
-
-def step_train(o: dict) -> dict:
-    import lightning as L
-    import torch
-
-    from brainvq.data.dataset import SliceDataModule
-    from brainvq.hardware import keep_freed_memory
-    from brainvq.io.bundle import save_bundle
-    from brainvq.run_config import TrainConfig
-    from brainvq.training.vqvae_module import VQVAEModule
-
-    keep_freed_memory()
-    sliceset = _slices(o, in_memory=o["mode"] == "memory")
-    if o["mode"] == "store":
-        _drop_page_cache(Path(sliceset.images.filename))
-    L.seed_everything(0, verbose=False)
-    cfg = TrainConfig(epochs=1, batch_size=BATCH, lr=0.002, accelerator="cpu", precision="32")
-    module = VQVAEModule(_vqvae_config(), cfg, total_steps=10_000)
-
-    class Rate(L.Callback):
-        """Images/s after 5 warm-up steps, and the share of that time spent between steps
-        (with no DataLoader workers: reading and collating the next batch)."""
-
-        def __init__(self) -> None:
-            self.n, self.t0, self.t1, self.waiting = 0, 0.0, 0.0, 0.0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if batch_idx > 5:
-                self.waiting += time.perf_counter() - self.t1
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.t1 = time.perf_counter()
-            if batch_idx == 5:
-                self.t0 = self.t1
-            elif batch_idx > 5:
-                self.n += len(batch[0])
-
-    rate = Rate()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        max_time={"seconds": o["seconds"]},
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[rate],
-    )
-    data = SliceDataModule(sliceset, batch_size=BATCH, num_workers=o["loader_workers"])
-    trainer.fit(module, datamodule=data)
-    if not rate.n:
-        raise RuntimeError(f"fewer than 7 steps in {o['seconds']} s: give --train-seconds more")
-    images_per_s = rate.n / (rate.t1 - rate.t0)
-    data_share = rate.waiting / (rate.t1 - rate.t0)
-    if o.get("bundle"):
-        save_bundle(Path(o["bundle"]), module.model.eval(), module.model.config, kind="vqvae")
+    seconds = {}
+    marks = [line.split(" ", 1) for line in phase_file.read_text().splitlines()]
+    for (t, phase), (t_next, _) in zip(marks, marks[1:], strict=False):
+        seconds[phase] = seconds.get(phase, 0.0) + float(t_next) - float(t)
+    tail = err.decode(errors="replace").strip().splitlines()[-3:]
     return {
-        "images_per_s": images_per_s,
-        "data_share": data_share,
-        "steps": trainer.global_step,
-        "threads": torch.get_num_threads(),
+        "seconds": time.perf_counter() - t0,
+        "rc": proc.returncode,
+        "error": tail if proc.returncode else [],
+        "peak_anon_mb": memory.peak_anon_mb,
+        "peak_mb": memory.peak_mb,
+        "phases": {
+            p: {"anon_mb": memory.phase_anon_mb[p], "mb": memory.phase_mb[p], "s": seconds.get(p)}
+            for p in memory.phase_anon_mb
+        },
     }
 
 
-def step_loader(o: dict) -> dict:
-    from brainvq.data.dataset import SliceDataModule
-
-    sliceset = _slices(o, in_memory=o["mode"] == "memory")
-    if o["mode"] == "store":
-        _drop_page_cache(Path(sliceset.images.filename))
-    loader = SliceDataModule(sliceset, batch_size=BATCH, num_workers=o["loader_workers"])
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 10:  # epochs until 10 s have passed
-        for x, _ in loader.train_dataloader():
-            n += len(x)
-            if time.perf_counter() - t0 > 10:
-                break
-    return {"images_per_s": n / (time.perf_counter() - t0)}
+def write_config(root: Path, minutes: float, generation_eval: int) -> None:
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["sample"]["n_generation_eval"] = generation_eval
+    for stage in ("vqvae_train", "prior_train"):
+        cfg[stage].update(max_minutes=minutes, epochs=1)
+    (root / "cfg.yaml").write_text(json.dumps(cfg, indent=2))  # JSON is YAML
 
 
-def step_encode(o: dict) -> dict:
-    from brainvq.inference.codes import encode_split, encode_splits
-    from brainvq.io.bundle import load_vqvae
-
-    sliceset = _slices(o)
-    bundle = load_vqvae(Path(o["bundle"]))
-    codes = Path(o["codes"])
-    shutil.rmtree(codes, ignore_errors=True)
-    t0 = time.perf_counter()
-    if o["one_split"]:
-        n = int((sliceset.split == "validate").sum())
-        encode_split(bundle.model, sliceset, "validate", codes)
-    else:
-        n = len(sliceset)
-        encode_splits(bundle, sliceset, codes)
-    seconds = time.perf_counter() - t0
-    disk = sum(p.stat().st_size for p in codes.iterdir())
-    return {
-        "seconds": seconds * len(sliceset) / n,
-        "measured_on": n,
-        "disk_per_million_gb": disk / n * 1e6 / 1e9,
-    }
-
-
-STEPS = {"build": step_build, "train": step_train, "loader": step_loader, "encode": step_encode}
-
-
-# ---- the table ----------------------------------------------------------------------------
+def table(results: dict[str, dict[str, dict]]) -> str:
+    """Markdown: command x phase x peak anonymous MB (and seconds) per size."""
+    sizes = sorted(results, key=int)
+    head = "| command | phase | " + " | ".join(f"{int(n):,} slices: MB (s)" for n in sizes) + " |"
+    lines = [head, "| --- | --- |" + " ---: |" * len(sizes)]
+    commands = [c for c in COMMANDS if any(c in results[n] for n in sizes)]
+    for command in commands:
+        phases: list[str] = []
+        for n in sizes:
+            for p in results[n].get(command, {}).get("phases", {}):
+                phases += [p] if p not in phases else []
+        for phase in ["(whole)", *phases]:
+            cells = []
+            for n in sizes:
+                r = results[n].get(command)
+                if r is None:
+                    cells.append("-")
+                elif phase == "(whole)":
+                    failed = f" exit {r['rc']}" if r["rc"] else ""
+                    cells.append(f"**{r['peak_anon_mb']:,.0f}** ({r['seconds']:.0f}){failed}")
+                elif phase in r["phases"]:
+                    p = r["phases"][phase]
+                    cells.append(f"{p['anon_mb']:,.0f} ({p['s'] or 0:.0f})")
+                else:
+                    cells.append("-")
+            lines.append(f"| {command} | {phase} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        sys.exit(child(Path(sys.argv[2]), sys.argv[4:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS))
     parser.add_argument("--root", type=Path, default=Path("/tmp/brainvq-scale"))
-    parser.add_argument("--train-seconds", type=float, default=60.0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--loader-workers", type=int, default=0)
-    parser.add_argument("--in-memory-max", type=int, default=100_000)
-    parser.add_argument("--encode-all-max", type=int, default=100_000)
-    parser.add_argument("--encode-max", type=int, default=10**9, help="no encoding above")
-    parser.add_argument("--step", choices=sorted(STEPS), help=argparse.SUPPRESS)
-    parser.add_argument("--options", help=argparse.SUPPRESS)
+    parser.add_argument("--minutes", type=float, default=1.0, help="each training's budget")
+    parser.add_argument("--src", type=Path, help="run another copy of the package (its src/)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep each size's run and outputs")
+    parser.add_argument(
+        "--generation-eval",
+        type=int,
+        default=CONFIG["sample"]["n_generation_eval"],
+        help="sample.n_generation_eval (0: no generation metrics, no level classifier)",
+    )
     args = parser.parse_args()
-    if args.step:
-        print(json.dumps(STEPS[args.step](json.loads(args.options))))
-        return
     from brainvq.hardware import machine
 
     print(f"machine: {machine().describe()}", flush=True)
-    rows = []
+    results: dict[str, dict[str, dict]] = {}
     for n in sorted(args.sizes):
         folder = cohort(args.root, n)
-        cache = args.root / "cache"
-        common = {"folder": str(folder), "cache": str(cache), "loader_workers": args.loader_workers}
-        shutil.rmtree(cache, ignore_errors=True)  # a fresh build for every size and run
-        build = run_step("build", **common, workers=args.workers)
-        print(f"{n}: build {build}", flush=True)
-        bundle = args.root / f"vqvae_{n}"
-        train = run_step(
-            "train", **common, mode="store", seconds=args.train_seconds, bundle=str(bundle)
-        )
-        print(f"{n}: train (store) {train}", flush=True)
-        memory = loader_memory = None
-        if n <= args.in_memory_max:
-            memory = run_step("train", **common, mode="memory", seconds=args.train_seconds)
-            print(f"{n}: train (memory) {memory}", flush=True)
-            loader_memory = run_step("loader", **common, mode="memory")
-        loader_store = run_step("loader", **common, mode="store")
-        print(f"{n}: loader store {loader_store} memory {loader_memory}", flush=True)
-        encode = None
-        if n <= args.encode_max:
-            encode = run_step(
-                "encode",
-                **common,
-                bundle=str(bundle),
-                codes=str(args.root / f"codes_{n}"),
-                one_split=n > args.encode_all_max,
-            )
-        print(f"{n}: encode {encode}", flush=True)
-        rows.append((n, build, train, memory, loader_store, loader_memory, encode))
-        shutil.rmtree(args.root / f"codes_{n}", ignore_errors=True)
+        work = args.root / f"commands_{n}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        write_config(work, args.minutes, args.generation_eval)
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        results[str(n)] = {}
+        for name in args.commands:
+            argv = command_line(name, folder, work, work / "run", args.minutes)
+            r = run_command(argv, work, args.src)
+            results[str(n)][name] = r
+            print(f"{n} {name}: {json.dumps(r)}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print()
     print(f"machine: {machine().describe()}")
-    print(
-        f"VQ-VAE {MODEL} at {SIZE}x{SIZE}, batch {BATCH}, fp32, "
-        f"{args.train_seconds:.0f} s of training per row, {args.workers} build workers, "
-        f"{args.loader_workers} DataLoader workers; memory: peak summed PSS of the step's processes"
-    )
-    head = (
-        f"{'slices':>9} | {'build s':>7} {'MB':>5} {'GB/M':>5} | {'store img/s':>11} "
-        f"{'data':>5} {'MB':>5} | {'memory img/s':>12} {'data':>5} {'MB':>5} | "
-        f"{'loader store':>12} {'memory':>7} | {'encode s':>8} {'MB':>5} {'GB/M':>5}"
-    )
-    print(head)
-    print("-" * len(head))
-    for n, build, train, memory, ls, lm, enc in rows:
-        in_memory = f"{'-':>12} {'-':>5} {'-':>5}"
-        if memory:
-            in_memory = (
-                f"{memory['images_per_s']:12.1f} {memory['data_share']:5.1%} "
-                f"{memory['peak_mb']:5.0f}"
-            )
-        lm_rate = f"{lm['images_per_s']:7.0f}" if lm else f"{'-':>7}"
-        encoded = f"{'-':>8} {'-':>5} {'-':>5}"
-        if enc:
-            encoded = (
-                f"{'~' if enc['measured_on'] < n else ' '}{enc['seconds']:7.0f} "
-                f"{enc['peak_mb']:5.0f} {enc['disk_per_million_gb']:5.2f}"
-            )
-        print(
-            f"{n:>9} | {build['seconds']:7.1f} {build['peak_mb']:5.0f} "
-            f"{build['disk_per_million_gb']:5.1f} | {train['images_per_s']:11.1f} "
-            f"{train['data_share']:5.1%} {train['peak_mb']:5.0f} | {in_memory} | "
-            f"{ls['images_per_s']:12.0f} {lm_rate} | {encoded}"
-        )
+    print(f"model and settings: {json.dumps(CONFIG)}; {args.minutes} min per training")
+    print(f"sample.n_generation_eval: {args.generation_eval}")
+    print("peak anonymous memory (Pss_Anon + Pss_Shmem) summed over the process tree, MB;")
+    print("in brackets the seconds of the command or phase")
+    print(table(results))
 
 
 if __name__ == "__main__":
