@@ -122,9 +122,17 @@ def sample(
     samples at `level`, or at levels spread over its range when level is None."""
     import numpy as np
 
-    from brainvq.inference.generate import check_level, generate_slices, spread_levels
+    from brainvq.inference.generate import (
+        check_level,
+        generate_slices,
+        result_bytes,
+        spread_levels,
+    )
+    from brainvq.values import COUNT, check_memory
 
     models = _models(run)
+    COUNT.check("n", n)  # before the levels of n slices are made: refused before any work
+    check_memory("n", n, result_bytes(models), "one slice's code map and image")
     if level is None:
         levels = spread_levels(n, models.n_levels)
     else:
@@ -215,7 +223,10 @@ def anomaly(
     from brainvq.app.anomaly import find_anomalies
     from brainvq.app.anomaly_files import write_anomalies
     from brainvq.io.atomic import output_folder
+    from brainvq.values import HEALINGS
 
+    if n_heal is not None:
+        HEALINGS.check("n_heal", n_heal)  # the rule of --n-heal: refused before any work
     if out is not None:
         output_folder(out, "out")  # fail before any work when it is a file
     result = find_anomalies(

@@ -21,7 +21,7 @@ from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.nifti import canonical_landmarks
 from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import frame_for_source
-from brainvq.inference.codes import encode_images, reconstruct, to_uint8
+from brainvq.inference.codes import encode_images, reconstruct, to_uint8, write_codes_file
 from brainvq.io.atomic import atomic_path, output_folder
 from brainvq.io.bundle import Bundle, load_vqvae
 from brainvq.io.images import image_grid, save_png
@@ -155,16 +155,9 @@ def encode_input(
     size = bundle.config.image_size
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         images = prepare_slice(path.read_bytes(), str(path), size)[0][None]
-        names, levels = [path.name], [-1]
+        names, levels = np.array([path.name]), np.array([-1])
     else:
-        sliceset = load_slices(source, size=size)
-        images, names = sliceset.images, [str(f) for f in sliceset.filename]
-        levels = sliceset.level.tolist()
-    with atomic_path(out_dir / CODES_FILE) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(
-            f,
-            codes=encode_images(bundle.model, images).astype(np.int16),
-            names=np.array(names, dtype=str),
-            levels=np.array(levels, dtype=np.int64),
-        )
+        sliceset = load_slices(source, size=size)  # a store: read a batch at a time
+        images, names, levels = sliceset.images, sliceset.filename, sliceset.level
+    write_codes_file(out_dir / CODES_FILE, bundle.model, images, names, levels)
     return [out_dir / CODES_FILE], []
