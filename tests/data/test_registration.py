@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brainvq.data.space.frame import BASE_SIZE, Frame, oasis_frame
-from brainvq.data.space.registration import register_volume
+from brainvq.data.space.registration import RegistrationSettings, register_volume
 from brainvq.data.space.resample import frame_to_scan, scan_to_frame
 from brainvq.data.space.template import load_reference
 from brainvq.evaluation.synthetic_scans import Acquisition, make_scan
@@ -19,6 +19,22 @@ OASIS = Path(__file__).resolve().parents[3] / "shared" / "oasis"
 # The stated error of the registration on these small synthetic scans (mm over brain voxels);
 # benchmarks/bench_registration.py measures it on realistic ones.
 MEAN_ERROR_MM, P95_ERROR_MM = 1.5, 3.0
+# a raw research head: skull, face, neck and shoulders (its centre of mass ~6 cm below the
+# brain), pitched 20 degrees, a small atrophied brain, noise, the origin at the volume's corner
+RAW_HEAD = Acquisition(
+    "PIR",
+    (2.0, 2.0, 2.0),
+    rotation_deg=(-20, 4, -3),
+    scale=(0.9, 0.88, 0.9),
+    shift_mm=(40, -90, 120),
+    skull=True,
+    warp_mm=2.0,
+    bias=0.25,
+    noise=0.04,
+    neck_to_mm=-175.0,
+    atrophy=0.8,
+    corner_origin=True,
+)
 
 
 def errors_mm(scan, registration) -> np.ndarray:
@@ -44,8 +60,9 @@ def errors_mm(scan, registration) -> np.ndarray:
         ),
         Acquisition("PIR", (1.0, 1.0, 5.0), rotation_deg=(8, 4, -3), oblique_deg=10.0),
         Acquisition("LAS", (2.0, 2.0, 2.0), rotation_deg=(5, 5, 5), skull=True, bias=0.2),
+        RAW_HEAD,
     ],
-    ids=["rigid-RAS", "affine-LPS", "thick-oblique-PIR", "skull-LAS"],
+    ids=["rigid-RAS", "affine-LPS", "thick-oblique-PIR", "skull-LAS", "raw-head-neck-corner"],
 )
 def test_registration_recovers_a_known_transform(acquisition: Acquisition) -> None:
     scan = make_scan(acquisition, seed=3)
@@ -57,6 +74,18 @@ def test_registration_recovers_a_known_transform(acquisition: Acquisition) -> No
         np.percentile(e, 95),
     )
     assert registration.metric < -0.3
+
+
+def test_the_wide_search_finds_a_brain_that_the_first_starts_miss() -> None:
+    """Step 5 of the registration: starts placed far from the brain (a grid 15 cm below every
+    start) find no brain; the wide search over the field of view does, and says it was made."""
+    scan = make_scan(RAW_HEAD, seed=4)
+    data = np.asarray(scan.image.dataobj, dtype=np.float32)
+    misled = RegistrationSettings(grid_x_mm=(0.0,), grid_y_mm=(0.0,), grid_z_mm=(-150.0,))
+    registration = register_volume(data, scan.image.affine, settings=misled)
+    assert len(registration.tried) == 2 and "wide" in registration.tried[1]
+    assert registration.found_brain
+    assert errors_mm(scan, registration).mean() < MEAN_ERROR_MM
 
 
 def test_a_map_carried_to_the_scan_and_back_is_unchanged() -> None:

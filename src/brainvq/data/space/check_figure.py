@@ -1,8 +1,11 @@
 """The registration check: a scan resampled onto the reference, in three planes, with the
-template brain's outline over it and the run's band of levels marked.
+template brain's outline over it and the run's band of levels marked, and the whole field of view.
 
-If the registration worked, the red outline follows the scan's brain in every plane; the yellow
-lines (coronal and sagittal views) bound the band of levels a run answers for.
+If the registration worked, the red outline follows the scan's brain in every plane; the green
+outline is the brain mask the answers are given inside (its own, extracted, or the atlas's); the
+yellow lines (coronal and sagittal views) bound the band of levels a run answers for. The fourth
+panel is the scan's whole field of view in the sagittal plane through the brain: where in a head
+with a neck and shoulders the brain was found.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from brainvq.data.space.frame import Frame
 from brainvq.data.space.template import BRAIN_CENTRE_MM, load_reference
 
 OUTLINE = np.array([255, 40, 40], dtype=np.uint8)
+MASK = np.array([40, 220, 40], dtype=np.uint8)
 BAND = np.array([255, 220, 0], dtype=np.uint8)
 STEP_MM = 1.0
 FIELD_MM = ((-80.0, 80.0), (-115.0, 80.0), (-60.0, 90.0))  # x, y, z shown
@@ -38,32 +42,62 @@ def _plane(axis: int, at_mm: float) -> np.ndarray:
     return out
 
 
+def _outline(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def _sample(volume: np.ndarray, to_voxels: np.ndarray, points: np.ndarray, order: int):
+    """`volume` (X, Y, Z) at reference points (3, rows, cols) through to_voxels (4, 4)."""
+    flat = points.reshape(3, -1)
+    vox = to_voxels[:3, :3] @ flat + to_voxels[:3, 3:4]
+    values = ndimage.map_coordinates(np.asarray(volume, np.float32), vox, order=order, cval=0.0)
+    return values.reshape(points.shape[1:])
+
+
+def _whole_field(data: np.ndarray, scan_affine: np.ndarray, to_scan: np.ndarray, height: int):
+    """(3, height, cols) reference mm: the sagittal plane x = 0 spanning the scan's whole field
+    of view, at the step that makes it `height` rows tall."""
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in data.shape[:3]], indexing="ij"))
+    corners = corners.reshape(3, -1).astype(np.float64)
+    world = scan_affine[:3, :3] @ corners + scan_affine[:3, 3:4]
+    ref = np.linalg.inv(to_scan)
+    mm = ref[:3, :3] @ world + ref[:3, 3:4]
+    (y0, y1), (z0, z1) = (mm[1].min(), mm[1].max()), (mm[2].min(), mm[2].max())
+    step = max((z1 - z0) / height, 0.5)
+    z = z1 - step * np.arange(height)
+    y = np.arange(y0, y1, step)
+    grid = np.meshgrid(z, y, indexing="ij")
+    return np.stack([np.zeros(grid[0].shape), grid[1], grid[0]])
+
+
 def registration_figure(
     data: np.ndarray,
     scan_affine: np.ndarray,
     to_scan: np.ndarray,
     frame: Frame | None = None,
     size: int = 128,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """(H, W, 3) uint8: axial, coronal and sagittal planes through the brain's centre of the scan
-    `data` (X, Y, Z) seen through `to_scan` (reference mm -> scan world mm)."""
+    `data` (X, Y, Z) seen through `to_scan` (reference mm -> scan world mm), then the whole field
+    of view; `mask` (scan shape, bool): the brain mask used, outlined in green."""
     reference = load_reference()
     depth = reference.signed_distance()
     to_voxels = np.linalg.inv(scan_affine) @ to_scan
     scale = float(np.percentile(data[data > 0], 99.5)) if (data > 0).any() else 1.0
+    planes = [_plane(axis, BRAIN_CENTRE_MM[axis] if axis != 2 else 12.0) for axis in (2, 1, 0)]
+    height = max(p.shape[1] for p in planes)
+    planes.append(_whole_field(data, scan_affine, to_scan, height))
     panels = []
-    for axis in (2, 1, 0):
-        at = BRAIN_CENTRE_MM[axis] if axis != 2 else 12.0
-        points = _plane(axis, at)
-        flat = points.reshape(3, -1)
-        vox = to_voxels[:3, :3] @ flat + to_voxels[:3, 3:4]
-        values = ndimage.map_coordinates(np.asarray(data, np.float32), vox, order=1, cval=0.0)
-        gray = np.clip(values.reshape(points.shape[1:]) / scale, 0, 1)
+    for n, points in enumerate(planes):
+        gray = np.clip(_sample(data, to_voxels, points, order=1) / scale, 0, 1)
         rgb = np.repeat((gray * 255).astype(np.uint8)[:, :, None], 3, axis=2)
+        flat = points.reshape(3, -1)
         inside = ndimage.map_coordinates(depth, reference.to_voxels(flat), order=1, cval=1e3)
-        brain = inside.reshape(points.shape[1:]) <= 0
-        rgb[brain & ~ndimage.binary_erosion(brain)] = OUTLINE
-        if frame is not None and axis != 2:
+        rgb[_outline(inside.reshape(points.shape[1:]) <= 0)] = OUTLINE
+        if mask is not None:
+            rgb[_outline(_sample(mask, to_voxels, points, order=0) > 0.5)] = MASK
+        if frame is not None and n in (1, 2):
             for k in (0, frame.n_levels - 1):
                 z = float(frame.level_z([k])[0])
                 heights = np.arange(*FIELD_MM[2], STEP_MM)
@@ -71,6 +105,5 @@ def registration_figure(
                 if 0 <= row < rgb.shape[0]:
                     rgb[row, ::3] = BAND
         panels.append(rgb)
-    height = max(p.shape[0] for p in panels)
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
     return np.concatenate(padded, axis=1)

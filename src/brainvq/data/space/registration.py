@@ -7,16 +7,27 @@ the centres of mass, lies centimetres below the brain when the neck is in the fi
 ANTsPy also pins NumPy and SciPy below the versions brainvq uses. The recipe:
 
 1. the volume is block-averaged to about 2 mm and scaled by its 99th percentile;
-2. start: the centre of mass of its foreground at 8 mm, then every translation of a grid around
-   it (x +-10, y +-30, z -40..+30 mm in 10 mm steps) scored by mutual information against the
-   template blurred to 8 mm (a wide basin: the score falls by half only ~15 mm from the truth);
-3. the three best starts are refined as rigid transforms at 8 mm; the best one seeds
-4. a 12-parameter affine refined at 4 mm and then 2 mm.
+2. starts that do not trust the field of view: the centre of mass of the foreground at 8 mm
+   (right for a head box or a skull-stripped brain), and the top of the head (the foreground's
+   highest point along the scanner's superior axis, with the centre of the 6 cm of foreground
+   below it): right when the neck and shoulders pull the centre of mass 5-10 cm below the brain.
+   Around each, every translation of a grid (x +-10, y +-30, z -40..+30 mm in 10 mm steps) is
+   scored by mutual information against the template blurred to 8 mm (a wide basin: the score
+   falls by half only ~15 mm from the truth);
+3. the best starts at least 15 mm apart are refined as rigid transforms at 8 mm; the best one
+   seeds
+4. a 12-parameter affine refined at 4 mm and then 2 mm;
+5. when that finds no brain (mutual information above FOUND_BRAIN_MI), a wide search: every
+   translation over the foreground's bounding box in 15 mm steps, each with the head pitched
+   -20, 0 and +20 degrees (heads lie tilted in sagittal acquisitions with the neck), then
+   steps 3-4 from its best starts. Only when that finds no brain either is the volume refused,
+   and the refusal names what was tried (`Registration.tried`).
 
 The metric samples only the template's brain mask dilated by `mask_margin_mm`, so a skull, a
 neck or a cropped field of view in the volume counts only where the template has brain. Every
-orientation code, voxel size and oblique acquisition enters through the NIfTI affine: the volume
-is registered in its own world millimetres, never resampled to an orientation first.
+orientation code, voxel size and oblique acquisition enters through the affine: the volume is
+registered in its own world millimetres, never resampled to an orientation first, and the world
+origin (the scanner's, or a corner of the volume) plays no part.
 
 The result maps reference (MNI) millimetres to the volume's world millimetres (`to_scan`): what
 resampling the volume onto the reference needs.
@@ -33,6 +44,10 @@ from scipy import ndimage
 from brainvq.data.space.template import BRAIN_CENTRE_MM, Reference, load_reference
 
 MIN_EXTENT_MM = 40.0  # a smaller field of view cannot hold the brain's band of levels
+# Mattes mutual information of a registration that found a brain: about -0.5 to -1.8 for the
+# synthetic T1 scans of benchmarks/bench_scans.py (any contrast, a skull or not, a neck);
+# noise or a volume of another body part stays near 0
+FOUND_BRAIN_MI = -0.15
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,12 @@ class RegistrationSettings:
     grid_x_mm: tuple[float, ...] = (-10.0, 0.0, 10.0)
     grid_y_mm: tuple[float, ...] = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
     grid_z_mm: tuple[float, ...] = (-40.0, -30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
-    starts: int = 3  # best grid points refined as rigid transforms
+    starts: int = 3  # best grid points (at least start_separation_mm apart) refined as rigid
+    start_separation_mm: float = 15.0
+    top_to_centre_mm: float = 70.0  # from the top of a head (or a brain) down to its centre
+    top_slab_mm: float = 60.0  # the foreground below the top whose centre gives x and y
+    wide_step_mm: float = 15.0  # the wide search's translation grid (step 5)
+    wide_pitch_deg: tuple[float, ...] = (-20.0, 0.0, 20.0)
     mask_margin_mm: float = 3.0  # the metric's region: the template brain mask dilated by this
     histogram_bins: int = 32
     fine_sampling: float = 0.15  # share of the mask's voxels sampled at the finest level
@@ -56,12 +76,18 @@ class Registration:
     """to_scan: (4, 4) reference (MNI) mm -> the volume's world mm; metric: the final Mattes
     mutual information (negative; lower is better, about -0.5 to -1.0 for a T1 that fits);
     scales: (3,) singular values of the linear part (the brain's size relative to the template);
-    seconds: wall time."""
+    seconds: wall time; tried: the searches made, in order (steps 2 and 5 of the module
+    docstring), e.g. ("centre of mass and head top: 336 starts", "wide: 1,200 starts")."""
 
     to_scan: np.ndarray
     metric: float
     scales: np.ndarray
     seconds: float
+    tried: tuple[str, ...] = ()
+
+    @property
+    def found_brain(self) -> bool:
+        return self.metric <= FOUND_BRAIN_MI
 
     @property
     def to_reference(self) -> np.ndarray:
@@ -190,7 +216,6 @@ def register_volume(
 
 
 def _register(data, affine, settings: RegistrationSettings, start_time: float) -> Registration:
-    sitk = _sitk()
     reference = load_reference()
     small, small_affine = block_average(data, affine, settings.working_mm)
     positive = small[small > 0]
@@ -207,29 +232,93 @@ def _register(data, affine, settings: RegistrationSettings, start_time: float) -
     foreground = np.argwhere(coarse > 0.15)
     if len(foreground) == 0:
         raise ValueError("the volume has no foreground to register")
-    com = coarse_affine[:3, :3] @ foreground.mean(axis=0) + coarse_affine[:3, 3]
-    centre = np.asarray(BRAIN_CENTRE_MM)
-    base = com - centre
+    points = coarse_affine[:3, :3] @ foreground.T + coarse_affine[:3, 3:4]  # (3, M) world mm
     f = int(round(settings.working_mm))
-
-    # 2. translations on a grid, scored at 8 mm
     fixed8, mask8 = _fixed(reference, 4 * f, 8.0, settings.mask_margin_mm)
-    scorer = _method(settings, mask8, 1.0)
-    scores = []
-    for dx in settings.grid_x_mm:
-        for dy in settings.grid_y_mm:
-            for dz in settings.grid_z_mm:
-                shift = base + (dx, dy, dz)
-                scorer.SetInitialTransform(sitk.TranslationTransform(3, shift.tolist()))
-                scores.append((scorer.MetricEvaluate(fixed8, moving[4]), shift))
-    scores.sort(key=lambda s: s[0])
 
-    # 3. rigid refinement of the best starts
+    # 2. translations on a grid around the centre of mass and the head's top, scored at 8 mm
+    grid = np.array(
+        [
+            (x, y, z)
+            for x in settings.grid_x_mm
+            for y in settings.grid_y_mm
+            for z in settings.grid_z_mm
+        ]
+    )
+    bases = _start_points(points, settings) - np.asarray(BRAIN_CENTRE_MM)
+    shifts = (bases[:, None, :] + grid[None]).reshape(-1, 3)
+    scored = _score_starts(fixed8, mask8, moving[4], settings, shifts, pitches=(0.0,))
+    tried = [f"centre of mass and head top: {len(scored)} starts"]
+    best = _refine(reference, fixed8, mask8, moving, settings, scored, f)
+
+    # 5. a wide search when that found no brain
+    if best[0] > FOUND_BRAIN_MI:
+        lo, hi = points.min(axis=1), points.max(axis=1)
+        axes = [np.arange(a, b + 1e-6, settings.wide_step_mm) for a, b in zip(lo, hi, strict=True)]
+        wide = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        wide = wide - np.asarray(BRAIN_CENTRE_MM)
+        scored = _score_starts(fixed8, mask8, moving[4], settings, wide, settings.wide_pitch_deg)
+        tried.append(f"a wide search over the field of view: {len(scored)} starts")
+        again = _refine(reference, fixed8, mask8, moving, settings, scored, f)
+        best = min(best, again, key=lambda b: b[0])
+    metric, to_scan = best
+    scales = np.linalg.svd(to_scan[:3, :3], compute_uv=False)
+    return Registration(to_scan, metric, scales, time.perf_counter() - start_time, tuple(tried))
+
+
+def _start_points(points: np.ndarray, settings: RegistrationSettings) -> np.ndarray:
+    """(2, 3) world mm where the brain's centre may be (step 2): the foreground's centre of mass,
+    and below the foreground's top along the scanner's superior axis (world +z), at the centre
+    of the top_slab_mm of foreground under it."""
+    com = points.mean(axis=1)
+    top = points[2].max()
+    slab = points[:, points[2] >= top - settings.top_slab_mm]
+    from_top = np.array([*slab[:2].mean(axis=1), top - settings.top_to_centre_mm])
+    return np.stack([com, from_top])
+
+
+def _pitched(pitch_deg: float, shift: np.ndarray):
+    """A rigid transform about the brain's centre: the head pitched (about x), then shifted."""
+    sitk = _sitk()
+    rigid = sitk.Euler3DTransform()
+    rigid.SetCenter([float(c) for c in BRAIN_CENTRE_MM])
+    rigid.SetRotation(float(np.radians(pitch_deg)), 0.0, 0.0)
+    rigid.SetTranslation([float(v) for v in shift])
+    return rigid
+
+
+def _score_starts(fixed, mask, moving, settings, shifts: np.ndarray, pitches) -> list:
+    """[(metric, pitch, shift)] of every start, best (lowest) first."""
+    scorer = _method(settings, mask, 1.0)
+    scored = []
+    for pitch in pitches:
+        for shift in shifts:
+            scorer.SetInitialTransform(_pitched(pitch, shift))
+            scored.append((scorer.MetricEvaluate(fixed, moving), pitch, shift))
+    scored.sort(key=lambda s: s[0])
+    return scored
+
+
+def _distinct(scored: list, n: int, separation_mm: float) -> list:
+    """The n best starts, each at least separation_mm from those before it (or of another
+    pitch)."""
+    chosen = []
+    for start in scored:
+        if all(
+            start[1] != c[1] or np.linalg.norm(start[2] - c[2]) >= separation_mm for c in chosen
+        ):
+            chosen.append(start)
+            if len(chosen) == n:
+                break
+    return chosen
+
+
+def _refine(reference, fixed8, mask8, moving, settings, scored: list, f: int):
+    """Steps 3-4 from the best distinct starts: (final metric, to_scan (4, 4))."""
+    sitk = _sitk()
     best = None
-    for _, shift in scores[: settings.starts]:
-        rigid = sitk.Euler3DTransform()
-        rigid.SetCenter(centre.tolist())
-        rigid.SetTranslation(shift.tolist())
+    for _, pitch, shift in _distinct(scored, settings.starts, settings.start_separation_mm):
+        rigid = _pitched(pitch, shift)
         method = _method(settings, mask8, 1.0)
         method.SetOptimizerAsRegularStepGradientDescent(4.0, 0.2, settings.iterations, 0.7)
         method.SetOptimizerScalesFromPhysicalShift()
@@ -241,8 +330,6 @@ def _register(data, affine, settings: RegistrationSettings, start_time: float) -
     transform.SetCenter(best[1].GetCenter())
     transform.SetMatrix(best[1].GetMatrix())
     transform.SetTranslation(best[1].GetTranslation())
-
-    # 4. affine at 4 mm, then 2 mm
     metric = float("nan")
     for level, sigma, sampling in ((2, 4.0, 1.0), (1, 0.0, settings.fine_sampling)):
         fixed, mask = _fixed(reference, level * f, sigma, settings.mask_margin_mm)
@@ -252,6 +339,4 @@ def _register(data, affine, settings: RegistrationSettings, start_time: float) -
         method.SetInitialTransform(transform, inPlace=True)
         method.Execute(fixed, moving[level])
         metric = float(method.GetMetricValue())
-    to_scan = _matrix(transform)
-    scales = np.linalg.svd(to_scan[:3, :3], compute_uv=False)
-    return Registration(to_scan, metric, scales, time.perf_counter() - start_time)
+    return metric, _matrix(transform)
