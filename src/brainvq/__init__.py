@@ -211,12 +211,14 @@ def anomaly(
     level: int | None = None,
     seed: int = 0,
     mask: str | Path | None = None,
+    series: str | None = None,
 ) -> AnomalyResult:
-    """Anomaly maps of every slice of `source` (a PNG/JPEG, a folder, NIfTI volumes, an OASIS
-    set) with the run's prior, thresholded at false-positive rate alpha (calibrated on the run's
-    healthy validate slices on first use; n_heal and the other settings: the run config's
-    `anomaly:` section). .maps (N, H, W) float32, .masks (N, H, W) bool,
-    .scores (N,), .flagged (N,), .names; NIfTI volumes are registered to the run's frame
+    """Anomaly maps of every slice of `source` (a PNG/JPEG, a folder, volumes: NIfTI, MGZ,
+    NRRD/MHA, a DICOM series' folder (`series`: which one, when several are plausible), a BIDS
+    tree; an OASIS set) with the run's prior, thresholded at false-positive rate alpha
+    (calibrated on the run's healthy validate slices on first use; n_heal and the other
+    settings: the run config's `anomaly:` section). .maps (N, H, W) float32, .masks (N, H, W)
+    bool, .scores (N,), .flagged (N,), .names; volumes are registered to the run's frame
     (.volumes, .shift: whether the calibration applies to each; `mask`: a volume's own brain
     mask); with `out`, also writes them there as `brainvq anomaly` does (volumes as NIfTI files
     in their own space)."""
@@ -238,6 +240,7 @@ def anomaly(
         seed=seed,
         mask=mask,
         progress=False,
+        series=series,
     )
     if out is not None:
         write_anomalies(result, out)
@@ -245,13 +248,17 @@ def anomaly(
 
 
 def calibrate_anomaly(
-    run_dir: str | Path, healthy: str | Path | None = None, alpha: float = 0.01
+    run_dir: str | Path,
+    healthy: str | Path | None = None,
+    alpha: float = 0.01,
+    series: str | None = None,
 ) -> Any:
     """(Re)calibrate the run's anomaly thresholds on its validate split, or on the user's own
-    healthy scans `healthy` (a NIfTI volume, a folder of them, or of slices)."""
+    healthy scans `healthy` (volumes, a folder of them, or of slices; series: a DICOM input's
+    series)."""
     from brainvq.app.anomaly_calibration import calibrate_run
 
-    return calibrate_run(run_dir, alpha, healthy=healthy, progress=False)
+    return calibrate_run(run_dir, alpha, healthy=healthy, progress=False, series=series)
 
 
 def _prepare(run_dir: str | Path, data: str | None, config: str | Path | None):

@@ -1,8 +1,9 @@
 """What `brainvq anomaly` scores: the input's slices at the run's working size, and their levels.
 
-NIfTI volumes are aligned to the run's frame (brainvq.app.scans) and give every covered level,
-with its level and brain mask known; 2D inputs give their slices, with levels from their names,
-`--level` or the run's level classifier.
+Volumes (NIfTI, MGZ, NRRD/MHA, DICOM series, BIDS trees: brainvq.data.volumes) are aligned to
+the run's frame (brainvq.app.scans) and give every covered level, with its level and brain mask
+known; 2D inputs give their slices, with levels from their names, `--level` or the run's level
+classifier.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.scans import align_inputs, levels_covered, slice_names, volume_files
+from brainvq.app.scans import align_inputs, input_scans, levels_covered, slice_names
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.space.align import AlignedScan
@@ -30,9 +31,10 @@ LEVEL_FROM = ("input", "frame", "--level", "classifier", "none")
 class Inputs:
     """The slices to score: images (N, H, W) uint8 at the working size; names (N,) their input
     names (volume slices: "<volume>#level<k>"); levels (N,) int64, -1 when the input does not
-    say; root: the input path; volumes: the aligned scans of NIfTI inputs ([] for 2D inputs)
+    say; root: the input path; volumes: the aligned scans of volume inputs ([] for 2D inputs)
     and volume_of: (N,) int64, each slice's index into them (-1 for 2D inputs); foreground:
-    (N, H, W) bool brain masks when known (volumes), else None."""
+    (N, H, W) bool brain masks when known (volumes), else None; notes: what finding the scans
+    said (files left out, the DICOM series chosen is in each scan's own notes)."""
 
     images: np.ndarray
     names: list[str]
@@ -41,6 +43,7 @@ class Inputs:
     volumes: list[AlignedScan] = field(default_factory=list)
     volume_of: np.ndarray | None = None
     foreground: np.ndarray | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def level_origin(self) -> str:
@@ -56,6 +59,7 @@ class Inputs:
             self.volumes,
             None if self.volume_of is None else self.volume_of[rows],
             None if self.foreground is None else self.foreground[rows],
+            self.notes,
         )
 
 
@@ -67,18 +71,20 @@ def load_inputs(
     intensity: str = "landmarks",
     threads: int | None = None,
     progress: bool = True,
+    series: str | None = None,
 ) -> Inputs:
-    """NIfTI volumes (a file or a folder of them): aligned to the run's frame, every covered
-    level (brainvq.app.scans); a single PNG/JPEG (its level read from an OASIS-style name); or
+    """Volumes (a file, a folder of them, a DICOM series or DICOMDIR, a BIDS tree; series: the
+    DICOM series to take, `--series`): aligned to the run's frame, every covered level
+    (brainvq.app.scans); a single PNG/JPEG (its level read from an OASIS-style name); or
     anything load_slices reads (every slice of every split, in the loader's order)."""
     path = Path(source)
     config = load_run(run_dir)
     size, n_levels = config.data.size, config.data.n_levels
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else None
-    volumes = volume_files(path)
-    if volumes:
+    found = input_scans(path, series)
+    if found is not None:
         aligned = align_inputs(
-            run_dir, volumes, mask=mask, intensity=intensity, threads=threads, progress=progress
+            run_dir, found.scans, mask=mask, intensity=intensity, threads=threads, progress=progress
         )
         return Inputs(
             images=np.concatenate([a.images for a in aligned]),
@@ -88,9 +94,10 @@ def load_inputs(
             volumes=aligned,
             volume_of=np.concatenate([np.full(len(a.levels), i) for i, a in enumerate(aligned)]),
             foreground=np.concatenate([a.brain for a in aligned]),
+            notes=tuple(found.notes),
         )
     if mask is not None:
-        raise ValueError(f"--mask {mask}: a brain mask goes with a NIfTI volume input, not {path}")
+        raise ValueError(f"--mask {mask}: a brain mask goes with a volume input, not {path}")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         image = prepare_slice(path.read_bytes(), str(path), size)[0]  # (H, W)
         level = level_from_name(path)

@@ -1,7 +1,7 @@
 """`brainvq reconstruct` and `brainvq encode`: a VQ-VAE's reconstructions and code maps of any
-input. 2D inputs go through brainvq.app.writers; NIfTI volumes are computed on every covered
-level of the scan on the model's frame and written in the scan's own space as well
-(brainvq.app.volume_files).
+input. 2D inputs go through brainvq.app.writers; volumes (NIfTI, MGZ, NRRD/MHA, DICOM series,
+BIDS trees: brainvq.data.volumes) are computed on every covered level of the scan on the model's
+frame and written in the scan's own space as well (brainvq.app.volume_files).
 
 A VQ-VAE inside a run uses the run's frame and intensity scale (brainvq.app.scans.run_space); a
 bundle on its own falls back to OASIS's frame and intensities, and says so.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.scans import run_space, slice_names, volume_files
+from brainvq.app.scans import input_scans, run_space, slice_names
 from brainvq.app.volume_files import write_volume_outputs
 from brainvq.app.writers import GRID, output_names, reconstruct_to_folder, write_manifest
 from brainvq.data import load_slices
@@ -21,6 +21,7 @@ from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.nifti import canonical_landmarks
 from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import frame_for_source
+from brainvq.data.volumes.discovery import Discovery
 from brainvq.inference.codes import encode_images, reconstruct, to_uint8, write_codes_file
 from brainvq.io.atomic import atomic_path, output_folder
 from brainvq.io.bundle import Bundle, load_vqvae
@@ -41,12 +42,12 @@ def model_run(model_path: Path) -> Path | None:
 
 
 def align_for_model(
-    model_path: Path, bundle: Bundle, volumes: list[Path], progress: bool = True
+    model_path: Path, bundle: Bundle, found: Discovery, progress: bool = True
 ) -> tuple[list[AlignedScan], list[str]]:
-    """Every volume on the model's frame. Returns (the aligned scans, notes)."""
+    """Every scan, read in turn, on the model's frame. Returns (the aligned scans, notes)."""
     run = model_run(model_path)
     size = bundle.config.image_size
-    notes = []
+    notes = list(found.notes)
     outside: tuple[float, ...] = ()
     if run is not None:
         space = run_space(run)
@@ -56,21 +57,21 @@ def align_for_model(
         landmarks = canonical_landmarks()
         notes.append(f"{model_path} is not inside a run: OASIS's frame and intensity scale assumed")
     aligned = [
-        align_scan(path, frame, size, landmarks, outside_profile=outside)
-        for path in progress_bar(volumes, len(volumes), "aligning volumes", progress)
+        align_scan(record.read(), frame, size, landmarks, outside_profile=outside)
+        for record in progress_bar(found.scans, len(found.scans), "aligning volumes", progress)
     ]
     for a in aligned:
-        notes += [f"{a.scan.path.name}: {note}" for note in a.notes]
+        notes += [f"{a.scan.name}: {note}" for note in a.notes]
     return aligned, notes
 
 
 def reconstruct_volumes(
-    model_path: Path, bundle: Bundle, volumes: list[Path], root: Path, out_dir: Path
+    model_path: Path, bundle: Bundle, found: Discovery, root: Path, out_dir: Path
 ) -> tuple[list[Path], Path, list[str]]:
     """PNGs of every covered level (as for 2D inputs), grid.png, manifest.csv and, per volume,
     <scan>_reconstruction.nii.gz in the scan's space and units (NaN where not covered), its
     aligned version, the transform and the registration check. Returns (files, grid, notes)."""
-    aligned, notes = align_for_model(model_path, bundle, volumes)
+    aligned, notes = align_for_model(model_path, bundle, found)
     written, originals, recons, filenames, levels = [], [], [], [], []
     for a in aligned:
         recon = to_uint8(reconstruct(bundle.model, a.images)[0])  # (L, H, W)
@@ -96,13 +97,13 @@ def reconstruct_volumes(
 
 
 def encode_volumes(
-    model_path: Path, bundle: Bundle, volumes: list[Path], root: Path, out_dir: Path
+    model_path: Path, bundle: Bundle, found: Discovery, root: Path, out_dir: Path
 ) -> tuple[list[Path], list[str]]:
     """codes.npz (codes (N, h, w) int16, names, levels of every covered level of every volume)
     and, per volume, <scan>_codes.nii.gz: each voxel's code index (nearest latent cell; -1 where
     not covered) in the scan's space, its aligned version, the transform and the registration
     check. Returns (files, notes)."""
-    aligned, notes = align_for_model(model_path, bundle, volumes)
+    aligned, notes = align_for_model(model_path, bundle, found)
     written, all_codes, names, levels = [], [], [], []
     d = bundle.config.downsample
     for a in aligned:
@@ -126,31 +127,35 @@ def encode_volumes(
 
 
 def reconstruct_input(
-    model_path: Path, source: str | Path, out_dir: Path, limit: int | None = None
+    model_path: Path,
+    source: str | Path,
+    out_dir: Path,
+    limit: int | None = None,
+    series: str | None = None,
 ) -> tuple[list[Path], Path, list[str]]:
-    """`brainvq reconstruct`: volumes as above, 2D inputs as reconstruct_to_folder (limit: at
-    most this many slices, 2D inputs only). Returns (files, grid, notes)."""
-    volumes = volume_files(source)
-    if volumes:
+    """`brainvq reconstruct`: volumes as above (series: the DICOM series to take, `--series`),
+    2D inputs as reconstruct_to_folder (limit: at most this many slices, 2D inputs only).
+    Returns (files, grid, notes)."""
+    found = input_scans(source, series)
+    if found is not None:
         if limit is not None:
             raise ValueError("--limit applies to 2D inputs; a volume gives every covered level")
         out_dir = output_folder(out_dir)
-        return reconstruct_volumes(
-            model_path, load_vqvae(model_path), volumes, Path(source), out_dir
-        )
+        return reconstruct_volumes(model_path, load_vqvae(model_path), found, Path(source), out_dir)
     return (*reconstruct_to_folder(model_path, source, out_dir, limit=limit), [])
 
 
 def encode_input(
-    model_path: Path, source: str | Path, out_dir: Path
+    model_path: Path, source: str | Path, out_dir: Path, series: str | None = None
 ) -> tuple[list[Path], list[str]]:
     """`brainvq encode`: codes.npz of every slice of `source` (codes (N, h, w) int16, names,
-    levels: -1 when unknown); volumes also as code-index volumes in their own space."""
+    levels: -1 when unknown); volumes also as code-index volumes in their own space (series:
+    the DICOM series to take, `--series`)."""
+    found = input_scans(source, series)
     out_dir = output_folder(out_dir)
     bundle = load_vqvae(model_path)
-    volumes = volume_files(source)
-    if volumes:
-        return encode_volumes(model_path, bundle, volumes, Path(source), out_dir)
+    if found is not None:
+        return encode_volumes(model_path, bundle, found, Path(source), out_dir)
     path = Path(source)
     size = bundle.config.image_size
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:

@@ -2,9 +2,11 @@
 
 `run_space` gives a run's frame and training intensities (RUN/space.json; made on first use from
 the run's configuration and training slices, so runs trained before it existed get one too).
-`align_inputs` brings every NIfTI volume of an input (a file or a folder of them) onto the run's
-frame (brainvq.data.space.align), so that anomaly maps, reconstructions and code maps are
-computed on the anatomy the run was trained on and carried back to each scan's own voxels.
+`input_scans` finds the scans of an input (a volume file of any format, a folder of them, a DICOM
+series or DICOMDIR, a BIDS tree: brainvq.data.volumes), and `align_inputs` reads each in turn and
+brings it onto the run's frame (brainvq.data.space.align), so that anomaly maps,
+reconstructions and code maps are computed on the anatomy the run was trained on and carried
+back to each scan's own voxels.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import numpy as np
 
 from brainvq.app.run_data import run_slices
 from brainvq.data.loader import DEMO, resolve_source
-from brainvq.data.nifti import is_nifti_name
 from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import (
     RunSpace,
@@ -23,6 +24,7 @@ from brainvq.data.space.run_space import (
     learn_outside_profile,
     learn_run_landmarks,
 )
+from brainvq.data.volumes.discovery import Discovery, ScanRecord, find_scans, refuse_series
 from brainvq.io.atomic import atomic_write_json
 from brainvq.progress import progress as progress_bar
 from brainvq.run import RunLayout, load_run, read_json
@@ -62,44 +64,37 @@ def run_space(run_dir: str | Path, config: RunConfig | None = None) -> RunSpace:
     return space
 
 
-def volume_files(path: str | Path) -> list[Path] | None:
-    """The NIfTI volumes of an input: [the file] or every volume in a folder (sorted), or None
-    when the input is not volumes (an image, a folder of images, an OASIS set)."""
-    path = Path(path)
-    if path.is_file():
-        return [path] if is_nifti_name(path.name) else None
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and is_nifti_name(p.name))
-        others = [
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not is_nifti_name(p.name) and not p.name.startswith(".")
-        ]
-        return found if found and not others else None
-    return None
+def input_scans(path: str | Path, series: str | None = None) -> Discovery | None:
+    """The scans of an input (brainvq.data.volumes.find_scans), or None when it is not volumes
+    (an image, a folder of images, an OASIS set, the demo). series: `--series`, the DICOM series
+    to take; ValueError when it is given for an input that is not volumes."""
+    found = None if str(path) == DEMO else find_scans(path, series)
+    if found is None:
+        refuse_series(series, path)
+    return found
 
 
 def align_inputs(
     run_dir: str | Path,
-    volumes: list[Path],
+    scans: list[ScanRecord],
     *,
     mask: str | Path | None = None,
     intensity: str = "landmarks",
     threads: int | None = None,
     progress: bool = True,
 ) -> list[AlignedScan]:
-    """Every volume on the run's frame at its working size. `mask` (one volume only): the
-    user's brain mask on the scan's voxels; intensity: the standardisation
+    """Every scan, read in turn, on the run's frame at its working size. `mask` (one scan
+    only): the user's brain mask on the scan's voxels; intensity: the standardisation
     (brainvq.data.space.intensity.METHODS)."""
-    if mask is not None and len(volumes) != 1:
-        raise ValueError(f"--mask {mask}: a mask goes with one input volume, got {len(volumes)}")
+    if mask is not None and len(scans) != 1:
+        raise ValueError(f"--mask {mask}: a mask goes with one input volume, got {len(scans)}")
     config = load_run(run_dir)
     space = run_space(run_dir, config)
     out = []
-    for path in progress_bar(volumes, len(volumes), "aligning volumes", progress):
+    for record in progress_bar(scans, len(scans), "aligning volumes", progress):
         out.append(
             align_scan(
-                path,
+                record.read(),
                 space.frame,
                 config.data.size,
                 space.landmarks,
@@ -112,9 +107,9 @@ def align_inputs(
     return out
 
 
-def inspect_volumes(volumes: list[Path], out_dir: Path, progress: bool = True) -> list[str]:
-    """Register each volume to the reference (OASIS's frame) and write its registration check
-    (<scan>_registration.png, a new name if one exists) to out_dir. Returns a line per volume."""
+def inspect_volumes(scans: list[ScanRecord], out_dir: Path, progress: bool = True) -> list[str]:
+    """Register each scan to the reference (OASIS's frame) and write its registration check
+    (<scan>_registration.png, a new name if one exists) to out_dir. Returns a line per scan."""
     import nibabel as nib
 
     from brainvq.data.nifti import canonical_landmarks
@@ -125,21 +120,20 @@ def inspect_volumes(volumes: list[Path], out_dir: Path, progress: bool = True) -
     out_dir = output_folder(out_dir, "--figures")
     frame, _ = frame_for_source("nifti", 32)
     lines = []
-    for path in progress_bar(volumes, len(volumes), "registering volumes", progress):
-        a = align_scan(path, frame, 128, canonical_landmarks())
+    for record in progress_bar(scans, len(scans), "registering volumes", progress):
+        a = align_scan(record.read(), frame, 128, canonical_landmarks())
         figure = registration_figure(a.scan.data, a.scan.affine, a.registration.to_scan, frame)
-        stem = path.name.removesuffix(".gz").removesuffix(".nii")
-        target = out_dir / f"{stem}_registration.png"
+        target = out_dir / f"{a.scan.name}_registration.png"
         n = 1
         while target.exists():
-            target = out_dir / f"{stem}_registration_{n}.png"
+            target = out_dir / f"{a.scan.name}_registration_{n}.png"
             n += 1
         save_png(target, figure)
         codes = "".join(nib.aff2axcodes(a.scan.affine))
         voxel = " x ".join(f"{v:.2f}" for v in a.scan.voxel_mm)
         lines.append(
-            f"{path}: {codes}, {a.scan.shape} voxels of {voxel} mm; {a.mask_kind} brain mask; "
-            f"registered (mutual information {a.registration.metric:.2f}, scales "
+            f"{a.scan.path}: {codes}, {a.scan.shape} voxels of {voxel} mm; {a.mask_kind} brain "
+            f"mask; registered (mutual information {a.registration.metric:.2f}, scales "
             f"{np.round(a.registration.scales, 2).tolist()}); {len(a.levels)} of "
             f"{frame.n_levels} OASIS levels covered; check: {target}"
         )
@@ -147,9 +141,14 @@ def inspect_volumes(volumes: list[Path], out_dir: Path, progress: bool = True) -
 
 
 def slice_names(aligned: AlignedScan, root: Path) -> list[str]:
-    """`<volume, relative to root>#level<k>` for each covered level."""
-    rel = aligned.scan.path.name if root.is_file() else aligned.scan.path.relative_to(root)
-    return [f"{Path(rel).as_posix()}#level{int(k)}" for k in aligned.levels]
+    """`<scan>#level<k>` for each covered level: a file's path relative to the input `root`
+    (its name when root is the file), a DICOM series' name."""
+    path = aligned.scan.path
+    if path.is_dir():
+        rel = aligned.scan.name
+    else:
+        rel = path.name if root.is_file() else path.relative_to(root).as_posix()
+    return [f"{rel}#level{int(k)}" for k in aligned.levels]
 
 
 def levels_covered(aligned: list[AlignedScan]) -> np.ndarray:

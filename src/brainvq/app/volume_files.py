@@ -1,5 +1,7 @@
 """Answers about a scan, written in the scan's own space (and on the reference, for those who
-want it). Every file atomically; names start with the scan's own name.
+want it). Every file atomically; names start with the scan's own name (`Scan.name`: a volume
+file's name without its suffix, a BIDS image's entities, a DICOM series' `<folder>_s<N>_<title>`;
+brainvq.data.volumes.discovery).
 
 <scan>_<what>.nii.gz          the scan's shape and affine (its qform/sform codes kept): maps,
                               masks, reconstructions, healed volumes; NaN where the run's levels
@@ -21,7 +23,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainvq.data.nifti import volume_id
 from brainvq.data.space.align import AlignedScan
 from brainvq.data.space.check_figure import registration_figure
 from brainvq.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -32,8 +33,8 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def scan_stem(aligned: AlignedScan) -> str:
-    """The scan's file name without .nii / .nii.gz."""
-    return volume_id(aligned.scan.path.name)
+    """What the scan's output files are named after (module docstring)."""
+    return aligned.scan.name
 
 
 def _nifti_bytes(data: np.ndarray, affine: np.ndarray, header, description: str) -> bytes:
@@ -139,6 +140,7 @@ def write_volume_outputs(
     frame = aligned.frame
     info = {
         "scan": str(aligned.scan.path),
+        "name": stem,
         "shape": list(aligned.scan.shape),
         "voxel_mm": np.round(aligned.scan.voxel_mm, 4).tolist(),
         "brain_mask": aligned.mask_kind,

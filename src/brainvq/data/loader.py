@@ -16,14 +16,16 @@ from brainvq.data.cache import SliceCache, cache_key
 from brainvq.data.demo import DemoSettings, demo_frame, demo_plan
 from brainvq.data.folder import ImageFolderSource
 from brainvq.data.imaging import is_image_name
-from brainvq.data.nifti import NiftiSource, is_nifti_name
+from brainvq.data.nifti import NiftiSource
 from brainvq.data.oasis import EXPECTED, OasisSource
 from brainvq.data.sliceset import SliceSet
+from brainvq.data.volumes.discovery import find_scans, refuse_series
 
 DEMO = "demo"
 SUPPORTED = (
     "expected 'demo', an OASIS folder or keras_png_slices_data.zip, a folder of PNG/JPEG "
-    "slices, a folder of NIfTI volumes, or a .nii/.nii.gz file"
+    "slices, volumes (a .nii/.nii.gz, .mgz, .nrrd or .mha file, a folder of them, a DICOM "
+    "series' folder or DICOMDIR, a BIDS tree)"
 )
 
 Source = OasisSource | ImageFolderSource | NiftiSource
@@ -36,9 +38,13 @@ def check_size(size: int) -> None:
 
 
 def resolve_source(
-    source: str | Path, n_levels: int = 32, z_range_mm: tuple[float, float] | None = None
+    source: str | Path,
+    n_levels: int = 32,
+    z_range_mm: tuple[float, float] | None = None,
+    series: str | None = None,
 ) -> Source:
-    """Recognise what `source` is without decoding anything.
+    """Recognise what `source` is without decoding anything (series: the DICOM series to take,
+    brainvq.data.volumes.series).
 
     Raises FileNotFoundError for a missing path and ValueError for anything that is not one
     of the supported sources.
@@ -46,50 +52,48 @@ def resolve_source(
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"data source not found: {path} ({SUPPORTED})")
-    if path.is_file():
-        name = path.name.lower()
-        if name.endswith(".zip"):
-            return OasisSource.from_zip(path)
-        if is_nifti_name(name):
-            return NiftiSource(path, [path.name], [], n_levels=n_levels, z_range_mm=z_range_mm)
-        raise ValueError(f"{path}: unsupported file ({SUPPORTED})")
-    oasis = OasisSource.from_folder(path)
+    if path.is_file() and path.name.lower().endswith(".zip"):
+        refuse_series(series, path)
+        return OasisSource.from_zip(path)
+    oasis = OasisSource.from_folder(path) if path.is_dir() else None
     if oasis is not None:
+        refuse_series(series, path)
         return oasis
-    images, volumes, others = _scan(path)
-    if images and volumes:
-        raise ValueError(
-            f"{path}: holds both 2D images ({len(images)}) and NIfTI volumes ({len(volumes)}); "
-            "expected one kind of data per folder"
+    found = find_scans(path, series)
+    if found is not None:
+        return NiftiSource(
+            path,
+            found.scans,
+            found.left_out,
+            n_levels=n_levels,
+            z_range_mm=z_range_mm,
+            notes=tuple(found.notes),
         )
-    if volumes:
-        return NiftiSource(path, volumes, others, n_levels=n_levels, z_range_mm=z_range_mm)
+    if path.is_file():
+        raise ValueError(f"{path}: unsupported file ({SUPPORTED})")
+    refuse_series(series, path)
+    images, others = _scan(path)
     if images:
         return ImageFolderSource(path, images, others)
-    found = (
+    found_text = (
         f" (only {len(others)} other files, e.g. {others[0]})"
         if others
         else " (the folder is empty)"
     )
     raise ValueError(
-        f"{path}: no images or volumes found{found}; {SUPPORTED}. For OASIS: {EXPECTED}"
+        f"{path}: no images or volumes found{found_text}; {SUPPORTED}. For OASIS: {EXPECTED}"
     )
 
 
-def _scan(root: Path) -> tuple[list[str], list[str], list[str]]:
-    """Files under `root` (hidden folders skipped), relative, as (images, volumes, others)."""
-    images, volumes, others = [], [], []
+def _scan(root: Path) -> tuple[list[str], list[str]]:
+    """Files under `root` (hidden folders skipped), relative, as (images, others)."""
+    images, others = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            if is_image_name(name):
-                images.append(rel)
-            elif is_nifti_name(name):
-                volumes.append(rel)
-            else:
-                others.append(rel)
-    return images, volumes, others
+            (images if is_image_name(name) else others).append(rel)
+    return images, others
 
 
 def load_slices(
@@ -103,18 +107,21 @@ def load_slices(
     demo_subjects: tuple[int, int, int] = (48, 8, 8),
     progress: bool = True,
     workers: int | None = None,
+    series: str | None = None,
 ) -> SliceSet:
     """Load 2D brain slices from `source` at size x size, using the on-disk cache.
 
     Args:
         source: "demo" (the synthetic cohort), an OASIS folder (the split folders at any depth
-            below it) or keras_png_slices_data.zip, a folder of PNG/JPEG slices, a folder of
-            NIfTI volumes, or a single .nii/.nii.gz file.
+            below it) or keras_png_slices_data.zip, a folder of PNG/JPEG slices, or volumes
+            (brainvq.data.volumes: NIfTI, MGZ, NRRD/MHA files, DICOM series, BIDS trees).
         size: working size, a positive multiple of 8 (images are size x size).
         cache_dir: cache folder; default $BRAINVQ_CACHE, else ~/.cache/brainvq.
         n_levels: levels of OASIS's band per virtual subject (demo) or volume (NIfTI).
-        z_range_mm: NIfTI volumes: every level of the frame's grid between these MNI heights
+        z_range_mm: volumes: every level of the frame's grid between these MNI heights
             instead (brainvq.data.nifti).
+        series: volumes: the DICOM series to take (a SeriesNumber or SeriesInstanceUID;
+            default: each study's T1, brainvq.data.volumes.series).
         seed: the demo cohort's seed.
         demo_subjects: demo subjects in (train, validate, test).
         progress: show progress bars on stderr while decoding.
@@ -130,6 +137,7 @@ def load_slices(
         raise ValueError(f"n_levels must be >= 1, got {n_levels}")
     cache = SliceCache(cache_dir)
     if str(source) == DEMO:
+        refuse_series(series, DEMO)
         subjects = tuple(int(n) for n in demo_subjects)
         description = {
             "kind": DEMO,
@@ -148,7 +156,7 @@ def load_slices(
             return cached
         plan = demo_plan(size, n_levels, subjects, seed)
         return cache.build(DEMO, key, plan, description, workers, progress)
-    resolved = resolve_source(source, n_levels=n_levels, z_range_mm=z_range_mm)
+    resolved = resolve_source(source, n_levels=n_levels, z_range_mm=z_range_mm, series=series)
     description = {"kind": resolved.kind, "size": size, "fingerprint": resolved.fingerprint()}
     key = cache_key(description)
     cached = cache.get(resolved.kind, key)

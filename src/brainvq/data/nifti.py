@@ -1,12 +1,16 @@
-"""NIfTI volumes (.nii, .nii.gz) as training data: each volume on the reference frame.
+"""Volumes as training data: each scan on the reference frame, whatever its format.
 
-Every volume goes the way a scan brought to `brainvq anomaly` goes (brainvq.data.space.align):
+A source of volumes is anything brainvq.data.volumes finds scans in: NIfTI files (the name of
+this module, and of the source kind `nifti`, from when they were the only ones), MGZ, NRRD/MHA,
+DICOM series (one per study) and BIDS trees (their T1w images), in one folder or a single file.
+Every scan goes the way a scan brought to `brainvq anomaly` goes (brainvq.data.space.align):
 registered to MNI152, masked (its own mask when skull-stripped, the atlas's otherwise), its
 intensities standardised onto OASIS's training landmarks (the packaged table), and sliced at
 every level of the frame that its field of view covers: OASIS's 32 levels by default, or every
 level of OASIS's grid (1.03 mm apart) between `z_range_mm` heights. A slice's level is its
 frame level, so a model trained on a user's cohort and applied to a new scan from it agree in
-geometry. Volumes are split 80/10/10 by a stable hash of their file name, at least one in train.
+geometry. Scans are split 80/10/10 by a stable hash of their group (a BIDS subject, whose
+sessions stay together; else the scan's name), at least one in train.
 """
 
 from __future__ import annotations
@@ -22,24 +26,10 @@ from brainvq.data.space.frame import Frame, oasis_intensity
 from brainvq.data.space.intensity import Landmarks
 from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.splits import DEFAULT_FRACTIONS, assign_splits
+from brainvq.data.volumes.discovery import ScanRecord
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 VOLUMES_FOR_A_POOL = 4  # registering a volume takes seconds: a pool pays from a few on
 ALIGNMENT_VERSION = 1  # bump when the way volumes become slices changes (cache keys)
-
-
-def is_nifti_name(name: str) -> bool:
-    """True for .nii and .nii.gz file names (case-insensitive)."""
-    return name.lower().endswith(NIFTI_SUFFIXES)
-
-
-def volume_id(name: str) -> str:
-    """A volume's id: its file name without .nii / .nii.gz."""
-    lower = name.lower()
-    for suffix in (".nii.gz", ".nii"):
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def canonical_landmarks() -> Landmarks:
@@ -50,71 +40,67 @@ def canonical_landmarks() -> Landmarks:
 
 @dataclass(frozen=True)
 class VolumeTask:
-    """One volume to align: its path, name relative to the source, split and id."""
+    """One scan to align: its record, split, frame, size and landmarks."""
 
-    path: str
-    rel: str
+    record: ScanRecord
     split: str
-    volume: str
     frame: Frame
     size: int
     landmarks: Landmarks
 
 
 def decode_volume(task: VolumeTask) -> SlicePart:
-    """One volume aligned to the frame: the slices of the levels its field of view covers."""
-    aligned = align_scan(Path(task.path), task.frame, task.size, task.landmarks)
-    counted = [(note, task.rel) for note in aligned.scan.notes]
+    """One scan aligned to the frame: the slices of the levels its field of view covers."""
+    record = task.record
+    aligned = align_scan(record.read(), task.frame, task.size, task.landmarks)
+    counted = [(note, record.rel) for note in aligned.scan.notes]
     if aligned.mask_kind == "atlas":
-        counted.append(("a skull: the template's brain mask (atlas) was used", task.rel))
+        counted.append(("a skull: the template's brain mask (atlas) was used", record.rel))
     if aligned.not_covered:
-        counted.append(("some levels outside the field of view were left out", task.rel))
+        counted.append(("some levels outside the field of view were left out", record.rel))
     levels = [int(level) for level in aligned.levels]
     k = len(levels)
     return SlicePart(
         aligned.images,
         [task.split] * k,
-        [task.volume] * k,
+        [record.name] * k,
         levels,
-        [f"{task.rel}#level{level}" for level in levels],
+        [f"{record.rel}#level{level}" for level in levels],
         counted,
     )
 
 
 class NiftiSource:
-    """NIfTI volumes (`files` relative to `root`, or a single file when `root` is a file)."""
+    """Volumes: the scans of `root` (brainvq.data.volumes.find_scans) as ScanRecords; skipped:
+    the files that are not scans (relative); notes: what finding them said."""
 
     kind = "nifti"
 
     def __init__(
         self,
         root: Path,
-        files: list[str],
+        scans: list[ScanRecord],
         skipped: list[str],
         n_levels: int = 32,
         fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
         z_range_mm: tuple[float, float] | None = None,
+        notes: tuple[str, ...] = (),
     ) -> None:
         if n_levels < 1:
             raise ValueError(f"n_levels must be >= 1, got {n_levels}")
         self.root = root
-        self.files = sorted(files)
+        self.scans = sorted(scans, key=lambda s: s.rel)
         self.skipped = sorted(skipped)
         self.frame, self.frame_source = frame_for_source(self.kind, n_levels, z_range_mm)
         self.fractions = fractions
-
-    def _path(self, rel: str) -> Path:
-        return self.root if self.root.is_file() else self.root / rel
+        self.notes = notes
 
     def fingerprint(self) -> dict:
-        """Every volume with its size and mtime, the frame and the alignment's version."""
-        files = []
-        for rel in self.files:
-            st = self._path(rel).stat()
-            files.append([rel, st.st_size, st.st_mtime_ns])
+        """Every scan's files with their sizes and mtimes, the frame and the alignment's
+        version."""
         return {
             "root": str(self.root.resolve()),
-            "files": files,
+            "files": [record.fingerprint() for record in self.scans],
             "skipped": self.skipped,
             "frame": self.frame.to_dict(),
             "alignment": ALIGNMENT_VERSION,
@@ -122,29 +108,28 @@ class NiftiSource:
         }
 
     def plan(self, size: int) -> DecodePlan:
-        """One task per volume, in split order (train, validate, test), then by name."""
-        ids = {rel: volume_id(Path(rel).name) for rel in self.files}
-        split_of = assign_splits(list(ids.values()), self.fractions)
+        """One task per scan, in split order (train, validate, test), then by name."""
+        split_of = assign_splits([record.group for record in self.scans], self.fractions)
         z = self.frame.level_z([0, self.frame.n_levels - 1])
         note = (
             f"volumes registered to MNI152 and sliced on the frame ({self.frame.n_levels} levels, "
             f"z {z[0]:.1f} to {z[1]:.1f} mm); split by volume (80/10/10 by a stable hash)"
         )
         landmarks = canonical_landmarks()
-        ordered = sorted(self.files, key=lambda rel: (SPLITS.index(split_of[ids[rel]]), rel))
+        ordered = sorted(
+            self.scans, key=lambda record: (SPLITS.index(split_of[record.group]), record.rel)
+        )
         tasks = [
-            VolumeTask(
-                str(self._path(rel)), rel, split_of[ids[rel]], ids[rel], self.frame, size, landmarks
-            )
-            for rel in ordered
+            VolumeTask(record, split_of[record.group], self.frame, size, landmarks)
+            for record in ordered
         ]
         return DecodePlan(
             decode=decode_volume,
             tasks=tasks,
             source=str(self.root),
-            description="aligning NIfTI volumes",
-            notes=(note,),
-            counted=tuple(("not a NIfTI volume, skipped", rel) for rel in self.skipped),
+            description="aligning volumes",
+            notes=(note, *self.notes),
+            counted=tuple(("not a volume, skipped", rel) for rel in self.skipped),
             n_levels=self.frame.n_levels,
             pool_from=VOLUMES_FOR_A_POOL,
         )

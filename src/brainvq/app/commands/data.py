@@ -20,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "source", help="'demo', an OASIS folder or zip, a PNG/JPEG folder, or NIfTI volumes"
+            "source",
+            help="'demo', an OASIS folder or zip, a PNG/JPEG folder, or volumes (NIfTI, MGZ, "
+            "NRRD/MHA files, a DICOM series' folder or DICOMDIR, a BIDS tree)",
         )
         p.add_argument(
             "--size", type=int, default=128, help="working size, a multiple of 8 (default 128)"
@@ -38,6 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             help="axial slices per volume / demo subject (default 32)",
         )
         p.add_argument("--seed", type=int, default=0, help="demo cohort seed (default 0)")
+        p.add_argument(
+            "--series",
+            help="a DICOM source's series to take: its SeriesNumber or SeriesInstanceUID "
+            "(default: each study's T1 series, when only one is plausible)",
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     inspect = sub.add_parser(
@@ -47,8 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     inspect.add_argument(
         "--figures",
         type=Path,
-        help="NIfTI sources: register each volume to MNI152 and write its registration check "
-        "(<volume>_registration.png: three planes with the template's outline) to this folder",
+        help="volume sources: register each scan to MNI152 and write its registration check "
+        "(<scan>_registration.png: three planes with the template's outline) to this folder",
     )
     inspect.set_defaults(func=run_inspect)
 
@@ -71,6 +78,7 @@ def _load(args: argparse.Namespace) -> SliceSet:
         n_levels=args.n_levels,
         seed=args.seed,
         progress=not args.no_progress,
+        series=args.series,
     )
 
 
@@ -80,13 +88,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         summarize(sliceset), title=f"brainvq data: {sliceset.source}", notes=sliceset.notes
     )
     Console().print(table)
-    from brainvq.app.scans import inspect_volumes, volume_files
+    from brainvq.app.scans import input_scans, inspect_volumes
 
-    volumes = volume_files(args.source) if args.source != "demo" else None
-    if volumes and args.figures is None:
+    found = input_scans(args.source, args.series)
+    if found and args.figures is None:
         print("give --figures DIR to see each volume's registration to MNI152 (three planes)")
-    elif volumes:
-        for line in inspect_volumes(volumes, args.figures, not args.no_progress):
+    elif found:
+        for line in inspect_volumes(found.scans, args.figures, not args.no_progress):
             print(line)
     return 0
 

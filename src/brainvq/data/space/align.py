@@ -2,7 +2,7 @@
 
 `align_scan` is the whole way in:
 
-1. read and check the NIfTI file (`scan.read_scan`);
+1. the scan as read, whatever its format (brainvq.data.volumes: `ScanRecord.read`);
 2. register it to the reference (`registration.register_volume`);
 3. its brain mask: the user's, its own (skull-stripped) or the atlas's (`scan.scan_brain_mask`);
 4. sample it and its mask at every pixel of the frame's levels; a level is covered when at least
@@ -36,7 +36,7 @@ from brainvq.data.space.intensity import (
 )
 from brainvq.data.space.registration import Registration, register_volume
 from brainvq.data.space.resample import frame_to_scan, scan_to_frame
-from brainvq.data.space.scan import Scan, read_scan, scan_brain_mask
+from brainvq.data.space.scan import Scan, scan_brain_mask
 from brainvq.data.space.template import load_reference
 
 MIN_COVERAGE = 0.9
@@ -129,7 +129,7 @@ def paint_outside(
 
 
 def align_scan(
-    path: str | Path,
+    scan: Scan,
     frame: Frame,
     size: int,
     landmarks: Landmarks,
@@ -139,9 +139,8 @@ def align_scan(
     outside_profile: tuple[float, ...] = (),
     threads: int | None = None,
 ) -> AlignedScan:
-    """Steps 1-5 of the module docstring for the NIfTI file `path`. ValueError naming the file
-    for an unreadable or unusable scan, or one whose brain lies on none of the frame's levels."""
-    scan = read_scan(path)
+    """Steps 2-5 of the module docstring for a scan as read. ValueError naming its file for an
+    unusable scan, or one whose brain lies on none of the frame's levels."""
     try:
         registration = register_volume(scan.data, scan.affine, threads=threads)
     except ValueError as e:

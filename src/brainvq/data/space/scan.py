@@ -1,11 +1,8 @@
-"""A user's scan: read and checked, and its brain mask (its own, the atlas's or the user's).
+"""A user's scan: its voxels and affine, and its brain mask (its own, the atlas's or the user's).
 
-`read_scan` takes a NIfTI file as it comes: any orientation code, voxel size or field of view
-(the affine says where each voxel is; nothing is reoriented), a 4D series (its first volume, with
-a note), NaN or infinite voxels (background, with a note: registered and masked volumes often
-hold NaN outside the brain). What it refuses, with the file named: a file NIfTI cannot read, a 2D
-image, more than 4 dimensions, a volume with no finite voxel or a constant one, an affine with
-more shear than a millimetre across the field of view (SimpleITK images cannot shear).
+A `Scan` is what every reader gives, whatever the file format (brainvq.data.volumes: NIfTI, MGZ,
+NRRD/MHA, DICOM series, BIDS trees): its data on its own voxels and the affine that places them in
+RAS millimetres.
 
 `scan_brain_mask` decides which brain mask answers are given inside:
 - `--mask MASK`: the user's own, which must have the scan's shape and affine;
@@ -18,7 +15,6 @@ more shear than a millimetre across the field of view (SimpleITK images cannot s
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +22,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from brainvq.data.space.registration import Registration, shear_mm
+from brainvq.data.space.registration import Registration
 from brainvq.data.space.template import load_reference
 
-MAX_SHEAR_MM = 1.0
 STRIPPED_SHELL_RATIO = 0.1
 SHELL_MM = (8.0, 20.0)
 MASK_KINDS = ("user", "own", "atlas")
@@ -37,14 +32,16 @@ MASK_KINDS = ("user", "own", "atlas")
 
 @dataclass
 class Scan:
-    """path; data: (X, Y, Z) float32, finite; affine: (4, 4) voxel -> world mm (RAS);
-    header: the NIfTI header (its qform/sform codes go into the outputs); notes."""
+    """path: the file, or a DICOM series' folder; data: (X, Y, Z) float32, finite; affine:
+    (4, 4) voxel -> world mm (RAS); header: the NIfTI header (its qform/sform codes go into the
+    outputs); notes; name: what the outputs are named after (the reader's choice)."""
 
     path: Path
     data: np.ndarray
     affine: np.ndarray
     header: nib.Nifti1Header
     notes: list[str] = field(default_factory=list)
+    name: str = "scan"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -66,60 +63,6 @@ def _load(path: Path) -> nib.spatialimages.SpatialImage:
         raise ValueError(
             f"{path}: cannot read as NIfTI ({e}); expected a .nii or .nii.gz volume"
         ) from None
-
-
-def read_scan(path: str | Path) -> Scan:
-    """The 3D volume of a NIfTI file (see the module docstring for what is taken and refused)."""
-    path = Path(path)
-    img = _load(path)
-    shape = tuple(img.shape)
-    notes = []
-    spatial = shape[:3]
-    if len(shape) < 3 or min(spatial) <= 1:
-        raise ValueError(f"{path}: NIfTI image is 2D (shape {shape}); expected a 3D volume")
-    if len(shape) > 4:
-        raise ValueError(
-            f"{path}: NIfTI image has {len(shape)} dimensions (shape {shape}); expected a 3D volume"
-        )
-    if len(shape) == 4:
-        if shape[3] > 1:
-            notes.append(f"4D image (shape {shape}): took the first volume")
-        img = img.slicer[..., 0]
-    try:
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except (OSError, EOFError, ValueError, zlib.error) as e:
-        raise ValueError(
-            f"{path}: cannot read the volume ({e}); expected a complete .nii or .nii.gz volume"
-        ) from None
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise ValueError(f"{path}: the NIfTI affine is not invertible: {affine.tolist()}")
-    bad = ~np.isfinite(data)
-    if bad.all():
-        raise ValueError(f"{path}: every voxel is NaN or infinite; expected a brain volume")
-    if bad.any():
-        n_nan = int(np.isnan(data).sum())
-        n_inf = int(bad.sum()) - n_nan
-        found = " and ".join(
-            f"{n:,} {what}" for n, what in ((n_nan, "NaN"), (n_inf, "infinite")) if n
-        )
-        notes.append(f"{found} voxels ({bad.mean():.1%} of the volume) treated as background (0)")
-        data = np.where(bad, 0.0, data).astype(np.float32)
-    lo, hi = float(data.min()), float(data.max())
-    if hi <= lo:
-        raise ValueError(
-            f"{path}: the volume is constant (every voxel is {lo:g}); expected a brain"
-        )
-    shear = shear_mm(affine, data.shape)
-    if shear > MAX_SHEAR_MM:
-        raise ValueError(
-            f"{path}: the affine shears the volume by {shear:.1f} mm across its field of view "
-            f"(more than {MAX_SHEAR_MM} mm); resample it to a grid without shear first"
-        )
-    if shear > 0.01:
-        notes.append(f"affine shear of {shear:.2f} mm across the field of view ignored")
-    header = img.header.copy() if isinstance(img.header, nib.Nifti1Header) else nib.Nifti1Header()
-    return Scan(path, data, affine, header, notes)
 
 
 def reference_in_scan(
