@@ -201,7 +201,8 @@ def sample_to_folder(
         here = shown[(shown >= start) & (shown < start + len(images))] - start
         grid += list(images[here])
         labels += [f"level {levels[i]}" for i in here if levels[i] is not None]
-    written.append(save_png(out_dir / GRID, image_grid(np.stack(grid), ncols, labels or None)))
+    grid_png = image_grid(np.stack(grid), ncols, labels=labels or None)
+    written.append(save_png(out_dir / GRID, grid_png))
 
     def rows() -> Iterator[list]:
         for a in range(0, count, MANIFEST_CHUNK):
