@@ -122,7 +122,9 @@ def inspect_volumes(scans: list[ScanRecord], out_dir: Path, progress: bool = Tru
     lines = []
     for record in progress_bar(scans, len(scans), "registering volumes", progress):
         a = align_scan(record.read(), frame, 128, canonical_landmarks())
-        figure = registration_figure(a.scan.data, a.scan.affine, a.registration.to_scan, frame)
+        figure = registration_figure(
+            a.scan.data, a.scan.affine, a.registration.to_scan, frame, mask=a.mask
+        )
         target = out_dir / f"{a.scan.name}_registration.png"
         n = 1
         while target.exists():

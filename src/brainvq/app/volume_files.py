@@ -111,6 +111,7 @@ def write_registration_check(out_dir: Path, aligned: AlignedScan) -> Path:
         aligned.registration.to_scan,
         aligned.frame,
         aligned.size,
+        mask=aligned.mask,
     )
     return save_png(out_dir / f"{scan_stem(aligned)}_registration.png", figure)
 

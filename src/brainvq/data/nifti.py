@@ -29,7 +29,7 @@ from brainvq.data.splits import DEFAULT_FRACTIONS, assign_splits
 from brainvq.data.volumes.discovery import ScanRecord
 
 VOLUMES_FOR_A_POOL = 4  # registering a volume takes seconds: a pool pays from a few on
-ALIGNMENT_VERSION = 1  # bump when the way volumes become slices changes (cache keys)
+ALIGNMENT_VERSION = 2  # bump when the way volumes become slices changes (cache keys)
 
 
 def canonical_landmarks() -> Landmarks:
@@ -54,7 +54,9 @@ def decode_volume(task: VolumeTask) -> SlicePart:
     record = task.record
     aligned = align_scan(record.read(), task.frame, task.size, task.landmarks)
     counted = [(note, record.rel) for note in aligned.scan.notes]
-    if aligned.mask_kind == "atlas":
+    if aligned.mask_kind == "extracted":
+        counted.append(("a skull: the brain was extracted from the head", record.rel))
+    elif aligned.mask_kind == "atlas":
         counted.append(("a skull: the template's brain mask (atlas) was used", record.rel))
     if aligned.not_covered:
         counted.append(("some levels outside the field of view were left out", record.rel))

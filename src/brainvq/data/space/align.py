@@ -4,7 +4,8 @@
 
 1. the scan as read, whatever its format (brainvq.data.volumes: `ScanRecord.read`);
 2. register it to the reference (`registration.register_volume`);
-3. its brain mask: the user's, its own (skull-stripped) or the atlas's (`scan.scan_brain_mask`);
+3. its brain mask: the user's, its own (skull-stripped), extracted from the head, or the
+   atlas's (`brain_mask.scan_brain_mask`);
 4. sample it and its mask at every pixel of the frame's levels; a level is covered when at least
    MIN_COVERAGE of the template's brain on it lies inside the scan's field of view (others are
    listed as not covered and never scored);
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from brainvq.data.space.brain_mask import scan_brain_mask
 from brainvq.data.space.frame import Frame
 from brainvq.data.space.intensity import (
     ERODE_MM,
@@ -34,16 +36,12 @@ from brainvq.data.space.intensity import (
     standardise,
     unstandardise,
 )
-from brainvq.data.space.registration import Registration, register_volume
+from brainvq.data.space.registration import FOUND_BRAIN_MI, Registration, register_volume
 from brainvq.data.space.resample import frame_to_scan, scan_to_frame
-from brainvq.data.space.scan import Scan, scan_brain_mask
+from brainvq.data.space.scan import Scan
 from brainvq.data.space.template import load_reference
 
 MIN_COVERAGE = 0.9
-# Mattes mutual information of a registration that found a brain: about -0.5 to -1.8 for the
-# synthetic T1 scans of benchmarks/bench_scans.py (any contrast, a skull or not); noise or a
-# volume of another body part stays near 0
-MAX_MUTUAL_INFORMATION = -0.15
 MIN_BRAIN_PIXELS = 50  # a level with fewer brain pixels (of the scan's mask) is not covered
 
 
@@ -51,7 +49,7 @@ MIN_BRAIN_PIXELS = 50  # a level with fewer brain pixels (of the scan's mask) is
 class AlignedScan:
     """A scan and its slices on a frame.
 
-    scan, registration, mask (scan shape) bool and mask_kind ("user", "own", "atlas"); frame and
+    scan, registration, mask (scan shape) bool and mask_kind (brain_mask.MASK_KINDS); frame and
     size; levels: (L,) the covered frame levels, ascending; images: (L, size, size) uint8, the
     standardised brain (zero outside the mask); brain: (L, size, size) bool, the mask on the
     frame; not_covered: {level: why} for the frame's other levels; scan_landmarks: the scan's
@@ -145,11 +143,11 @@ def align_scan(
         registration = register_volume(scan.data, scan.affine, threads=threads)
     except ValueError as e:
         raise ValueError(f"{scan.path}: cannot register it to the reference ({e})") from None
-    if registration.metric > MAX_MUTUAL_INFORMATION:
+    if not registration.found_brain:
         raise ValueError(
-            f"{scan.path}: registration to MNI152 found no brain (mutual information "
-            f"{registration.metric:.2f}, expected below {MAX_MUTUAL_INFORMATION}); expected a T1 "
-            "brain volume"
+            f"{scan.path}: registration to MNI152 found no brain (best mutual information "
+            f"{registration.metric:.2f}, expected below {FOUND_BRAIN_MI}; tried "
+            f"{'; '.join(registration.tried)}); expected a T1 brain volume"
         )
     notes = list(scan.notes)
     scales = np.round(registration.scales, 2).tolist()
