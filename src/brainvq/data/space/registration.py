@@ -201,18 +201,21 @@ def register_volume(
     sitk = _sitk()
     settings = settings or RegistrationSettings()
     start_time = time.perf_counter()
-    if threads:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     extent = np.asarray(data.shape[:3]) * np.linalg.norm(affine[:3, :3], axis=0)
     if extent.min() < MIN_EXTENT_MM:
         raise ValueError(
             f"its field of view is {' x '.join(f'{e:.0f}' for e in extent)} mm; expected a brain "
             f"volume at least {MIN_EXTENT_MM:.0f} mm along every axis"
         )
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    if threads:  # SimpleITK's setting is the process's: put back afterwards
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     try:
         return _register(data, affine, settings, start_time)
     except RuntimeError as e:  # SimpleITK's errors (e.g. an image too small for a filter)
         raise ValueError(f"SimpleITK could not register it ({' '.join(str(e).split())})") from None
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def _register(data, affine, settings: RegistrationSettings, start_time: float) -> Registration:
