@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from brainvq._version import __version__
 from brainvq.app.flags import Parser, apply_rules
+from brainvq.app.quiet_log import quiet_third_party_lines
 from brainvq.hardware import keep_freed_memory
 from brainvq.training.guards import NonFiniteLossError
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     keep_freed_memory()
+    quiet_third_party_lines()
     return guarded(f"brainvq {args.command}", lambda: args.func(args))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from brainvq.app.cli import CliError, guarded
 from brainvq.app.commands.train import add_training_flags, stage_overrides
 from brainvq.app.flags import Parser, apply_rules
+from brainvq.app.quiet_log import quiet_third_party_lines
 from brainvq.hardware import keep_freed_memory
 
 RUNS_DIR = Path("runs")
@@ -49,6 +50,7 @@ def train_main(argv: list[str] | None = None) -> int:
     """`python train.py`: the full pipeline (both stages, evaluation, report)."""
     args = train_parser().parse_args(argv)
     keep_freed_memory()
+    quiet_third_party_lines()
 
     def run() -> int:
         from brainvq.app.pipeline import train_all
@@ -101,6 +103,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     """`python predict.py [-m PATH]`: reconstruct, sample, write figures, print metrics."""
     args = predict_parser().parse_args(argv)
     keep_freed_memory()
+    quiet_third_party_lines()
 
     def run() -> int:
         from brainvq.app.predict import predict
