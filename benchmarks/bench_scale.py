@@ -66,7 +66,7 @@ CONFIG = {
         "keep_rows": 8,
         "n_generation_eval": 64,
     },
-    "anomaly": {"n_heal": 1, "calibration_slices": 64, "code_maps": 256},
+    "anomaly": {"n_heal": 1, "calibration_slices": 128, "code_maps": 256},
 }
 
 # (module, function, phase): the phase a function's call belongs to (the innermost one wins)
