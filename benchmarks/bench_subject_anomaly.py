@@ -14,11 +14,19 @@ risk control at `--alpha`, brainvq.evaluation.anomaly_calibration):
 - `previous, no context`: the prior that knows the slice below, shown none (`context: false`);
 - `previous, context`: each slice judged and healed given the healed slice below it.
 
+`--run RUN` instead of `--runs` measures one run's slice prior alone (`slices alone`).
+
 Reported over the brain voxels of the test volumes: voxel AUPRC, Dice at the calibrated pixel
 threshold, and the share of brain voxels flagged in the lesion-free volumes (the guarantee says
-at most alpha on average), plus seconds per method.
+at most alpha on average), plus seconds per method. Then the decisions (each subject is a scan;
+brainvq.evaluation.anomaly_decisions), before (the mean of the map's top score_share pixels) and
+after (the score that follows the map): the share of slices flagged among the lesion-free
+volumes' and among slices whose lesion fills >= 1.5% of their brain, and the scans flagged by
+Simes' combination of their slices' p-values at --scan-alpha (default --alpha): healthy ones,
+lesioned ones, and those with a slice whose lesion fills >= 1.5% of its brain.
 
     .venv/bin/python benchmarks/bench_subject_anomaly.py --runs /tmp/subj --out results.json
+    .venv/bin/python benchmarks/bench_subject_anomaly.py --run runs/oasis --out results.json
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from brainvq.evaluation.anomaly_calibration import (
     calibrate_thresholds,
     code_threshold,
 )
-from brainvq.evaluation.conformal import flagged_share
+from brainvq.evaluation.anomaly_decisions import LEGACY_SCORE, SLICE_SCORE, simes, slice_scores
+from brainvq.evaluation.conformal import conformal_p_values, conformal_quantile, flagged_share
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import anomaly_maps, brain_mask
@@ -108,9 +117,45 @@ def method_maps(models, config, code_thr, volumes, levels, context, seed) -> np.
     return maps
 
 
+LARGE = 0.015  # a lesion filling this share of a slice's brain
+DECISIONS = {"before": LEGACY_SCORE, "after": SLICE_SCORE}
+
+
+def decisions(cal_maps, test_maps, brains, labels, lesioned, pixel, alpha, scan_alpha, config):
+    """{before/after: {slice and scan flagged rates}} (module docstring), each score's p-values
+    against the calibration slices' scores at the pixel threshold."""
+    s, n = labels.shape[:2]
+    flat = (s * n, *labels.shape[2:])
+    brain = brains.reshape(s, n, -1).sum(axis=2)
+    share = labels.reshape(s, n, -1).sum(axis=2) / np.maximum(brain, 1)  # (S, L)
+    large = share >= LARGE
+    out = {}
+    for when, name in DECISIONS.items():
+        cal = slice_scores(name, cal_maps.maps, cal_maps.foreground, pixel, config)
+        test = slice_scores(name, test_maps.maps, brains.reshape(flat), pixel, config)
+        flagged = (test > conformal_quantile(cal, alpha)).reshape(s, n)
+        p = conformal_p_values(cal, test).reshape(s, n)
+        scan = np.array([simes(row) <= scan_alpha for row in p])
+        with_large = large.any(axis=1)
+        out[when] = {
+            "score": name,
+            "healthy_slices_flagged": float(flagged[~lesioned].mean()),
+            "large_lesion_slices_flagged": float(flagged[large].mean()) if large.any() else None,
+            "healthy_scans_flagged": f"{int(scan[~lesioned].sum())} of {int((~lesioned).sum())}",
+            "lesioned_scans_flagged": f"{int(scan[lesioned].sum())} of {int(lesioned.sum())}",
+            "large_lesion_scans_flagged": (
+                f"{int(scan[with_large].sum())} of {int(with_large.sum())}"
+            ),
+        }
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--runs", type=Path, help="bench_subjects.py's runs (none, previous)")
+    where.add_argument("--run", type=Path, help="one run: its slice prior alone")
+    parser.add_argument("--scan-alpha", type=float, help="the scans' rate (default --alpha)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--n-heal", type=int, default=4)
@@ -125,7 +170,16 @@ def main() -> int:
         help="the folder under --runs whose prior knows the slice below (default previous)",
     )
     args = parser.parse_args()
-    config_run = load_run(args.runs / args.neighbour_run)
+    scan_alpha = args.alpha if args.scan_alpha is None else args.scan_alpha
+    if args.run is not None:
+        methods = {"slices alone": (args.run, False)}
+        config_run = load_run(args.run)
+    else:
+        methods = {
+            name: (args.runs / (args.neighbour_run if run == "previous" else run), context)
+            for name, (run, context) in METHODS.items()
+        }
+        config_run = load_run(args.runs / args.neighbour_run)
     sliceset = run_slices(config_run, progress=False)
     n_levels = int(sliceset.n_levels)
     validate = sliceset.require_split("validate")
@@ -144,14 +198,13 @@ def main() -> int:
             lesions.append(info)
     levels = np.arange(n_levels)
     rows, load = {}, " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    for name, (run, context) in METHODS.items():
-        run = args.neighbour_run if run == "previous" else run
-        models = load_run_models(args.runs / run)
-        train_codes = load_codes(RunLayout(args.runs / run).codes, "train")
-        code_thr = code_threshold(models.prior.model, train_codes, config)
+    for name, (run, context) in methods.items():
+        models = load_run_models(run)
+        train_codes = load_codes(RunLayout(run).codes, "train")
+        code_thr = code_threshold(models.slice_prior.model, train_codes, config)
         start = time.perf_counter()
         cal_maps = method_maps(models, config, code_thr, cal, levels, context, args.seed)
-        stats = CalibrationMaps.of(cal_maps.maps, cal_maps.foreground, cal_maps.scores)
+        stats = CalibrationMaps.of(cal_maps.maps, cal_maps.foreground)
         thresholds = calibrate_thresholds(
             stats, args.alpha, code_thr, len(train_codes.codes), config
         )
@@ -173,6 +226,17 @@ def main() -> int:
             "healthy_share_se": float(share.std(ddof=1) / np.sqrt(len(share))),
             "code_threshold_nats": code_thr,
             "seconds_calibration_and_test": seconds,
+            "decisions": decisions(
+                cal_maps,
+                test_maps,
+                brains,
+                labels,
+                lesioned,
+                thresholds.pixel_threshold,
+                args.alpha,
+                scan_alpha,
+                config,
+            ),
         }
         print(name, rows[name], flush=True)
     result = {
@@ -186,7 +250,8 @@ def main() -> int:
         "lesioned_subjects": int(lesioned.sum()),
         "lesions": lesions,
         "lesion_voxel_share": float(labels[brains].mean()),
-        "neighbour_run": args.neighbour_run,
+        "neighbour_run": None if args.run else args.neighbour_run,
+        "scan_alpha": scan_alpha,
         "methods": rows,
     }
     args.out.write_text(json.dumps(result, indent=2))
@@ -205,6 +270,23 @@ def main() -> int:
             f"{r['healthy_share_flagged']:.4f} +- {r['healthy_share_se']:.4f} | "
             f"{r['seconds_calibration_and_test']:.0f} |"
         )
+    print(
+        f"\ndecisions at alpha {args.alpha} (slices) and {scan_alpha} (scans, Simes); large: a "
+        f"slice whose lesion fills >= {LARGE:.1%} of its brain"
+    )
+    print(
+        "| method | slice score | healthy slices flagged | large-lesion slices flagged | healthy "
+        "scans flagged | lesioned scans flagged | scans with a large lesion flagged |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in rows.items():
+        for when, d in r["decisions"].items():
+            large = d["large_lesion_slices_flagged"]
+            print(
+                f"| {name} | {when}: {d['score']} | {d['healthy_slices_flagged']:.3f} | "
+                f"{'-' if large is None else f'{large:.2f}'} | {d['healthy_scans_flagged']} | "
+                f"{d['lesioned_scans_flagged']} | {d['large_lesion_scans_flagged']} |"
+            )
     return 0
 
 

@@ -127,7 +127,8 @@ def test_a_planted_lesion_makes_a_map_where_it_is(
     brightest tissue and a bright disc alike): the map is nonzero inside the disc, higher there
     than over the rest of the brain (measured 1.7-2.4x on the tiny run's slices, where healing
     also redraws codes around it), and many times the same slice's map there without the disc
-    (measured 29x or more)."""
+    (measured 29x or more); the slice is flagged (p 0.03 at levels 8-20 of the test subject),
+    the same slice without the disc is not (p 0.18-0.85)."""
     image = slices[16]
     brain = brain_mask(image[None], 0.02)[0]
     centre = tuple(int(c) for c in np.argwhere(brain).mean(axis=0))
@@ -150,6 +151,11 @@ def test_a_planted_lesion_makes_a_map_where_it_is(
     assert inside > 0
     assert inside > around
     assert inside > 5 * healthy[disc].mean()
+    # the slice decision follows the map: the disc's slice is flagged, the same slice without not
+    flagged = {r["name"]: (r["flagged"], float(r["p_value"])) for r in scores(out)}
+    assert flagged["case_9_slice_16.nii.png"][0] == "1", flagged
+    assert flagged["case_8_slice_16.nii.png"][0] == "0", flagged
+    assert flagged["case_8_slice_16.nii.png"][1] > flagged["case_9_slice_16.nii.png"][1]
 
 
 def test_a_folder_takes_levels_from_the_flag_or_the_classifier(

@@ -85,16 +85,10 @@ def brain_histograms(images: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """(N, HISTOGRAM_BINS) int64: each slice's brain intensities (uint8 -> [0, 1]) counted in
     equal bins."""
     bins = (np.asarray(images, dtype=np.int64) * HISTOGRAM_BINS) // 256  # (N, H, W) in [0, B)
-    return (
-        np.stack(
-            [
-                np.bincount(b[f], minlength=HISTOGRAM_BINS)
-                for b, f in zip(bins, foreground, strict=True)
-            ]
-        )
-        if len(bins)
-        else np.zeros((0, HISTOGRAM_BINS), dtype=np.int64)
-    )
+    out = np.zeros((len(bins), HISTOGRAM_BINS), dtype=np.int64)
+    for i, (b, f) in enumerate(zip(bins, foreground, strict=True)):
+        out[i] = np.bincount(b[f], minlength=HISTOGRAM_BINS)
+    return out
 
 
 def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,10 +103,11 @@ def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def noise_levels(images: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """(N,) float64: each slice's noise standard deviation in intensity units [0, 1] (Immerkaer
-    1996 inside the brain eroded by one pixel; NaN without such pixels)."""
+    1996, over the brain eroded by two pixels so that the 3 x 3 kernel sees no edge of it; NaN
+    without such pixels)."""
     out = np.full(len(images), np.nan)
     for i, (image, brain) in enumerate(zip(images, foreground, strict=True)):
-        inner = ndimage.binary_erosion(brain, iterations=2)  # the kernel sees brain only
+        inner = ndimage.binary_erosion(brain, iterations=2)
         if inner.any():
             response = ndimage.convolve(image.astype(np.float64) / 255.0, NOISE_KERNEL)
             out[i] = np.sqrt(np.pi / 2) / 6 * float(np.abs(response[inner]).mean())
