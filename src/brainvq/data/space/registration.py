@@ -14,14 +14,16 @@ ANTsPy also pins NumPy and SciPy below the versions brainvq uses. The recipe:
    Around each, every translation of a grid (x +-10, y +-30, z -40..+30 mm in 10 mm steps) is
    scored by mutual information against the template blurred to 8 mm (a wide basin: the score
    falls by half only ~15 mm from the truth);
-3. the best starts at least 15 mm apart are refined as rigid transforms at 8 mm; the best one
-   seeds
+3. the best starts at least 15 mm apart are refined as similarity transforms (rigid and one
+   scale: a child's head or a small brain is reached from a start at the template's size) at
+   8 mm; the best one seeds
 4. a 12-parameter affine refined at 4 mm and then 2 mm;
-5. when that finds no brain (mutual information above FOUND_BRAIN_MI), a wide search: every
-   translation over the foreground's bounding box in 15 mm steps, each with the head pitched
-   -20, 0 and +20 degrees (heads lie tilted in sagittal acquisitions with the neck), then
-   steps 3-4 from its best starts. Only when that finds no brain either is the volume refused,
-   and the refusal names what was tried (`Registration.tried`).
+5. when that fits poorly (mutual information above `wide_search_above_mi`) or finds no brain
+   (above FOUND_BRAIN_MI), a wide search: every translation over the foreground's bounding box
+   in 15 mm steps, each with the head pitched -20, 0 and +20 degrees (heads lie tilted in
+   sagittal acquisitions with the neck), then steps 3-4 from its best starts; the better fit
+   stands. Only when no search finds a brain is the volume refused, and the refusal names what
+   was tried (`Registration.tried`).
 
 The metric samples only the template's brain mask dilated by `mask_margin_mm`, so a skull, a
 neck or a cropped field of view in the volume counts only where the template has brain. Every
@@ -64,6 +66,8 @@ class RegistrationSettings:
     top_slab_mm: float = 60.0  # the foreground below the top whose centre gives x and y
     wide_step_mm: float = 15.0  # the wide search's translation grid (step 5)
     wide_pitch_deg: tuple[float, ...] = (-20.0, 0.0, 20.0)
+    # a fit this poor searches widely too (step 5); a T1 that fits scores -0.9 to -1.8 here
+    wide_search_above_mi: float = -0.5
     mask_margin_mm: float = 3.0  # the metric's region: the template brain mask dilated by this
     histogram_bins: int = 32
     fine_sampling: float = 0.15  # share of the mask's voxels sampled at the finest level
@@ -254,8 +258,8 @@ def _register(data, affine, settings: RegistrationSettings, start_time: float) -
     tried = [f"centre of mass and head top: {len(scored)} starts"]
     best = _refine(reference, fixed8, mask8, moving, settings, scored, f)
 
-    # 5. a wide search when that found no brain
-    if best[0] > FOUND_BRAIN_MI:
+    # 5. a wide search when that fit poorly
+    if best[0] > settings.wide_search_above_mi:
         lo, hi = points.min(axis=1), points.max(axis=1)
         axes = [np.arange(a, b + 1e-6, settings.wide_step_mm) for a, b in zip(lo, hi, strict=True)]
         wide = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -317,18 +321,23 @@ def _distinct(scored: list, n: int, separation_mm: float) -> list:
 
 
 def _refine(reference, fixed8, mask8, moving, settings, scored: list, f: int):
-    """Steps 3-4 from the best distinct starts: (final metric, to_scan (4, 4))."""
+    """Steps 3-4 from the best distinct starts: (final metric, to_scan (4, 4)). The transform
+    object is a Similarity3DTransform, its GetMatrix includes the scale."""
     sitk = _sitk()
     best = None
     for _, pitch, shift in _distinct(scored, settings.starts, settings.start_separation_mm):
         rigid = _pitched(pitch, shift)
+        similarity = sitk.Similarity3DTransform()  # rigid and one scale: heads of any size
+        similarity.SetCenter(rigid.GetCenter())
+        similarity.SetMatrix(rigid.GetMatrix())
+        similarity.SetTranslation(rigid.GetTranslation())
         method = _method(settings, mask8, 1.0)
         method.SetOptimizerAsRegularStepGradientDescent(4.0, 0.2, settings.iterations, 0.7)
         method.SetOptimizerScalesFromPhysicalShift()
-        method.SetInitialTransform(rigid, inPlace=True)
+        method.SetInitialTransform(similarity, inPlace=True)
         method.Execute(fixed8, moving[4])
         if best is None or method.GetMetricValue() < best[0]:
-            best = (method.GetMetricValue(), rigid)
+            best = (method.GetMetricValue(), similarity)
     transform = sitk.AffineTransform(3)
     transform.SetCenter(best[1].GetCenter())
     transform.SetMatrix(best[1].GetMatrix())
