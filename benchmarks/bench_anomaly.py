@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     cal = validate.subset(cal_part)
     cal = cal.subset(np.sort(rng.permutation(len(cal))[:n_cal]))
     train_codes = load_codes(RunLayout(args.run).codes, "train")
-    code_thr = code_threshold(models.prior.model, train_codes, config)
+    code_thr = code_threshold(models.slice_prior.model, train_codes, config)
     start = time.perf_counter()
     cal_maps = anomaly_maps(
         models,
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"AUPRC anomaly map / reconstruction residual: {ratio:.2f}x (target >= 1.5x)")
     print(f"healthy pixels flagged vs alpha {alpha}: {rows[0][5]:.4f} +- {rows[0][6]:.4f}")
     print()
-    bins = " | ".join(f"lesion {lo:.1%}-{hi:.0%} of brain" for lo, hi in SIZE_BINS)
+    bins = " | ".join(f"lesion {100 * lo:g}-{100 * hi:g}% of brain" for lo, hi in SIZE_BINS)
     print(f"slice decisions of the anomaly map at alpha {alpha} (share of slices flagged):")
     print(f"| slice score | healthy slices | {bins} | lesion >= 1.5% of brain |")
     print("| --- | ---: |" + " ---: |" * (len(SIZE_BINS) + 1))

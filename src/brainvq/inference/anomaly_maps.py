@@ -144,7 +144,7 @@ def anomaly_maps(
         levels = np.asarray(levels, dtype=np.int64)
     n, r = len(images), config.n_heal
     codes = encode_images(models.vqvae.model, images).astype(np.int64)  # (N, h, w)
-    prior = models.prior.model
+    prior = models.slice_prior.model  # the prior that judges a slice on its own
     if below_of is not None and config.context and prior.config.has_neighbour:
         if np.shape(below_of) != (n,):
             raise ValueError(f"below_of: expected ({n},) rows, got shape {np.shape(below_of)}")
