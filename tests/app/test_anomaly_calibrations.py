@@ -239,3 +239,25 @@ def test_a_run_calibrated_by_the_previous_version_loads_and_scores_as_before(
     np.testing.assert_array_equal(answer.flagged, expected > doc["slice_threshold"])
     assert os.access(run, os.W_OK)  # writable, and still not written
     assert tree_hashes(run) == before
+
+
+def test_a_calibration_on_the_users_scans_is_kept_and_not_replaced_silently(
+    run: Path, folder: Path, cache: Path, tmp_path: Path, capsys
+) -> None:
+    """Calibrated on the user's own healthy slices, a run answers with that calibration; asked
+    for other settings it refuses (one line, exit 2) instead of judging against the validate
+    split."""
+    code, stdout, err = cli(
+        ["anomaly", "calibrate", "--run", run, "--healthy", folder, "--alpha", "0.3"], capsys
+    )
+    assert code == 0 and "healthy scans" in stdout, err
+    argv = ["anomaly", "--run", run, "--input", folder, "--out", tmp_path / "o", "--alpha", "0.3"]
+    code, stdout, err = cli(argv, capsys)
+    assert code == 0 and "calibrated on" not in stdout, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["calibration"]["source"].startswith("healthy scans")
+    assert "too few calibration slices" in " ".join(summary["notes"])  # 4: the check abstains
+    code, _, err = cli([*argv, "--n-heal", "2"], capsys)
+    assert code == 2 and "\n" not in err, err
+    assert "calibration.json" in err and "other models or settings" in err and "--healthy" in err
+    assert not (cache / "anomaly").exists()

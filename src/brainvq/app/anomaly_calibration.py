@@ -276,16 +276,16 @@ def resolve_calibration(
     fingerprint, prior = models_fingerprint(models), prior_name(run_dir, models)
     chosen = store.read_chosen(run_dir)
     if chosen is not None:
-        if chosen.models == fingerprint and chosen.settings == settings:
-            stored = store.load_chosen(run_dir, chosen)
-            if stored is not None:
-                notes = [LEGACY_NOTE] if stored.version == store.LEGACY_VERSION else []
-                return Resolved(stored, thresholds(stored, alpha, scan_alpha), notes)
+        fits = chosen.models == fingerprint and chosen.settings == settings
+        stored = store.load_chosen(run_dir, chosen) if fits else None
+        if stored is not None:
+            notes = [LEGACY_NOTE] if stored.version == store.LEGACY_VERSION else []
+            return Resolved(stored, thresholds(stored, alpha, scan_alpha), notes)
         if chosen.source.startswith(USER_SOURCE):
+            why = "its stored maps are missing" if fits else "for other models or settings"
             raise ValueError(
-                f"{RunLayout(run_dir).anomaly_calibration} was calibrated on {chosen.source} for "
-                "other models or settings; recalibrate: `brainvq anomaly calibrate --run RUN "
-                "--healthy PATH`"
+                f"{RunLayout(run_dir).anomaly_calibration} was calibrated on {chosen.source} "
+                f"({why}); recalibrate: `brainvq anomaly calibrate --run RUN --healthy PATH`"
             )
     config = load_run(run_dir)
     key = store.CalibrationKey(fingerprint, prior, validate_source(config), settings)
