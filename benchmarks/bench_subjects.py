@@ -1,8 +1,8 @@
 """Whole subjects: a prior that knows the slice below against today's, at equal training minutes.
 
 On the code maps of one VQ-VAE (`--vqvae-run`, a run with a trained VQ-VAE; its data source is
-the run's), two priors are trained for the same `--minutes`, one after the other: `none` (each
-slice on its own, today's prior) and `previous` (the slice below attached,
+the run's), priors are trained for the same `--minutes` (or `--epochs`), one after the other:
+`none` (each slice on its own, today's prior) and `previous` (the slice below attached,
 `prior: {neighbour: previous}`). Then, with `--subjects S` generated subjects each:
 
 1. NLL in bits per code on the validate code maps: `none`; `previous` given the slice below, and
@@ -13,7 +13,9 @@ slice on its own, today's prior) and `previous` (the slice below attached,
    the real validate subjects' (real training subjects: the ceiling); and the share of adjacent
    pairs a same-subject classifier, trained on the real training subjects, calls one subject
    (its accuracy on held-out real validate pairs of both kinds says how far it can be read).
-3. Per-slice quality of the S x L slices of each set against real reference slices
+3. Per-slice quality of the S x L slices of each set, and of S x L single slices drawn from
+   each prior that knows the slice below without it (`<prior> alone`: what `sample --n`
+   draws), against real reference slices
    (brainvq.evaluation.generation_metrics): Frechet distance in the level classifier's
    features, level accuracy, sharpness.
 4. Speed of one subject of L slices: the wavefront sampler (1 and 2 threads), the cached
@@ -75,6 +77,12 @@ VARIANTS = {
     "none": {"neighbour": "none"},
     "previous": {"neighbour": "previous"},
     "previous_noise": {"neighbour": "previous", "neighbour_noise": 0.2},
+    # half the maps shown without their slice below: a prior meant to judge a slice alone too
+    "previous_noise_drop50": {
+        "neighbour": "previous",
+        "neighbour_noise": 0.2,
+        "neighbour_dropout": 0.5,
+    },
 }
 
 
@@ -100,7 +108,11 @@ def prepare(args: argparse.Namespace, name: str) -> Path:
             shutil.copytree(codes, RunLayout(run).codes)
     overrides = {
         "prior": VARIANTS[name],
-        "prior_train": {"max_minutes": args.minutes, "epochs": 1000, "seed": args.seed},
+        "prior_train": (
+            {"max_minutes": 10**4, "epochs": args.epochs, "seed": args.seed}
+            if args.epochs
+            else {"max_minutes": args.minutes, "epochs": 1000, "seed": args.seed}
+        ),
     }
     save_run_config(load_run(args.vqvae_run, overrides), RunLayout(run).config)
     return run
@@ -116,8 +128,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             fit_prior(run, load_run(run), sliceset, progress_bar=False)
             seconds = time.perf_counter() - start
             (run / "train_seconds.json").write_text(json.dumps({"s": seconds, "load": load}))
-        info = json.loads((run / "train_seconds.json").read_text())
-        history = json.loads(RunLayout(run).history("prior").read_text())
+        info = json.loads((run / "train_seconds.json").read_text(encoding="utf-8"))
+        history = json.loads(RunLayout(run).history("prior").read_text(encoding="utf-8"))
         out[name] = {
             "train_s": info["s"],
             "load_at_start": info["load"],
@@ -180,6 +192,11 @@ def measure(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]
     _, flat = generate_slices(models["none"], s * n_levels, levels, seed=seed, progress=False)
     independent = flat.reshape(s, n_levels, *flat.shape[1:])  # (S, L, H, W)
     sets.update({"independent (none)": independent, "real validate": real_val})
+    singles = []  # what `sample --n` draws from a prior of whole subjects: slices alone
+    for name in args.variants[1:]:
+        _, flat = generate_slices(models[name], s * n_levels, levels, seed=seed, progress=False)
+        sets[f"{name} alone"] = flat.reshape(s, n_levels, *flat.shape[1:])
+        singles.append(f"{name} alone")
     sets["real train"] = real_train
     ssim = {k: adjacent_ssim(v) for k, v in sets.items()}
     consistency = {
@@ -194,7 +211,7 @@ def measure(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]
     pair_model = train_pair_classifier(real_train, pair_config, progress=False)
     check = pair_check(pair_model, real_val, seed) if len(real_val) >= 2 else None
     for k in sets:
-        if k != "real train":
+        if k != "real train" and k not in singles:
             consistency[k]["same_subject_share"] = same_subject_share(pair_model, sets[k])
     level_model = train_level_classifier(
         train_set.images,
@@ -210,7 +227,7 @@ def measure(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]
     n = s * n_levels
     refs = reference_sets(sliceset, n, seed)
     quality = {}
-    for k in [*args.variants[1:], "independent (none)"]:
+    for k in [*args.variants[1:], "independent (none)", *singles]:
         report = generation_report(
             level_model,
             sets[k].reshape(n, *sets[k].shape[2:]),
@@ -228,7 +245,8 @@ def measure(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]
     timing = speed(models[args.variants[1]], n_levels, args.naive_slices)
     timing[f"wavefront_{s}_subjects_s"] = gen_s
     if args.figure:
-        draw_figure(args, {k: v[0] for k, v in sets.items() if k != "real train"})
+        shown = {k: v[0] for k, v in sets.items() if k != "real train" and k not in singles}
+        draw_figure(args, shown)
     return {
         "subjects": s,
         "real_subjects": {"train": len(real_train), "validate": len(real_val)},
@@ -275,7 +293,8 @@ def figure_only(args: argparse.Namespace) -> None:
 def print_tables(result: dict[str, Any]) -> None:
     print(f"# {result['machine']}; load (1/5/15 min) at the end {result['load_end']}")
     t, nl = result["trained"], result["nll"]
-    print(f"\nNLL, bits per code on the validate code maps ({result['minutes']} min per prior)")
+    budget = f"{result['epochs']} epochs" if result.get("epochs") else f"{result['minutes']} min"
+    print(f"\nNLL, bits per code on the validate code maps ({budget} per prior)")
     print("| prior | epochs | train s | val NLL | without the slice below | epochs to pass none |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, row in t.items():
@@ -314,6 +333,12 @@ def main() -> int:
     parser.add_argument("--vqvae-run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=6.0)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="train each prior this many epochs instead of --minutes (a budget that a shared "
+        "CPU does not shrink; the table still gives each prior's seconds)",
+    )
     parser.add_argument("--subjects", type=int, default=16)
     parser.add_argument("--naive-slices", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -335,7 +360,11 @@ def main() -> int:
     if args.figure_only:
         figure_only(args)
         return 0
-    result: dict[str, Any] = {"machine": machine().describe(), "minutes": args.minutes}
+    result: dict[str, Any] = {
+        "machine": machine().describe(),
+        "minutes": args.minutes,
+        "epochs": args.epochs,
+    }
     result["trained"] = train(args)
     result["nll"] = nll(args, result["trained"])
     result["measure"] = measure(args, result["trained"])
