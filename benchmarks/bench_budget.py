@@ -81,15 +81,15 @@ def run_variant(
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace")
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"name": name, "error": tail[:160]}
-    metrics = json.loads((run / "metrics.json").read_text())[stage]
-    history = json.loads((run / stage / "history.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))[stage]
+    history = json.loads((run / stage / "history.json").read_text(encoding="utf-8"))
     bundle = "VQVAE_Model" if stage == "vqvae" else "PixelCNN_Model"
-    meta = json.loads((run / stage / bundle / "config.json").read_text())
+    meta = json.loads((run / stage / bundle / "config.json").read_text(encoding="utf-8"))
     return {
         "name": name,
         "epochs": len(history),

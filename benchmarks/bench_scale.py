@@ -170,7 +170,7 @@ def run_command(argv: list[str], root: Path, src: Path | None) -> dict:
     memory.stop.set()
     memory.join()
     seconds = {}
-    marks = [line.split(" ", 1) for line in phase_file.read_text().splitlines()]
+    marks = [line.split(" ", 1) for line in phase_file.read_text(encoding="utf-8").splitlines()]
     for (t, phase), (t_next, _) in zip(marks, marks[1:], strict=False):
         seconds[phase] = seconds.get(phase, 0.0) + float(t_next) - float(t)
     tail = err.decode(errors="replace").strip().splitlines()[-3:]

@@ -61,7 +61,9 @@ def run_step(step: str, **options) -> dict:
     """Run `step` of this script in a child process; its JSON result with peak_mb added."""
     cmd = [sys.executable, __file__, "--step", step, "--options", json.dumps(options)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", env=env
+    )
     memory = TreeMemory(proc.pid)
     memory.start()
     out, _ = proc.communicate()

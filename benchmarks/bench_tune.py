@@ -71,7 +71,7 @@ def run(args: list[str]) -> None:
 
 
 def read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def tune(stage: str, out: Path, opts: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
@@ -207,9 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--stage prior needs --vqvae-run RUN (a run with a trained VQ-VAE)")
     root = opts.out or Path(tempfile.mkdtemp(prefix="brainvq-bench-tune-"))
     root.mkdir(parents=True, exist_ok=True)
-    doc = yaml.safe_load(opts.config.read_text()) if not opts.quick else {}
+    doc = yaml.safe_load(opts.config.read_text(encoding="utf-8")) if not opts.quick else {}
     if opts.quick:
-        doc = merge(yaml.safe_load(packaged_config("quick").read_text()), QUICK)
+        doc = merge(yaml.safe_load(packaged_config("quick").read_text(encoding="utf-8")), QUICK)
     base = root / "base.yaml"  # the base config with the data source, as every run gets it
     base.write_text(yaml.safe_dump(merge(doc, {"data": {"source": opts.data}})))
     print(

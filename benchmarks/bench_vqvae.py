@@ -96,7 +96,7 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 
 def _proc_status_mb(key: str) -> float:
     """A memory line of /proc/self/status (e.g. VmHWM, VmRSS) in MB."""
-    for line in PROC_STATUS.read_text().splitlines():
+    for line in PROC_STATUS.read_text(encoding="utf-8").splitlines():
         if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024  # the kernel reports kB
     raise ValueError(f"{PROC_STATUS} has no {key!r} line")

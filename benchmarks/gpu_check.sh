@@ -63,8 +63,8 @@ if [ -n "$OASIS" ]; then
 import json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
-m = json.loads((run / "metrics.json").read_text())["vqvae"]
-meta = json.loads((run / "vqvae" / "VQVAE_Model" / "config.json").read_text())["meta"]
+m = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["vqvae"]
+meta = json.loads((run / "vqvae" / "VQVAE_Model" / "config.json").read_text(encoding="utf-8"))["meta"]
 print(f"oasis.yaml, 2 minutes: {meta['epochs_trained']} epochs, {meta['train_items_per_s']:.0f} "
       f"training images/s, {m['split']} SSIM {m['ssim']:.4f}, PSNR {m['psnr']:.2f} dB, "
       f"codes used {m['codes_used']}, precision {meta['precision']}")

@@ -191,7 +191,13 @@ def run_variant(spec: dict, env: dict[str, str]) -> dict | str:
     """The worker in a subprocess with `env` added; its result, or why it failed."""
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
     proc = subprocess.run(
-        cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800
+        cmd,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=1800,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:

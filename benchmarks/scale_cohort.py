@@ -77,7 +77,7 @@ def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
-            found += [int(c) for c in (task / "children").read_text().split()]
+            found += [int(c) for c in (task / "children").read_text(encoding="utf-8").split()]
         except OSError:
             pass
     return found
@@ -87,7 +87,7 @@ def process_mb(pid: int) -> tuple[float, float]:
     """(Pss, Pss_Anon + Pss_Shmem) of process `pid` in MB; zeros once it is gone."""
     values = {}
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text(encoding="utf-8").splitlines():
             key, _, rest = line.partition(":")
             if key in ("Pss", "Pss_Anon", "Pss_Shmem"):
                 values[key] = int(rest.split()[0]) / 1024
@@ -115,7 +115,7 @@ def current_phase(phase_file: Path | None) -> str:
     if phase_file is None:
         return "all"
     try:
-        lines = phase_file.read_text().splitlines()
+        lines = phase_file.read_text(encoding="utf-8").splitlines()
     except OSError:
         return "start"
     return lines[-1].split(" ", 1)[1] if lines else "start"

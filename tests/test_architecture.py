@@ -76,7 +76,7 @@ def imports(source: str) -> set[str]:
 
 
 def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports(p.read_text()) for p in PACKAGE.rglob("*.py")}
+    return {module_name(p): imports(p.read_text(encoding="utf-8")) for p in PACKAGE.rglob("*.py")}
 
 
 def part_of(module: str) -> str:

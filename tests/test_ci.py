@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_avx2_pass_names_only_existing_tests() -> None:
-    script = (ROOT / ".ci" / "run").read_text()
+    script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     found = re.search(r'AVX2_TESTS="([^"]*)"', script)
     assert found, "no AVX2_TESTS list in .ci/run"
     paths = found.group(1).replace("\\", " ").split()

@@ -39,7 +39,7 @@ def test_a_stage_trains_in_bf16_channels_last_on_the_gpu(tmp_path: Path) -> None
     )
     bundle = load_vqvae(run)
     assert bundle.meta["precision"] == "bf16-mixed" and bundle.meta["train_config"]["channels_last"]
-    metrics = json.loads((run / "metrics.json").read_text())["vqvae"]
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))["vqvae"]
     assert 0 < metrics["ssim"] <= 1 and metrics["codes_used"] >= 2
     x = torch.rand(4, 1, 32, 32)
     model = bundle.model

@@ -163,7 +163,9 @@ def test_teacher_forced_logits_match_the_full_forward_pass(exported, variant) ->
     got = EdgeModel(folder).teacher_forced_logits(codes.numpy(), level_np)
     assert got.shape == want.shape == (2, 16, *LATENT)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-    check = json.loads((folder / "export.json").read_text())["checks"]["prior_vs_pytorch"]
+    check = json.loads((folder / "export.json").read_text(encoding="utf-8"))["checks"][
+        "prior_vs_pytorch"
+    ]
     assert check["logits_max_abs_diff"] < 1e-5
 
 
@@ -319,7 +321,7 @@ def test_bad_export_folders_are_refused(exported, vqvae_bundle: Path, tmp_path: 
 def test_edge_imports_nothing_but_numpy_onnxruntime_and_the_standard_library() -> None:
     import ast
 
-    tree = ast.parse(Path(brainvq.edge.__file__).read_text())
+    tree = ast.parse(Path(brainvq.edge.__file__).read_text(encoding="utf-8"))
     modules = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)

@@ -16,7 +16,7 @@ PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
 
 
 def test_pyproject_reads_the_version_from_the_package() -> None:
-    doc = tomllib.loads(PYPROJECT.read_text())
+    doc = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     assert "version" not in doc["project"] and "version" in doc["project"]["dynamic"]
     assert doc["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "brainvq._version.__version__"

@@ -228,7 +228,7 @@ def anomaly(
     from brainvq.values import HEALINGS
 
     if n_heal is not None:
-        HEALINGS.check("n_heal", n_heal)  # the rule of --n-heal: refused before any work
+        HEALINGS.check("--n-heal", n_heal)  # the rule of --n-heal: refused before any work
     if out is not None:
         output_folder(out, "out")  # fail before any work when it is a file
     result = find_anomalies(

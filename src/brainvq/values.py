@@ -113,7 +113,7 @@ KEY_RULES = {"seed": SEED, "max_minutes": MINUTES}
 
 def _meminfo_kb(path: str, key: str) -> int | None:
     try:
-        for line in Path(path).read_text().splitlines():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):

@@ -123,7 +123,7 @@ def test_a_cache_that_cannot_be_written_sends_the_calibration_to_the_output_fold
     kept = list((out / "calibration").glob("*.npz"))
     assert len(kept) == 1 and str(kept[0]) in stdout and "cannot be written" in stdout
     stored = calibration_store.load(kept[0])
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert stored.key.name == summary["calibration"]["key"] and stored.n_slices == 32
 
 
@@ -223,7 +223,7 @@ def test_a_run_calibrated_by_the_previous_version_loads_and_scores_as_before(
     assert code == 0, err
     assert "calibrated on" not in stdout and "earlier brainvq" in stdout, stdout
     assert tree_hashes(run) == before and not (cache / "anomaly").exists()
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["calibration"]["slice_score"] == LEGACY_SCORE
     for name in ("pixel_threshold", "slice_threshold", "code_threshold"):
         assert summary["calibration"][name] == doc[name]
@@ -254,7 +254,7 @@ def test_a_calibration_on_the_users_scans_is_kept_and_not_replaced_silently(
     argv = ["anomaly", "--run", run, "--input", folder, "--out", tmp_path / "o", "--alpha", "0.3"]
     code, stdout, err = cli(argv, capsys)
     assert code == 0 and "calibrated on" not in stdout, err
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
     assert summary["calibration"]["source"].startswith("healthy scans")
     assert "too few calibration slices" in " ".join(summary["notes"])  # 4: the check abstains
     code, _, err = cli([*argv, "--n-heal", "2"], capsys)

@@ -71,7 +71,7 @@ def test_png_writes_maps_masks_scores_pngs_and_calibrates_once(
         assert f["masks"].dtype == bool and f["names"].tolist() == [png.name]
         assert (f["maps"] >= 0).all()
         maps, masks = f["maps"], f["masks"]
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     calibration = summary["calibration"]
     np.testing.assert_array_equal(masks, maps > calibration["pixel_threshold"])
     assert calibration["alpha"] == 0.1 and calibration["n_slices"] == 32
@@ -174,7 +174,9 @@ def test_a_folder_takes_levels_from_the_flag_or_the_classifier(
     assert {r["level_from"] for r in rows} == {"classifier"}
     assert all(0 <= int(r["level"]) < 32 for r in rows)
     assert (out / "sub" / "c.png").is_file()
-    assert "level classifier" in " ".join(json.loads((out / "summary.json").read_text())["notes"])
+    assert "level classifier" in " ".join(
+        json.loads((out / "summary.json").read_text(encoding="utf-8"))["notes"]
+    )
     code, stdout, err = cli([*argv, "--level", "7"], capsys)
     assert code == 0, err
     assert {(r["level"], r["level_from"]) for r in scores(out)} == {("7", "--level")}
@@ -195,7 +197,7 @@ def test_the_runs_own_calibration_is_used_at_any_alpha_and_settings_go_to_the_ca
     code, stdout, err = cli(["anomaly", "calibrate", "--run", run, "--alpha", ALPHA], capsys)
     assert code == 0, err
     assert "calibrated on 32 healthy slices" in stdout
-    own = json.loads(RunLayout(run).anomaly_calibration.read_text())
+    own = json.loads(RunLayout(run).anomaly_calibration.read_text(encoding="utf-8"))
     assert own["alpha"] == 0.1 and own["key"]
     assert (RunLayout(run).anomaly_calibrations / f"{own['key']}.npz").is_file()
     assert not RunLayout(run).anomaly_calibration_maps.exists()
@@ -205,19 +207,19 @@ def test_the_runs_own_calibration_is_used_at_any_alpha_and_settings_go_to_the_ca
     code, stdout, err = cli([*argv, "--alpha", "0.2"], capsys)
     assert code == 0, err
     assert "calibrated" not in stdout, stdout  # alpha only re-thresholds the run's maps
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
     assert summary["calibration"]["alpha"] == 0.2 and summary["calibration"]["key"] == own["key"]
     code, stdout, err = cli([*argv, "--alpha", "0.2", "--n-heal", "2"], capsys)
     assert code == 0, err
     assert "calibrated on 32 healthy slices" in stdout and str(cache) in stdout
     # without --n-heal, the settings are the run config's anomaly: section: n_heal 2's, cached
-    config = yaml.safe_load(RunLayout(run).config.read_text())
+    config = yaml.safe_load(RunLayout(run).config.read_text(encoding="utf-8"))
     config["anomaly"]["n_heal"] = 2
     RunLayout(run).config.write_text(yaml.safe_dump(config))
     code, stdout, err = cli([*argv, "--alpha", "0.2"], capsys)
     assert code == 0, err
     assert "calibrated" not in stdout, stdout
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
     assert summary["calibration"]["settings"]["n_heal"] == 2
     assert summary["calibration_stored_in"].startswith(str(cache))
     after = tree_hashes(run)

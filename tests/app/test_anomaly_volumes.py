@@ -67,15 +67,19 @@ def test_answers_come_back_in_the_scans_own_space(
     aligned = nib.load(str(out / "aligned" / "sub-01_T1w_anomaly.nii.gz"))
     assert aligned.shape == (32, 32, n)
     np.testing.assert_allclose(aligned.affine, oasis_frame().affine_at(32), atol=1e-4)
-    transform = json.loads((out / "sub-01_T1w_transform.json").read_text())
+    transform = json.loads((out / "sub-01_T1w_transform.json").read_text(encoding="utf-8"))
     found = np.asarray(transform["reference_to_scan"])
     centre = np.array([0.0, -18.0, 18.0, 1.0])
     assert np.linalg.norm(found @ centre - scan.to_scan @ centre) < 3.0
     assert (out / "sub-01_T1w_registration.png").is_file()
-    assert (out / "sub-01_T1w_transform.tfm").read_text().startswith("#Insight Transform File")
+    assert (
+        (out / "sub-01_T1w_transform.tfm")
+        .read_text(encoding="utf-8")
+        .startswith("#Insight Transform File")
+    )
     rows = scores(out)
     assert len(rows) == n and {r["level_from"] for r in rows} == {"frame"}
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     volume = summary["volumes"][0]
     assert volume["brain_mask"] == "own" and volume["levels_covered"] == list(range(n))
 
@@ -96,7 +100,7 @@ def test_levels_the_scan_does_not_reach_are_nan_and_listed(
         ["anomaly", "--run", run, "--input", path, "--out", out, "--alpha", ALPHA], capsys
     )
     assert code == 0, err
-    volume = json.loads((out / "summary.json").read_text())["volumes"][0]
+    volume = json.loads((out / "summary.json").read_text(encoding="utf-8"))["volumes"][0]
     missing = sorted(int(k) for k in volume["levels_not_covered"])
     assert missing and missing[-1] == 31 and "field of view" in volume["levels_not_covered"]["31"]
     assert len(scores(out)) == 32 - len(missing)
@@ -118,7 +122,10 @@ def test_a_users_mask_is_honoured(run: Path, tmp_path: Path, capsys) -> None:
     np.testing.assert_array_equal(used, mask)
     flagged = nib.load(str(out / "s_anomaly_mask.nii.gz")).get_fdata() > 0
     assert not (flagged & ~mask).any()
-    assert json.loads((out / "summary.json").read_text())["volumes"][0]["brain_mask"] == "user"
+    assert (
+        json.loads((out / "summary.json").read_text(encoding="utf-8"))["volumes"][0]["brain_mask"]
+        == "user"
+    )
 
 
 def test_shift_warning_fires_on_another_contrast_not_on_a_healthy_scan_of_the_kind(
@@ -150,7 +157,7 @@ def test_shift_warning_fires_on_another_contrast_not_on_a_healthy_scan_of_the_ki
         argv = ["anomaly", "--run", run, "--input", path, "--out", out, "--alpha", "0.05"]
         code, stdout, err = cli(argv, capsys)
         assert code == 0, err
-        results[name] = (stdout, json.loads((out / "summary.json").read_text()))
+        results[name] = (stdout, json.loads((out / "summary.json").read_text(encoding="utf-8")))
     healthy, inverted = results["healthy"], results["inverted"]
     assert "WARNING" not in healthy[0] and healthy[1]["volumes"][0]["calibration_applies"]
     assert "WARNING" in inverted[0] and not inverted[1]["volumes"][0]["calibration_applies"]
@@ -171,7 +178,7 @@ def test_a_4d_series_is_scored_on_its_first_volume_with_a_note(
     )
     assert code == 0, err
     assert "took the first volume" in stdout
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert any("took the first volume" in n for n in summary["notes"])
     assert nib.load(str(out / "bold_anomaly.nii.gz")).shape == volume.shape
 

@@ -43,7 +43,7 @@ def assert_one_line_error(code: int, err: str, command: str, *names: str) -> Non
 
 def tiny_config_with(tmp_path: Path, **sections: dict) -> Path:
     """TINY_CONFIG with `sections` merged in (one level deep), written to tmp_path/bad.yaml."""
-    doc = yaml.safe_load(TINY_CONFIG.read_text())
+    doc = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     for name, values in sections.items():
         doc[name] = (
             {**doc.get(name, {}), **values} if isinstance(values, dict) and values else values
@@ -168,7 +168,7 @@ def test_train_out_is_a_file(a_file: Path, capsys: pytest.CaptureFixture[str]) -
         ["train", "vqvae", "--data", "demo", "--config", TINY_CONFIG, "--out", a_file], capsys
     )
     assert_one_line_error(code, err, "train", str(a_file))
-    assert a_file.read_text() == "I am a file, not a folder\n"
+    assert a_file.read_text(encoding="utf-8") == "I am a file, not a folder\n"
 
 
 def test_sample_out_is_a_file(
@@ -176,7 +176,7 @@ def test_sample_out_is_a_file(
 ) -> None:
     code, err = cli(["sample", "--run", fake_run, "--n", "1", "--out", a_file], capsys)
     assert_one_line_error(code, err, "sample", str(a_file))
-    assert a_file.read_text() == "I am a file, not a folder\n"
+    assert a_file.read_text(encoding="utf-8") == "I am a file, not a folder\n"
 
 
 def test_reconstruct_out_is_a_file(
@@ -197,7 +197,7 @@ def test_reconstruct_out_is_a_file(
     ]
     code, err = cli(argv, capsys)
     assert_one_line_error(code, err, "reconstruct", str(a_file))
-    assert a_file.read_text() == "I am a file, not a folder\n"
+    assert a_file.read_text(encoding="utf-8") == "I am a file, not a folder\n"
 
 
 def test_export_out_is_a_file(
@@ -205,7 +205,7 @@ def test_export_out_is_a_file(
 ) -> None:
     code, err = cli(["export", "--run", fake_run, "--out", a_file], capsys)
     assert_one_line_error(code, err, "export", str(a_file))
-    assert a_file.read_text() == "I am a file, not a folder\n"
+    assert a_file.read_text(encoding="utf-8") == "I am a file, not a folder\n"
 
 
 def test_preview_out_under_a_file(a_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -224,7 +224,7 @@ def test_preview_out_under_a_file(a_file: Path, capsys: pytest.CaptureFixture[st
     ]
     code, err = cli(argv, capsys)
     assert_one_line_error(code, err, "data", str(a_file))
-    assert a_file.read_text() == "I am a file, not a folder\n"
+    assert a_file.read_text(encoding="utf-8") == "I am a file, not a folder\n"
 
 
 # ----- a disk that fills: writes beyond LIMIT bytes fail with a real OSError(EFBIG) ----------
@@ -240,7 +240,13 @@ def run_limited(code: str, limit: int, cwd: Path) -> subprocess.CompletedProcess
     """Run `code` in a fresh Python whose files may not grow beyond `limit` bytes."""
     script = LIMIT_PRELUDE.format(limit=limit) + textwrap.dedent(code)
     return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        cwd=cwd,
+        timeout=120,
     )
 
 

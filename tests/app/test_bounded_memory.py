@@ -60,7 +60,7 @@ def everything(store, run):
 
 
 def data_bytes():
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmData:"):
             return int(line.split()[1]) * 1024
 
@@ -98,11 +98,16 @@ def test_a_store_larger_than_the_memory_limit_trains_evaluates_and_encodes(tmp_p
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [str(small), str(big), str(tmp_path), str(BUDGET), str(TESTS)]
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "big"
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     test_subjects = BIG_SUBJECTS - int(BIG_SUBJECTS * 0.8) - int(BIG_SUBJECTS * 0.1)
     assert metrics["vqvae"]["n_images"] == test_subjects * LEVELS  # the whole test split
     assert metrics["prior"]["nll_bits_per_code_test"] is not None

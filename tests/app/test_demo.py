@@ -24,14 +24,14 @@ def test_quick_demo_writes_every_figure_report_and_metrics(tmp_path: Path, capsy
             im.verify()
         with Image.open(fig) as im:
             assert min(im.size) >= 100, fig.name
-    history = json.loads((run / "vqvae" / "history.json").read_text())
+    history = json.loads((run / "vqvae" / "history.json").read_text(encoding="utf-8"))
     with Image.open(run / "figures" / "training.gif") as gif:
         assert gif.n_frames == len(history) == 3
-    html = (run / "report.html").read_text()
+    html = (run / "report.html").read_text(encoding="utf-8")
     sources = re.findall(r'src="([^"]+)"', html)
     assert len(sources) >= 10
     for src in sources:
         assert (run / src).is_file(), src
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert all(k in metrics["vqvae"] for k in VQVAE_KEYS)
     assert all(k in metrics["prior"] for k in PRIOR_KEYS)

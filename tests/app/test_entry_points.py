@@ -23,6 +23,8 @@ def run_script(script: str, cwd: Path, *args: str) -> subprocess.CompletedProces
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
 

@@ -42,7 +42,7 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
     assert [f.name for f in frames] == ["epoch_000.png"]
     assert Image.open(frames[0]).size[0] > 32
     assert list((tiny_run / "logs" / "tensorboard" / "vqvae").glob("events.out.tfevents.*"))
-    csv = (tiny_run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text()
+    csv = (tiny_run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text(encoding="utf-8")
     for column in (
         "train/loss",
         "train/recon",
@@ -53,19 +53,19 @@ def test_vqvae_stage_writes_checkpoints_frames_logs_and_bundle(tiny_run: Path) -
         "train/perplexity",
     ):
         assert column in csv
-    history = json.loads((tiny_run / "vqvae" / "history.json").read_text())
+    history = json.loads((tiny_run / "vqvae" / "history.json").read_text(encoding="utf-8"))
     assert (
         history[0]["epoch"] == 0 and "val/ssim" in history[0] and "train/codes_used" in history[0]
     )
     bundle = load_vqvae(tiny_run / "vqvae" / "VQVAE_Model")
     assert bundle.config.codebook_size == 16 and bundle.meta["epochs_trained"] >= 1
     assert bundle.meta["precision"] == resolve_precision(TrainConfig())  # "auto", resolved
-    saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    saved = yaml.safe_load((tiny_run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["vqvae"]["codebook_size"] == 16 and saved["data"]["size"] == 32
 
 
 def test_metrics_json_has_documented_keys(tiny_run: Path) -> None:
-    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    metrics = json.loads((tiny_run / "metrics.json").read_text(encoding="utf-8"))
     vq = metrics["vqvae"]
     assert all(key in vq for key in VQVAE_KEYS)
     assert vq["split"] == "test" and vq["n_images"] == 32
@@ -90,7 +90,7 @@ def test_prior_is_conditional_on_demo_levels_and_codes_are_cached(tiny_run: Path
 
 def test_evaluate_command_on_validate_split(tiny_run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", "--run", str(tiny_run), "--split", "validate"]) == 0
-    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    metrics = json.loads((tiny_run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["vqvae"]["split"] == "validate"
     assert f"{metrics['vqvae']['ssim']:.4f}" in capsys.readouterr().out  # the results table
 
@@ -195,9 +195,9 @@ def test_max_minutes_ends_the_learning_rate_schedule_in_time(tmp_path: Path) -> 
     run = tmp_path / "budget"
     flags = ["--epochs", "1000", "--max-minutes", str(4 / 60), "--lr", "0.003"]
     assert main(train_cmd(run, *flags)[3:]) == 0  # without `python -m brainvq.app.cli`
-    history = json.loads((run / "vqvae" / "history.json").read_text())
+    history = json.loads((run / "vqvae" / "history.json").read_text(encoding="utf-8"))
     assert 1 <= len(history) < 1000
-    rows = (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text().splitlines()
+    rows = (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text(encoding="utf-8").splitlines()
     column = rows[0].split(",").index("lr-AdamW")
     lrs = [float(r.split(",")[column]) for r in rows[1:] if r.split(",")[column]]
     assert max(lrs) == pytest.approx(0.003, rel=0.05)  # reached after warm-up

@@ -27,7 +27,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding runs/tiny, a tiny run with both stages trained (one epoch each)."""
     work = tmp_path_factory.mktemp("predict_work")
     # The tiny config without the generation metrics' classifier: predict does not need them.
-    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     config["sample"]["n_generation_eval"] = 0
     config_file = work / "tiny.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -52,6 +52,8 @@ def run_predict(cwd: Path, *args: str, cache: str) -> subprocess.CompletedProces
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
 
@@ -72,8 +74,8 @@ def test_predict_with_a_model_path_writes_figures_and_the_run_metrics(
         "completions.png",
     ):
         assert (out / name).is_file(), name
-    metrics = json.loads((out / "metrics.json").read_text())
-    trained = json.loads((work / "runs" / "tiny" / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    trained = json.loads((work / "runs" / "tiny" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["vqvae"]["split"] == "test" and metrics["vqvae"]["n_images"] == 32
     assert metrics["vqvae"]["ssim"] == pytest.approx(trained["vqvae"]["ssim"], rel=1e-6)
     assert metrics["prior"]["nll_bits_per_code_test"] == pytest.approx(
@@ -93,7 +95,7 @@ def test_bad_model_path_falls_back_to_the_latest_run_with_a_warning(
     assert "WARNING" in result.stderr and str(bad) in result.stderr
     assert "model bundle not found" in result.stderr  # the reason
     assert str(MODEL) in result.stderr  # the model used instead
-    metrics = json.loads((work / "fallback_out" / "metrics.json").read_text())
+    metrics = json.loads((work / "fallback_out" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["model"] == str(MODEL)
 
 
@@ -132,7 +134,7 @@ def test_model_outside_a_run_uses_its_recorded_source_and_predict_out(
 def test_model_without_run_or_recorded_source_needs_data(work: Path, tmp_path: Path) -> None:
     folder = tmp_path / "VQVAE_Model"
     shutil.copytree(work / MODEL, folder)
-    doc = json.loads((folder / "config.json").read_text())
+    doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     del doc["meta"]["data_source"]
     (folder / "config.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="--data"):

@@ -29,7 +29,7 @@ def test_the_cpu_preset_is_chosen_said_and_recorded(
     assert said.startswith("brainvq train: no --config given: using configs/oasis_cpu.yaml (")
     assert "no CUDA GPU" in said and "CPU cores" in said
     config = prepare_run(run, path, {"data": {"source": str(source)}}, preset=preset)
-    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     assert saved["preset"] == {"name": "oasis_cpu", "reason": preset.reason}
     cpu = load_run_config(packaged_config("oasis_cpu"))
     assert config.vqvae.channels == cpu.vqvae.channels == (32, 64)

@@ -111,7 +111,7 @@ def test_a_scan_in_any_format_gives_the_maps_of_its_nifti_conversion(
         np.testing.assert_array_equal(got, want, err_msg=what)
         np.testing.assert_array_equal(got_affine, want_affine)
         assert got.shape == data.shape
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
     assert summary["volumes"][0]["name"] == name
     assert (tmp_path / "out" / f"{name}_registration.png").is_file()
     if fmt == "dicom":

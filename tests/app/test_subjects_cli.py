@@ -51,7 +51,7 @@ def test_subjects_are_written_as_volumes_on_the_runs_frame(
     # each level is a draw of its own: adjacent code maps differ (the untrained decoder of the
     # fixture may render two different maps alike, so the codes are compared, not the images)
     assert not np.array_equal(codes[0, 10], codes[0, 11])
-    record = json.loads((out / "subjects.json").read_text())
+    record = json.loads((out / "subjects.json").read_text(encoding="utf-8"))
     assert record["subjects"] == 2 and record["seed"] == 3 and record["xform_code"] == 4
     with open(out / "manifest.csv") as f:
         rows = list(csv.DictReader(f))

@@ -34,7 +34,7 @@ SPACE = {
 
 def tune_yaml(tmp_path: Path, epochs: int = 1, space: dict | None = None, **tune) -> Path:
     """tests/configs/tiny.yaml with `epochs` per trial and a small `tune:` section."""
-    doc = yaml.safe_load(TINY_CONFIG.read_text())
+    doc = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     doc["vqvae_train"]["epochs"] = epochs
     doc["tune"] = {"vqvae": space or SPACE, "startup_trials": 2, **tune}
     path = tmp_path / f"tune_{epochs}.yaml"
@@ -91,7 +91,7 @@ def test_a_tiny_study_writes_every_output_and_best_yaml_trains(tmp_path: Path, c
     assert [r["number"] for r in rows] == ["0", "1", "2"]
     assert set(rows[0]) >= {"state", "objective", "minutes", "epochs", "vqvae_train.lr", "note"}
     assert all(0 < float(r["objective"]) <= 1 and r["epochs"] == "1" for r in rows)
-    summary = json.loads((tune / "summary.json").read_text())
+    summary = json.loads((tune / "summary.json").read_text(encoding="utf-8"))
     assert summary["metric"] == "val/ssim" and summary["counts"]["complete"] == 3
     best = max(study.trials, key=lambda t: t.value)
     assert summary["best"]["number"] == best.number
@@ -141,7 +141,7 @@ def test_a_prior_study_on_a_vqvae_run_and_the_report_section(tmp_path: Path) -> 
     doc = load_run_config(run / "config.yaml")
     assert doc.tune.prior == {}
     config = tmp_path / "prior.yaml"
-    base = yaml.safe_load((run / "config.yaml").read_text())
+    base = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     base["tune"]["prior"] = space
     config.write_text(yaml.safe_dump(base))
     args = ["tune", "--stage", "prior", "--out", str(run), "--config", str(config)]
@@ -154,7 +154,7 @@ def test_a_prior_study_on_a_vqvae_run_and_the_report_section(tmp_path: Path) -> 
     assert (trial_run / "prior" / "PixelCNN_Model" / "model.safetensors").is_file()
     vqvae_weights = "vqvae/VQVAE_Model/model.safetensors"
     assert (trial_run / vqvae_weights).read_bytes() == (run / vqvae_weights).read_bytes()
-    html = (run / "report.html").read_text()
+    html = (run / "report.html").read_text(encoding="utf-8")
     assert "Tuning: study &#x27;prior&#x27; of the prior stage" in html
     assert "figures/tune_history.png" in html
     assert (run / "figures" / "tune_history.png").is_file()

@@ -38,7 +38,7 @@ def test_second_load_is_a_cache_hit(oasis_tree: Path, cache_dir: Path) -> None:
         first.source,
     )
     assert t_second < t_first
-    description = json.loads((stores[0] / "store.json").read_text())
+    description = json.loads((stores[0] / "store.json").read_text(encoding="utf-8"))
     assert description["n_images"] == len(first) and description["size"] == 128
 
 

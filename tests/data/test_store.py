@@ -161,7 +161,10 @@ def test_rows_read_by_position_are_the_rows(tmp_path: Path) -> None:
     view = stored.images[8:20]  # a run of rows (as a split is) reads from its own offset
     np.testing.assert_array_equal(RowReader(view).read(np.array([0, 11])), view[[0, 11]])
     assert RowReader(np.asarray(stored.images)).file is None  # in memory: plain indexing
-    assert json.loads((tmp_path / "s.store" / "store.json").read_text())["n_images"] == 40
+    assert (
+        json.loads((tmp_path / "s.store" / "store.json").read_text(encoding="utf-8"))["n_images"]
+        == 40
+    )
 
 
 RSS_SCRIPT = """
@@ -206,6 +209,8 @@ def test_training_steps_on_a_store_read_only_their_batches(tmp_path: Path) -> No
             [sys.executable, "-c", RSS_SCRIPT, str(n), str(tmp_path / f"{n}.store")],
             capture_output=True,
             text=True,
+            encoding="utf-8",
+            errors="replace",
             env={**os.environ, "OMP_NUM_THREADS": "1"},
             timeout=300,
         )

@@ -113,7 +113,7 @@ def test_load_errors(toy_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="no level classifier at"):
         load_level_classifier(tmp_path / "missing")
     folder = save_bundle(tmp_path / "clf", toy_model, toy_model.config, kind="level_classifier")
-    doc = json.loads((folder / "config.json").read_text())
+    doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     (folder / "config.json").write_text(json.dumps({**doc, "kind": "vqvae"}))
     with pytest.raises(ValueError, match="holds a 'vqvae' model, expected 'level_classifier'"):
         load_level_classifier(folder)

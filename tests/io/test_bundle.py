@@ -65,7 +65,7 @@ def test_a_version_1_prior_bundle_still_loads(tmp_path: Path) -> None:
     )
     model = GatedPixelCNN(cfg)
     folder = save_bundle(tmp_path / "PixelCNN_Model", model, cfg, kind="prior")
-    doc = json.loads((folder / "config.json").read_text())
+    doc = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     doc["format_version"] = 1
     doc["config"]["num_codes"] = doc["config"].pop("codebook_size")
     del doc["config"]["level_map_rank"]
@@ -102,7 +102,7 @@ def test_missing_config(vq_bundle: Path) -> None:
 
 
 def test_config_that_does_not_match_the_weights(vq_bundle: Path) -> None:
-    doc = json.loads((vq_bundle / "config.json").read_text())
+    doc = json.loads((vq_bundle / "config.json").read_text(encoding="utf-8"))
     doc["config"]["codebook_size"] = 64
     (vq_bundle / "config.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match="does not match"):
@@ -126,7 +126,7 @@ def test_weights_that_are_not_safetensors(vq_bundle: Path) -> None:
     ],
 )
 def test_config_is_validated_before_anything_is_built(vq_bundle: Path, edit, message: str) -> None:
-    doc = json.loads((vq_bundle / "config.json").read_text())
+    doc = json.loads((vq_bundle / "config.json").read_text(encoding="utf-8"))
     edit(doc)
     (vq_bundle / "config.json").write_text(json.dumps(doc))
     with pytest.raises(BundleError, match=message):

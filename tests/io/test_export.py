@@ -94,7 +94,7 @@ def test_onnx_models_agree_with_pytorch_at_any_batch(exported, batch: int) -> No
 
 def test_export_json_describes_the_models(exported) -> None:
     _, out, manifest = exported
-    doc = json.loads((out / "export.json").read_text())
+    doc = json.loads((out / "export.json").read_text(encoding="utf-8"))
     assert doc == manifest
     assert (doc["image_size"], doc["latent_size"], doc["codebook_size"]) == (32, 8, 16)
     assert doc["opset"] == 17 and "uint8 / 255" in doc["intensity"]
@@ -447,7 +447,7 @@ def test_cli_static_int8_with_prior_then_a_plain_export_removes_them(tmp_path: P
     assert main([*argv, "--quantize", "int8-static", "--calibration", "16", "--with-prior"]) == 0
     text = capsys.readouterr().out
     assert "check int8_vs_fp32" in text and "check prior_vs_pytorch: logits max abs" in text
-    doc = json.loads((out / "export.json").read_text())
+    doc = json.loads((out / "export.json").read_text(encoding="utf-8"))
     assert doc["int8"]["calibration_slices"] == 16 and doc["prior"]["n_levels"] == 0
     assert doc["checks"]["prior_vs_pytorch"]["logits_max_abs_diff"] < 1e-4
     for name in ("prior_row.onnx", "prior_position.onnx", "encoder.int8-static.onnx"):

@@ -42,7 +42,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     same run copied before its prior was trained)."""
     root = tmp_path_factory.mktemp("report_runs")
     # The tiny config without the generation metrics' classifier: they are not in the report.
-    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     config["sample"]["n_generation_eval"] = 0
     config_file = root / "tiny.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -60,7 +60,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def linked_files(html: Path) -> list[Path]:
     """The files the page links to (images and any href), resolved next to the page."""
-    links = LINK.findall(html.read_text())
+    links = LINK.findall(html.read_text(encoding="utf-8"))
     return [html.parent / urllib.parse.unquote(link) for link in links]
 
 
@@ -77,7 +77,7 @@ def test_full_run_gets_every_figure_as_a_valid_image(runs: dict[str, Path]) -> N
 
 
 def test_gif_has_one_labelled_frame_per_epoch(runs: dict[str, Path]) -> None:
-    history = json.loads((runs["full"] / "vqvae" / "history.json").read_text())
+    history = json.loads((runs["full"] / "vqvae" / "history.json").read_text(encoding="utf-8"))
     assert [row["epoch"] for row in history] == [0, 1]
     with Image.open(runs["full"] / "figures" / "training.gif") as gif:
         assert gif.n_frames == 2
@@ -95,8 +95,8 @@ def test_report_links_only_existing_files_and_shows_every_figure(runs: dict[str,
     linked = linked_files(html)
     assert linked and all(p.is_file() for p in linked), [p for p in linked if not p.is_file()]
     assert {p.name for p in linked} == VQVAE_FIGURES | PRIOR_FIGURES
-    text = html.read_text()
-    metrics = json.loads((runs["full"] / "metrics.json").read_text())
+    text = html.read_text(encoding="utf-8")
+    metrics = json.loads((runs["full"] / "metrics.json").read_text(encoding="utf-8"))
     assert f"{metrics['vqvae']['ssim']:.4g}" in text
     assert f"{metrics['prior']['nll_bits_per_code_test']:.4g}" in text
     assert "Evaluated on the test split: 32 slices of 1 subject." in text
@@ -112,7 +112,7 @@ def test_run_without_prior_gets_the_vqvae_report(runs: dict[str, Path]) -> None:
     assert {p.name for p in (run / "figures").iterdir()} == VQVAE_FIGURES
     linked = linked_files(run / "report.html")
     assert all(p.is_file() for p in linked) and {p.name for p in linked} == VQVAE_FIGURES
-    assert "No prior in this run" in (run / "report.html").read_text()
+    assert "No prior in this run" in (run / "report.html").read_text(encoding="utf-8")
 
 
 def test_the_report_reads_files_only(
@@ -142,11 +142,11 @@ def test_the_report_reads_files_only(
 
 
 def test_the_first_section_is_the_results_table(runs: dict[str, Path]) -> None:
-    text = (runs["full"] / "report.html").read_text()
+    text = (runs["full"] / "report.html").read_text(encoding="utf-8")
     first = text.index('<section id="results">')
     assert first < text.index('<section id="figures">') < text.index('<section id="metrics">')
     results = text[first : text.index("</section>", first)]
-    metrics = json.loads((runs["full"] / "metrics.json").read_text())
+    metrics = json.loads((runs["full"] / "metrics.json").read_text(encoding="utf-8"))
     vq, prior = metrics["vqvae"], metrics["prior"]
     for expected in (
         f"{vq['ssim']:.4f}",
@@ -183,8 +183,8 @@ def test_evaluated_slices_are_described_and_oasis_data_is_cited(
         n_levels=demo.n_levels,
     )
     evaluate_run(run, oasis_like)
-    assert json.loads(RunLayout(run).data_summary.read_text())["oasis"] is True
-    text = build_report(run).read_text()
+    assert json.loads(RunLayout(run).data_summary.read_text(encoding="utf-8"))["oasis"] is True
+    text = build_report(run).read_text(encoding="utf-8")
     assert OASIS_CITATION in text
     assert "Data source: /data/keras_png_slices_data" in text
 

@@ -241,7 +241,7 @@ def test_a_non_finite_adversarial_loss_stops_training(tmp_path: Path) -> None:
 
 def adversarial_yaml(tmp_path: Path, **train) -> Path:
     """tiny.yaml with the discriminator on from step 2, and `train` in vqvae_train."""
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     cfg["adversarial"] = {"enabled": True, "start_step": 2, "channels": 4, "frequency_weight": 0.01}
     cfg["vqvae_train"].update(train)
     path = tmp_path / "adversarial.yaml"
@@ -288,9 +288,11 @@ def test_the_bundle_holds_only_the_vqvae_and_says_how_it_was_trained(tmp_path: P
     bundle = load_vqvae(folder)  # strict: the weights are exactly the VQ-VAE's
     assert bundle.meta["adversarial"]["enabled"] is True
     assert bundle.meta["adversarial"]["frequency_weight"] == 0.01
-    history = json.loads((run / "vqvae" / "history.json").read_text())
+    history = json.loads((run / "vqvae" / "history.json").read_text(encoding="utf-8"))
     assert {"train/g_adv", "train/d_loss", "train/adaptive_weight", "train/freq"} <= set(history[0])
-    csv = (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text().splitlines()[0]
+    csv = (
+        (run / "logs" / "csv" / "vqvae" / "metrics.csv").read_text(encoding="utf-8").splitlines()[0]
+    )
     assert "train/d_loss_step" in csv and "train/adaptive_weight_step" in csv
     figures = curve_figures(RunLayout(run), tmp_path / "figures")
     assert any("discriminator" in caption for _, caption in figures)
@@ -314,7 +316,15 @@ def test_two_process_ddp_keeps_codebooks_and_discriminators_identical(tmp_path: 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = train_cmd(run, "--devices", "2", "--epochs", "2", "--adversarial")
     cmd[cmd.index("--config") + 1] = str(adversarial_yaml(tmp_path))
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     meta = load_vqvae(run / "vqvae" / "VQVAE_Model").meta
     assert meta["world_size"] == 2 and meta["epochs_trained"] == 2

@@ -18,6 +18,8 @@ def test_two_process_ddp_run_ends_with_identical_codebooks(tmp_path: Path) -> No
         train_cmd(run, "--devices", "2", "--epochs", "2"),
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env=env,
         timeout=300,
     )

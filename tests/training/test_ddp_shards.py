@@ -75,11 +75,13 @@ def test_each_ddp_process_reads_only_its_shard_of_a_store(tmp_path: Path) -> Non
         ],
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text(encoding="utf-8")) for r in (0, 1)]
     for epoch in (0, 1):
         half = N_TRAIN // 2
         shards = [set(r[epoch * half : (epoch + 1) * half]) for r in rows]

@@ -72,6 +72,8 @@ def test_two_nodes_launched_by_torchrun_train_to_identical_codebooks(tmp_path: P
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
+                    encoding="utf-8",
+                    errors="replace",
                 )
             )
         logs = [node.communicate(timeout=400)[0] for node in nodes]

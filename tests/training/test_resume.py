@@ -32,11 +32,11 @@ def _assert_complete(run: Path, epochs: int) -> None:
     assert bundle.meta["epochs_trained"] == epochs
     ckpt = torch.load(run / "vqvae" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == epochs * STEPS_PER_EPOCH
-    history = json.loads((run / "vqvae" / "history.json").read_text())
+    history = json.loads((run / "vqvae" / "history.json").read_text(encoding="utf-8"))
     assert [row["epoch"] for row in history] == list(range(epochs))
     frames = sorted(p.name for p in (run / "vqvae" / "frames").glob("epoch_*.png"))
     assert frames == [f"epoch_{e:03d}.png" for e in range(epochs)]
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert 0 < metrics["vqvae"]["ssim"] <= 1
     leftovers = [
         p for p in run.rglob(".*") if p.name.endswith(".tmp") or p.name.startswith(".VQVAE")
@@ -70,6 +70,8 @@ def test_sigkill_mid_epoch_then_resume_completes(tmp_path: Path) -> None:
         env=_env(),
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -132,7 +134,7 @@ def test_interrupted_plus_resume_equals_uninterrupted(tmp_path: Path) -> None:
 def _constant_lr_config(tmp_path: Path) -> Path:
     import yaml
 
-    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg = yaml.safe_load(TINY_CONFIG.read_text(encoding="utf-8"))
     cfg["vqvae_train"].update(warmup_steps=0, min_lr_ratio=1.0, deterministic=True)
     path = tmp_path / "constant_lr.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -155,6 +157,8 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path: Pa
         env=_env(),
         capture_output=True,
         text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert result.returncode != 0

@@ -36,7 +36,7 @@ from brainvq.inference.codes import decode_codes
 from brainvq.inference.generate import load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.run import RunLayout, load_run
-from brainvq.values import COUNT, RATE, SEED
+from brainvq.values import HEALINGS, RATE, SEED
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def check_options(alpha: float, n_heal: int | None, seed: int) -> None:
     a seed outside [0, 2**32 - 1]: the rules every flag of their kind follows (brainvq.values)."""
     RATE.check("--alpha", alpha)
     if n_heal is not None:
-        COUNT.check("--n-heal", n_heal)
+        HEALINGS.check("--n-heal", n_heal)
     SEED.check("--seed", seed)
 
 

@@ -57,6 +57,7 @@ FLAG_RULES: dict[str, Rule] = {
     "--trial-minutes": MINUTES,
     "--finetune-minutes": MINUTES_OR_ZERO,
     "--alpha": RATE,
+    "--scan-alpha": RATE,
     "--amount": SHARE,
     "--lr": POSITIVE,
     "--temperature": POSITIVE,

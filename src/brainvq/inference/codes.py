@@ -205,7 +205,7 @@ def encode_splits(
     index_path = codes_dir / "index.json"
     present = [s for s in SPLITS if (sliceset.split == s).any()]
     if index_path.is_file():
-        index = json.loads(index_path.read_text())
+        index = json.loads(index_path.read_text(encoding="utf-8"))
         if index.get("fingerprint") == fingerprint and all(
             has_codes(codes_dir, s) for s in present
         ):

@@ -182,7 +182,7 @@ def subject_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
 
 def read_history(path: Path) -> list[dict[str, float]]:
     """RUN/<stage>/history.json: a list of per-epoch rows, each with an "epoch"."""
-    rows = json.loads(Path(path).read_text())
+    rows = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "epoch" in r for r in rows):
         raise ValueError(f"{path}: expected a JSON list of per-epoch rows with an 'epoch' key")
     return sorted(rows, key=lambda r: r["epoch"])
@@ -318,7 +318,7 @@ def build_report(run_dir: str | Path) -> Path:
         layout.report,
         title=f"brainvq run {layout.root.resolve().name}",
         metrics=metrics,
-        config=yaml.safe_load(layout.config.read_text()),
+        config=yaml.safe_load(layout.config.read_text(encoding="utf-8")),
         figures=draw_figures(layout, layout.figures),
         timings=read_json(layout.timings),
         notes=_notes(layout, metrics),

@@ -141,7 +141,7 @@ def trial_config(setup: TrialSetup, values: dict[str, Any]) -> RunConfig:
 def best_logged(history: Path, objective: Objective) -> tuple[float | None, int]:
     """The best finite value of the objective's metric in a stage's history.json, and its
     number of rows."""
-    rows = json.loads(history.read_text()) if history.is_file() else []
+    rows = json.loads(history.read_text(encoding="utf-8")) if history.is_file() else []
     metric = objective.metric
     values = [r[metric] for r in rows if metric in r and math.isfinite(r[metric])]
     if not values:
