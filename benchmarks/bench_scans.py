@@ -25,6 +25,7 @@ in the run's band of levels. With the run's own calibration (its validate split)
   frame wherever it lies, no registration): the same measures on its own slice stack.
 
     .venv/bin/python benchmarks/bench_scans.py --run runs/demo [--healthy 12 --lesioned 12]
+        [--heads: raw research heads (skull, neck, noise, any origin, atrophy) instead]
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ from brainvq.data.space.resample import scan_to_frame
 from brainvq.data.space.template import load_reference
 from brainvq.evaluation.anomaly_benchmark import average_precision, best_dice, dice
 from brainvq.evaluation.synthetic_anatomy import random_lesions
-from brainvq.evaluation.synthetic_scans import make_scan, random_acquisition
+from brainvq.evaluation.synthetic_scans import (
+    make_scan,
+    random_acquisition,
+    random_head_acquisition,
+)
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.generate import load_run_models
@@ -126,6 +131,13 @@ def main() -> int:
         "noise), for the shift check",
     )
     p.add_argument("--lines", action="store_true", help="print each scan's line")
+    p.add_argument(
+        "--heads",
+        action="store_true",
+        help="raw research heads instead of tidy scans (skull, neck and shoulders, a noisy "
+        "background, 1 or 2 mm, the origin anywhere, half of them atrophied: "
+        "synthetic_scans.random_head_acquisition)",
+    )
     args = p.parse_args()
     print(machine().describe())
     config = load_run(args.run)
@@ -150,7 +162,8 @@ def main() -> int:
         for i, kind in enumerate(kinds):
             sick = kind == "lesioned"
             fixed = {"inverted": {"invert": True}, "noisy": {"noise": HEAVY_NOISE}}.get(kind, {})
-            acquisition = random_acquisition(rng, **fixed)
+            draw = random_head_acquisition if args.heads else random_acquisition
+            acquisition = draw(rng, **fixed)
             lesions = random_lesions(rng, int(rng.integers(1, 4))) if sick else []
             scan = make_scan(acquisition, lesions, seed=args.seed * 1000 + i)
             path = Path(tmp) / f"scan{i}.nii.gz"
@@ -204,7 +217,8 @@ def main() -> int:
                     record("before", "healthy share", float(flagged[fg].mean()))
             print(
                 f"{i:2d} {kind} {acquisition.orientation} {acquisition.voxel_mm} "
-                f"skull={acquisition.skull}: done",
+                f"skull={acquisition.skull} neck_to_mm={acquisition.neck_to_mm} "
+                f"atrophy={acquisition.atrophy:.2f}: done",
                 flush=True,
             )
     report(results, args.alpha)
