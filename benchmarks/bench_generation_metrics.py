@@ -11,7 +11,6 @@ training image, uniform noise. Prints one table; skips with a message when the d
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from brainvq.data.slice_names import OASIS_NAME
 from brainvq.evaluation.generation_metrics import (
     extract_features,
     frechet_distance,
@@ -33,7 +33,6 @@ from brainvq.hardware import machine
 from brainvq.models.level_classifier import LevelClassifierConfig
 
 DEFAULT_DATA = Path("/work/shared/oasis/keras_png_slices_data")
-NAME = re.compile(r"case_(\d+)_slice_(\d+)\.nii\.png$")
 SIZE = 128
 BLUR_SIGMA = 2.0  # pixels at 128x128
 SEED = 0
@@ -41,17 +40,17 @@ SEED = 0
 
 def load_split(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PNGs of one split -> images (N, 128, 128) uint8, subject (N,) int, level (N,) int."""
-    files = sorted(p for p in folder.iterdir() if NAME.search(p.name))
+    files = sorted(p for p in folder.iterdir() if OASIS_NAME.match(p.name))
     if not files:
         raise FileNotFoundError(f"no case_<subject>_slice_<k>.nii.png files in {folder}")
     images, subjects, levels = [], [], []
     for path in files:
-        m = NAME.search(path.name)
+        m = OASIS_NAME.match(path.name)
         x = np.asarray(Image.open(path).convert("L"), dtype=np.float32)  # (256, 256)
         f = x.shape[0] // SIZE
         images.append(x.reshape(SIZE, f, SIZE, f).mean(axis=(1, 3)))  # (128, 128)
-        subjects.append(int(m.group(1)))
-        levels.append(int(m.group(2)))
+        subjects.append(int(m["subject"]))
+        levels.append(int(m["slice"]))
     images = np.clip(np.rint(np.stack(images)), 0, 255).astype(np.uint8)
     return images, np.array(subjects), np.array(levels)
 

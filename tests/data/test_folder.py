@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image
 
 from brainvq.data import load_slices
-from brainvq.data.folder import parse_subject_slice
 from brainvq.data.splits import assign_splits, stable_unit
 
 from .files import slice_pixels, write_png
@@ -55,13 +54,6 @@ def test_at_least_one_key_in_train() -> None:
     # Find keys that all hash outside train, then check one is moved into it.
     outside = [k for k in (f"v{i}" for i in range(200)) if stable_unit(k) >= 0.8][:3]
     assert "train" in assign_splits(outside).values()
-
-
-def test_parse_subject_slice() -> None:
-    assert parse_subject_slice("case_441_slice_31.nii.png") == ("441", 31)
-    assert parse_subject_slice("sub-01_slice-07.png") == ("sub-01", 7)
-    assert parse_subject_slice("brain_slice3.jpg") == ("brain", 3)
-    assert parse_subject_slice("image_0001.png") is None
 
 
 def test_colour_and_16_bit_files_are_converted_and_noted(tmp_path: Path, cache_dir: Path) -> None:

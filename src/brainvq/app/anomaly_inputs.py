@@ -16,9 +16,10 @@ import numpy as np
 from brainvq.app.scans import align_inputs, input_scans, levels_covered, slice_names
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
+from brainvq.data.slice_names import level_from_name
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.generation_metrics import predict_levels
-from brainvq.inference.generate import RunModels, check_level, level_from_name
+from brainvq.inference.generate import RunModels, check_level
 from brainvq.io.bundle import load_level_classifier
 from brainvq.run import RunLayout, load_run
 
@@ -75,7 +76,7 @@ def load_inputs(
 ) -> Inputs:
     """Volumes (a file, a folder of them, a DICOM series or DICOMDIR, a BIDS tree; series: the
     DICOM series to take, `--series`): aligned to the run's frame, every covered level
-    (brainvq.app.scans); a single PNG/JPEG (its level read from an OASIS-style name); or
+    (brainvq.app.scans); a single PNG/JPEG (its level read from its name as a folder's would be); or
     anything load_slices reads (every slice of every split, in the loader's order)."""
     path = Path(source)
     config = load_run(run_dir)

@@ -10,12 +10,11 @@ frame; one readable line of both (`ScanAnswer.line`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from brainvq.app.calibration_store import StoredCalibration
-from brainvq.data.folder import parse_subject_slice
+from brainvq.data.slice_names import parse_subject_slice
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.anomaly_calibration import Calibration
 from brainvq.evaluation.anomaly_decisions import simes
@@ -78,7 +77,7 @@ def scan_groups(names: list[str], volume_of: np.ndarray | None, volumes: list) -
     slices with `<subject>_slice_<k>` names); [] when the input has no scans."""
     if volumes:
         return [(a.scan.path.name, np.flatnonzero(volume_of == i)) for i, a in enumerate(volumes)]
-    subjects = [parse_subject_slice(Path(n).name) for n in names]
+    subjects = [parse_subject_slice(n) for n in names]
     ids = sorted({s[0] for s in subjects if s is not None})
     groups = []
     for subject in ids:

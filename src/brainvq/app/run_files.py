@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from brainvq.data.oasis import OASIS_NAME
+from brainvq.data.slice_names import OASIS_NAME
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.evaluation.reconstruction import spread_rows
 from brainvq.inference.generate import RunModels, complete_slices, generate_slices, spread_levels

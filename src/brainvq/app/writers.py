@@ -13,12 +13,12 @@ import numpy as np
 
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
+from brainvq.data.slice_names import level_from_name
 from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.inference.generate import (
     check_level,
     iter_completions,
     iter_slices,
-    level_from_name,
     load_run_models,
     spread_levels,
 )
@@ -226,7 +226,7 @@ def complete_to_folder(
     """Keep the first `keep_rows` latent rows of a real slice's code map and sample the rest.
 
     The level of a conditional prior is `level`, else read from the file name
-    (`..._slice_<k>...`). Writes `completion_X.png` per completion, `grid.png` (original, its
+    (brainvq.data.slice_names). Writes `completion_X.png` per completion, `grid.png` (original, its
     reconstruction, then the completions, with the kept part marked by a line) and
     `manifest.csv`. Returns (the files written, the level used)."""
     out_dir = output_folder(out_dir)

@@ -1,15 +1,14 @@
 """A folder of PNG/JPEG slices without split folders.
 
 Files whose names carry a subject and slice (`case_001_slice_7.nii.png`, `sub-01_slice-07.png`,
-`brain_slice3.jpg`) are split by subject, so that no subject is in two splits; other files are
-split by a stable hash of their name. Both use 80/10/10 by default.
+`brain_slice3.jpg`: brainvq.data.slice_names) are split by subject, so that no subject is in two
+splits; other files are split by a stable hash of their name. Both use 80/10/10 by default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,21 +17,11 @@ import numpy as np
 from brainvq.data.builder import SliceBuilder, SlicePart
 from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.imaging import prepare_slice
-from brainvq.data.oasis import OASIS_NAME
+from brainvq.data.slice_names import parse_subject_slice
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.data.splits import DEFAULT_FRACTIONS, assign_splits
 
 FILES_PER_TASK = 256  # files one decoding task reads (a pool worker's unit of work)
-
-SUBJECT_SLICE = re.compile(
-    r"^(?P<subject>.+?)[_-]slice[_-]?(?P<slice>\d+)(?:\D.*)?$", re.IGNORECASE
-)
-
-
-def parse_subject_slice(name: str) -> tuple[str, int] | None:
-    """(subject, slice index) from a file name, or None if the name carries neither."""
-    m = OASIS_NAME.match(name) or SUBJECT_SLICE.match(name)
-    return (m["subject"], int(m["slice"])) if m else None
 
 
 @dataclass(frozen=True)
@@ -91,7 +80,7 @@ class ImageFolderSource:
     def plan(self, size: int) -> DecodePlan:
         """Tasks of FILES_PER_TASK files, split by split (train, validate, test), so that a
         store holds each split as one run of slices."""
-        parsed = [parse_subject_slice(Path(rel).name) for rel in self.files]
+        parsed = [parse_subject_slice(rel) for rel in self.files]
         subjects = [p[0] if p else rel for rel, p in zip(self.files, parsed, strict=True)]
         n_named = sum(p is not None for p in parsed)
         if n_named == len(self.files):

@@ -7,7 +7,6 @@ segmentation masks, not images to learn from: they are recognised and skipped wi
 from __future__ import annotations
 
 import os
-import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 from brainvq.data.builder import SliceBuilder, SlicePart
 from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.imaging import is_image_name, prepare_slice
+from brainvq.data.slice_names import OASIS_NAME
 from brainvq.data.sliceset import SPLITS, SliceSet
 
 SPLIT_FOLDERS = {
@@ -27,7 +27,6 @@ SPLIT_FOLDERS = {
 }
 SEG_PREFIX = "keras_png_slices_seg_"
 DATA_FOLDER = "keras_png_slices_data"
-OASIS_NAME = re.compile(r"^case_(?P<subject>[^_/]+)_slice_(?P<slice>\d+)\.nii\.png$")
 EXPECTED = (
     "expected the OASIS layout: folders "
     + ", ".join(SPLIT_FOLDERS)

@@ -1,5 +1,5 @@
 """Generating and completing brain slices: sample code maps with the prior, decode them with the
-VQ-VAE. One way of spreading levels over a batch, one way of reading a level from a file name.
+VQ-VAE, and one way of spreading levels over a batch.
 
 Any number of maps is drawn in chunks whose working memory (the sampler's row cache, the
 uniforms, the decoded images) stays under CHUNK_BYTES (`chunk_size`): `iter_slices` yields them
@@ -12,7 +12,6 @@ takes (torch's CPU generator fills a tensor in order), so the maps are those of 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.run import RunLayout
 from brainvq.values import COUNT, check_memory
 
-LEVEL_IN_NAME = re.compile(r"_slice_(\d+)")
 CHUNK_BYTES = 256 * 2**20  # the working memory of one chunk of draws
 
 
@@ -108,12 +106,6 @@ def result_bytes(models: RunModels, n_slices: int = 1) -> int:
     """What one returned map (or subject) takes: its codes (int64) and its image (uint8)."""
     h, w = models.latent_hw
     return (8 * h * w + models.vqvae.config.image_size**2) * n_slices
-
-
-def level_from_name(name: str | Path) -> int | None:
-    """The level k of an OASIS-style name `..._slice_<k>...`, or None."""
-    match = LEVEL_IN_NAME.search(Path(str(name)).name)
-    return int(match.group(1)) if match else None
 
 
 def check_level(models: RunModels, level: int | None, flag: str = "--level") -> int | None:
