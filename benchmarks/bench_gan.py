@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from brainvq.app.run_data import run_slices
+from brainvq.atomic import atomic_path
 from brainvq.config import to_dict
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.generation_metrics import (
@@ -54,7 +55,6 @@ from brainvq.evaluation.prior import CLASSIFIER_PRESENTATIONS, CLASSIFIER_SIZE, 
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.hardware import machine
 from brainvq.inference.generate import generate_slices, load_run_models, spread_levels
-from brainvq.io.atomic import atomic_path
 from brainvq.io.bundle import load_vqvae
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 from brainvq.run import RunLayout, packaged_config, prepare_run

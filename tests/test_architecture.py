@@ -1,4 +1,4 @@
-"""The package's layers: dependencies point one way (README: Architecture) and there are no
+"""The package's layers: dependencies point one way (docs/architecture.md) and there are no
 import cycles between modules. Read from the source with `ast`, so a late import inside a
 function counts as much as one at the top.
 
@@ -21,7 +21,7 @@ SHARED = {
     "hardware",
     "metrics",
     "progress",
-    "io.atomic",
+    "atomic",
     "run",
     "run_config",
     "edge",
@@ -33,11 +33,11 @@ ALLOWED = {
     "training": {"data", "models", "io", "inference"},
     "inference": {"data", "models", "io"},
     "evaluation": {"data", "models", "io", "inference"},
-    "report": {"io.atomic", "run", "run_config"},
+    "report": {"atomic", "run", "run_config"},
     "app": {"data", "models", "io", "training", "inference", "evaluation", "report"},
 }
 # import nothing from brainvq but each other (edge: nothing at all, it must run without torch)
-LOW = {"_version", "config", "values", "hardware", "metrics", "progress", "edge"}
+LOW = {"_version", "config", "values", "hardware", "metrics", "progress", "atomic", "edge"}
 FACE = ""  # the module name of brainvq/__init__.py
 # who may import the face (tests and users, outside the package, always may)
 FACE_USERS = {"app"}
@@ -80,8 +80,6 @@ def graph() -> dict[str, set[str]]:
 
 
 def part_of(module: str) -> str:
-    if module.startswith("io.atomic"):
-        return "io.atomic"
     return module.split(".")[0]
 
 
@@ -89,10 +87,10 @@ def test_imports_of_the_face_are_seen() -> None:
     """`from brainvq import X` is an import of the face, not nothing (as it was once read)."""
     source = "from brainvq import load_vqvae\nfrom brainvq import edge\nimport brainvq.run\n"
     assert imports(source) == {FACE, "edge", "run"}
-    assert imports("from brainvq.io import bundle, onnx\nfrom brainvq.io.atomic import x") == {
+    assert imports("from brainvq.io import bundle, onnx\nfrom brainvq.atomic import x") == {
         "io.bundle",
         "io.onnx",
-        "io.atomic",
+        "atomic",
     }
 
 
@@ -110,8 +108,8 @@ def test_dependencies_point_one_way() -> None:
                 continue
             if part in LOW:
                 ok = other in LOW
-            elif part in ("run", "run_config", "io.atomic"):
-                ok = other in LOW | {"data", "models", "io.atomic", "run_config"}
+            elif part in ("run", "run_config"):
+                ok = other in LOW | {"data", "models", "run_config"}
             else:
                 ok = other in SHARED | ALLOWED[part] or (other == "io" and "io" in ALLOWED[part])
             if not ok:
@@ -153,3 +151,11 @@ def test_the_report_reads_no_model_data_or_sampler_code() -> None:
             assert not {
                 t for t in targets if part_of(t) in ("training", "inference", "evaluation", "data")
             }, module
+
+
+def test_the_run_layout_and_configs_import_nothing_from_io() -> None:
+    """run.py, run_config.py and config.py sit below io/ (bundles, ONNX): the helpers they use
+    (atomic writes) live beside them, so no arrow runs back up."""
+    deps = graph()
+    for module in ("run", "run_config", "config"):
+        assert not {t for t in deps[module] if part_of(t) == "io"}, module

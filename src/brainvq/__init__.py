@@ -224,7 +224,7 @@ def anomaly(
     in their own space)."""
     from brainvq.app.anomaly import find_anomalies
     from brainvq.app.anomaly_files import write_anomalies
-    from brainvq.io.atomic import output_folder
+    from brainvq.atomic import output_folder
     from brainvq.values import HEALINGS
 
     if n_heal is not None:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from brainvq.atomic import atomic_write_json, output_folder
 from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
-from brainvq.io.atomic import atomic_write_json, output_folder
 from brainvq.run_config import PresetInfo, RunConfig, load_run_config, merge, save_run_config
 
 STAGES = ("vqvae", "prior")

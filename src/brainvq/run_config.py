@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from brainvq.atomic import atomic_write_text
 from brainvq.config import from_dict, read_yaml, require, to_dict
 from brainvq.data.augment import AugmentConfig
-from brainvq.io.atomic import atomic_write_text
 from brainvq.models.discriminator import AdversarialConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig

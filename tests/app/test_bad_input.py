@@ -17,8 +17,8 @@ import yaml
 from tiny import TINY_CONFIG
 
 from brainvq.app.cli import main
+from brainvq.atomic import atomic_write_bytes
 from brainvq.data import load_slices
-from brainvq.io.atomic import atomic_write_bytes
 from brainvq.io.bundle import VQVAE_FOLDER, load_vqvae, save_bundle
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.run_config import load_run_config, save_run_config
@@ -259,7 +259,7 @@ def test_atomic_write_bytes_on_a_full_disk_keeps_the_old_file(tmp_path: Path) ->
     atomic_write_bytes(target, b"old complete contents\n")
     result = run_limited(
         f"""
-        from brainvq.io.atomic import atomic_write_bytes
+        from brainvq.atomic import atomic_write_bytes
         try:
             atomic_write_bytes({str(target)!r}, b"x" * 200_000)
         except OSError as e:

@@ -29,6 +29,7 @@ import numpy as np
 from brainvq.app import calibration_store as store
 from brainvq.app.anomaly_inputs import Inputs, load_inputs, resolve_levels
 from brainvq.app.run_data import run_slices
+from brainvq.atomic import atomic_write_json
 from brainvq.config import to_dict
 from brainvq.evaluation.anomaly_calibration import (
     Calibration,
@@ -42,7 +43,6 @@ from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import RunModels, load_run_models
 from brainvq.inference.slice_below import below_rows
-from brainvq.io.atomic import atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE
 from brainvq.run import RunLayout, load_run
 from brainvq.run_config import AnomalyConfig, RunConfig

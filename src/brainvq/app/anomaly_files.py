@@ -34,13 +34,13 @@ from brainvq.app import calibration_store
 from brainvq.app.anomaly import AnomalyResult
 from brainvq.app.volume_files import write_volume_outputs
 from brainvq.app.writers import GRID, output_names
-from brainvq.config import to_dict
-from brainvq.io.atomic import (
+from brainvq.atomic import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
     output_folder,
 )
+from brainvq.config import to_dict
 from brainvq.io.images import save_png
 
 MAPS_FILE = "anomaly_maps.npz"

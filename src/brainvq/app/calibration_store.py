@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from brainvq.atomic import atomic_path
 from brainvq.config import ConfigError, from_dict, to_dict
 from brainvq.data.cache import default_cache_dir
 from brainvq.evaluation.anomaly_calibration import Calibration, CalibrationMaps
 from brainvq.evaluation.calibration_shift import SliceStatistics
-from brainvq.io.atomic import atomic_path
 from brainvq.run import RunLayout, read_json
 from brainvq.run_config import AnomalyConfig
 

@@ -14,11 +14,11 @@ import numpy as np
 
 from brainvq.app.run_data import run_slices
 from brainvq.app.run_files import write_data_summary, write_figure_samples, write_reconstructions
+from brainvq.atomic import atomic_write_json, output_folder
 from brainvq.evaluation.prior import code_nll_bits
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.inference.codes import CodeSet, encode_images
 from brainvq.inference.generate import RunModels
-from brainvq.io.atomic import atomic_write_json, output_folder
 from brainvq.io.bundle import Bundle, load_prior
 from brainvq.report.build import draw_figures
 from brainvq.report.summary import print_summary

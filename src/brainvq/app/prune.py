@@ -13,9 +13,9 @@ import numpy as np
 
 from brainvq.app.pipeline import evaluate_run
 from brainvq.app.run_data import run_slices
+from brainvq.atomic import output_folder
 from brainvq.evaluation.prior import code_nll_bits
 from brainvq.inference.codes import CodeSet, encode_images, encode_splits
-from brainvq.io.atomic import output_folder
 from brainvq.io.bundle import load_prior, load_vqvae, save_bundle
 from brainvq.run import RunLayout, load_run, record_timing, update_metrics
 from brainvq.run_config import PresetInfo, save_run_config

@@ -16,6 +16,7 @@ import numpy as np
 from brainvq.app.scans import input_scans, run_space, slice_names
 from brainvq.app.volume_files import write_volume_outputs
 from brainvq.app.writers import GRID, output_names, reconstruct_to_folder, write_manifest
+from brainvq.atomic import atomic_path, output_folder
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.nifti import canonical_landmarks
@@ -23,7 +24,6 @@ from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.volumes.discovery import Discovery
 from brainvq.inference.codes import encode_images, reconstruct, to_uint8, write_codes_file
-from brainvq.io.atomic import atomic_path, output_folder
 from brainvq.io.bundle import Bundle, load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.progress import progress as progress_bar

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.data.slice_names import OASIS_NAME
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.evaluation.reconstruction import spread_rows
 from brainvq.inference.generate import RunModels, complete_slices, generate_slices, spread_levels
-from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.run import RunLayout
 from brainvq.run_config import SampleConfig
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from brainvq.app.run_data import run_slices
+from brainvq.atomic import atomic_write_json
 from brainvq.data.loader import DEMO, resolve_source
 from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import (
@@ -25,7 +26,6 @@ from brainvq.data.space.run_space import (
     learn_run_landmarks,
 )
 from brainvq.data.volumes.discovery import Discovery, ScanRecord, find_scans, refuse_series
-from brainvq.io.atomic import atomic_write_json
 from brainvq.progress import progress as progress_bar
 from brainvq.run import RunLayout, load_run, read_json
 from brainvq.run_config import RunConfig
@@ -112,9 +112,9 @@ def inspect_volumes(scans: list[ScanRecord], out_dir: Path, progress: bool = Tru
     (<scan>_registration.png, a new name if one exists) to out_dir. Returns a line per scan."""
     import nibabel as nib
 
+    from brainvq.atomic import output_folder
     from brainvq.data.nifti import canonical_landmarks
     from brainvq.data.space.check_figure import registration_figure
-    from brainvq.io.atomic import output_folder
     from brainvq.io.images import save_png
 
     out_dir = output_folder(out_dir, "--figures")

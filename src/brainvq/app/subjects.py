@@ -27,12 +27,12 @@ from scipy import ndimage
 
 from brainvq.app.scans import run_space
 from brainvq.app.writers import PNG_OVERHEAD, write_manifest
+from brainvq.atomic import atomic_path, atomic_write_bytes, atomic_write_json, output_folder
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
 from brainvq.inference.generate import iter_subjects, load_run_models
 from brainvq.inference.subjects import check_subject_prior, subject_levels
-from brainvq.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json, output_folder
 from brainvq.io.images import image_grid, save_png
 from brainvq.run import RunLayout, load_run
 from brainvq.values import COUNT, INDEX, check_disk

@@ -25,9 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from brainvq.app.presets import resolve_config_file
 from brainvq.app.tune_files import minutes_taken, trial_note, write_outputs
+from brainvq.atomic import output_folder
 from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
-from brainvq.io.atomic import output_folder
 from brainvq.run import RunLayout, read_json
 from brainvq.run_config import TUNE_STAGES, RunConfig, load_run_config, merge
 from brainvq.training.objectives import OBJECTIVES

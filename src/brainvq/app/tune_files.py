@@ -13,8 +13,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from brainvq.atomic import atomic_write_json, atomic_write_text
 from brainvq.config import to_dict
-from brainvq.io.atomic import atomic_write_json, atomic_write_text
 from brainvq.run import RunLayout
 from brainvq.run_config import RunConfig, load_run_config, merge
 from brainvq.training.objectives import OBJECTIVES

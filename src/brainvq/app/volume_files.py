@@ -23,9 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainvq.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainvq.data.space.align import AlignedScan
 from brainvq.data.space.check_figure import registration_figure
-from brainvq.io.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from brainvq.io.images import save_png
 
 ALIGNED = "aligned"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainvq.atomic import atomic_path, output_folder
 from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.slice_names import level_from_name
@@ -22,7 +23,6 @@ from brainvq.inference.generate import (
     load_run_models,
     spread_levels,
 )
-from brainvq.io.atomic import atomic_path, output_folder
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.values import check_disk

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brainvq.atomic import atomic_path
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
 from brainvq.evaluation.consistency import as_stacks, subject_metrics, subject_volumes
@@ -34,7 +35,6 @@ from brainvq.inference.generate import (
     spread_levels,
 )
 from brainvq.inference.slice_below import below_codes, code_below_rows
-from brainvq.io.atomic import atomic_path
 from brainvq.io.bundle import Bundle, save_bundle
 from brainvq.metrics import perplexity
 from brainvq.models.level_classifier import LevelClassifierConfig

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.data.store import RowReader
-from brainvq.io.atomic import atomic_path, atomic_write_json
 from brainvq.io.bundle import WEIGHTS_FILE, Bundle
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.vqvae import VQVAE

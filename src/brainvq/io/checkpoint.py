@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from brainvq.atomic import output_folder
 from brainvq.config import ConfigError, from_dict
-from brainvq.io.atomic import output_folder
 from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle
 
 MODEL_PREFIX = "model."

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from brainvq.io.atomic import atomic_path
+from brainvq.atomic import atomic_path
 
 LABEL_HEIGHT = 12
 PAD_VALUE = 0

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brainvq._version import __version__
-from brainvq.io.atomic import output_folder
+from brainvq.atomic import output_folder
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
 from brainvq.io.onnx_quantize import QUANTIZE_MODES, QUANTIZED_FILES, int8_doc, quantize_pair
 from brainvq.io.onnx_trace import ONNX_OPSET, trace_to_onnx

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from brainvq.io.atomic import atomic_path
+from brainvq.atomic import atomic_path
 
 
 def _label(frame: Image.Image, text: str) -> Image.Image:

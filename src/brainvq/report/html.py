@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from brainvq.io.atomic import atomic_write_text
+from brainvq.atomic import atomic_write_text
 from brainvq.report.summary import summary_rows
 from brainvq.report.tables import metric_sections
 

@@ -1,7 +1,7 @@
 """Report figures: image grids, reconstructions, completions, code usage, curves, PCA.
 
 Every function draws one matplotlib figure (Agg, no pyplot state), writes it as one PNG through
-`brainvq.io.atomic.atomic_path` and returns the path. Images are `(N, H, W)` arrays, either uint8
+`brainvq.atomic.atomic_path` and returns the path. Images are `(N, H, W)` arrays, either uint8
 in [0, 255] or float in [0, 1]; they are shown in grey with a fixed range, never rescaled per
 image, so intensities stay comparable across a figure.
 """
@@ -18,7 +18,7 @@ from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from brainvq.io.atomic import atomic_path
+from brainvq.atomic import atomic_path
 from brainvq.metrics import codes_used, perplexity
 
 DPI = 110

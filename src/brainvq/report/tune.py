@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from brainvq.io.atomic import atomic_path
+from brainvq.atomic import atomic_path
 from brainvq.run import RunLayout, read_json
 
 TuneFigure = tuple[Path, str]  # (image file, one line saying what it shows)

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from brainvq.io.atomic import atomic_path, atomic_write_json
+from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.io.images import image_grid, save_png
 from brainvq.models.eval_mode import eval_mode
 from brainvq.progress import log_line

@@ -15,9 +15,9 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from brainvq.atomic import remove_stale_temporaries
 from brainvq.config import to_dict
 from brainvq.hardware import cpu_has_native_bf16, set_threads
-from brainvq.io.atomic import remove_stale_temporaries
 from brainvq.io.bundle import save_bundle
 from brainvq.io.checkpoint import CheckpointError, load_weights_only
 from brainvq.progress import interactive

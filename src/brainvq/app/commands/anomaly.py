@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from brainvq.app.anomaly import check_options, find_anomalies
     from brainvq.app.anomaly_calibration import calibrate_run
     from brainvq.app.anomaly_files import write_anomalies
-    from brainvq.io.atomic import output_folder
+    from brainvq.atomic import output_folder
 
     check_options(args.alpha, args.n_heal, args.seed)
     if args.action == "calibrate":
