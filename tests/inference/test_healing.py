@@ -143,6 +143,11 @@ def test_the_model_mode_is_restored() -> None:
         ({"sampler": "fast"}, "sampler"),
         ({"batch_size": 0}, "batch_size"),
         ({"level": 2}, "level"),  # an unconditional model
+        (  # as sample() refuses them: one healing a map, so (2, 3, 3)
+            {"uniforms": torch.rand(2, 3, 3)},
+            r"^uniforms: expected a \(2, 3, 3\) float64 tensor, got \(2, 3, 3\) torch.float32",
+        ),
+        ({"n_heal": 2, "uniforms": torch.rand(2, 3, 3, dtype=torch.float64)}, r"\(4, 3, 3\)"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs: dict, name: str) -> None:

@@ -181,6 +181,14 @@ def test_draw_codes_frequencies_follow_softmax() -> None:
         ),
         (dict(sampler="fast"), "^sampler:"),
         (dict(level=1), "^level: this model is unconditional"),
+        (
+            dict(uniforms=torch.rand(2, 4, 4)),
+            r"^uniforms: expected a \(2, 4, 4\) float64 tensor, got \(2, 4, 4\) torch.float32",
+        ),
+        (
+            dict(uniforms=torch.rand(2, 4, 3, dtype=torch.float64)),
+            r"^uniforms: expected a \(2, 4, 4\) float64 tensor, got \(2, 4, 3\) torch.float64",
+        ),
     ],
 )
 def test_sample_argument_errors(kwargs: dict, match: str) -> None:

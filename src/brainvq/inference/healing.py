@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from brainvq.inference.row_cache import RowCache
-from brainvq.inference.sampling import SAMPLERS, draw_codes, draw_uniforms, level_tensor
+from brainvq.inference.sampling import SAMPLERS, draw_codes, level_tensor, uniforms_for
 from brainvq.inference.threads import intra_op_threads, sampler_threads
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pixelcnn import GatedPixelCNN
@@ -121,14 +121,7 @@ def heal(
     below = None if below is None else below.to(device)
     model.check_inputs(inputs, level_t, below)
     # exactly as sample() draws them, so that flagging every code is sample() with this seed
-    if uniforms is None:
-        uniforms = draw_uniforms(n, (h, w), seed)
-    elif uniforms.shape != (n, h, w) or uniforms.dtype != torch.float64:
-        raise ValueError(
-            f"uniforms: expected a ({n}, {h}, {w}) float64 tensor, "
-            f"got {tuple(uniforms.shape)} {uniforms.dtype}"
-        )
-    uniforms = uniforms.to(device)
+    uniforms = uniforms_for(uniforms, n, (h, w), seed, device)
     out = Healing(
         codes=inputs.clone(),
         resampled=torch.zeros(n, h, w, dtype=torch.bool, device=device),

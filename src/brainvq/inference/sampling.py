@@ -95,14 +95,7 @@ def sample(
     level_t = level_tensor(model, level, n, device)
     below = None if below is None else below.to(device)
     model.check_inputs(codes, level_t, below)
-    if uniforms is None:
-        uniforms = draw_uniforms(n, (h, w), seed)
-    elif uniforms.shape != (n, h, w) or uniforms.dtype != torch.float64:
-        raise ValueError(
-            f"uniforms: expected an ({n}, {h}, {w}) float64 tensor, "
-            f"got {tuple(uniforms.shape)} {uniforms.dtype}"
-        )
-    uniforms = uniforms.to(device)
+    uniforms = uniforms_for(uniforms, n, (h, w), seed, device)
 
     def draw(logits: Tensor, i: int, j: int) -> Tensor:
         return draw_codes(logits, uniforms[:, i, j], temperature, top_k)
@@ -119,6 +112,22 @@ def draw_uniforms(n: int, shape: tuple[int, ...], seed: int) -> Tensor:
     [0, 1) on the CPU, from a seeded torch.Generator (the same on every machine)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(n, *shape, generator=generator, dtype=torch.float64)
+
+
+def uniforms_for(
+    uniforms: Tensor | None, n: int, shape: tuple[int, int], seed: int, device: torch.device
+) -> Tensor:
+    """The uniforms of n maps of shape (h, w), on `device`: `uniforms` when given, checked to be
+    an (n, h, w) float64 tensor, else those `seed` draws (`draw_uniforms`). The one check of
+    the uniforms that `sample` and `heal` take."""
+    if uniforms is None:
+        uniforms = draw_uniforms(n, shape, seed)
+    elif uniforms.shape != (n, *shape) or uniforms.dtype != torch.float64:
+        raise ValueError(
+            f"uniforms: expected a {(n, *shape)} float64 tensor, "
+            f"got {tuple(uniforms.shape)} {uniforms.dtype}"
+        )
+    return uniforms.to(device)
 
 
 def complete(
