@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import wasserstein_distance
 
+from brainvq.evaluation.classifier_training import train_classifier
 from brainvq.evaluation.generation_metrics import classifier_input
 from brainvq.metrics import ssim
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pair_classifier import PairClassifierConfig, SlicePairClassifier
-from brainvq.progress import Bar
 
 BATCH = 256
 
@@ -131,30 +131,20 @@ def train_pair_classifier(
     volumes: np.ndarray, config: PairClassifierConfig, progress: bool = True
 ) -> SlicePairClassifier:
     """Train the pair classifier on real subjects (S, L, H, W) uint8 (see the module docstring);
-    negatives are redrawn every epoch. The same seed gives the same weights. Eval mode."""
+    negatives are redrawn every epoch (brainvq.evaluation.classifier_training). The same seed
+    gives the same weights. Eval mode."""
     volumes = check_volumes(volumes, "volumes")
     config.validate()
     rng = np.random.default_rng(config.seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        model = SlicePairClassifier(config)
-    order = torch.Generator().manual_seed(config.seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    n_pairs = 2 * len(volumes) * (volumes.shape[1] - 1)
-    steps = config.epochs * -(-n_pairs // config.batch_size)
-    model.train()
-    with Bar("pair classifier", steps, progress) as bar:
-        for _ in range(config.epochs):
-            x, y = pairs(volumes, rng, config.image_size)
-            perm = torch.randperm(len(x), generator=order)
-            for start in range(0, len(x), config.batch_size):
-                idx = perm[start : start + config.batch_size]
-                loss = F.binary_cross_entropy_with_logits(model(x[idx]), y[idx])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                bar.advance()
-    return model.eval()
+    return train_classifier(
+        SlicePairClassifier,
+        config,
+        lambda: pairs(volumes, rng, config.image_size),
+        2 * len(volumes) * (volumes.shape[1] - 1),
+        F.binary_cross_entropy_with_logits,
+        "pair classifier",
+        progress,
+    )
 
 
 @torch.no_grad()

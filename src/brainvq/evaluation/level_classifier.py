@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainvq.evaluation.classifier_training import train_classifier
 from brainvq.evaluation.generation_metrics import check_levels, classifier_input
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
-from brainvq.progress import Bar
 
 
 def train_level_classifier(
@@ -22,7 +22,8 @@ def train_level_classifier(
     config: LevelClassifierConfig,
     progress: bool = True,
 ) -> LevelClassifier:
-    """Train the level classifier with cross-entropy; the same seed gives the same weights.
+    """Train the level classifier with cross-entropy (brainvq.evaluation.classifier_training);
+    the same seed gives the same weights.
 
     Args:
         images: (N, H, W) uint8 (or float in [0, 1]) real training slices, H a multiple of
@@ -36,24 +37,12 @@ def train_level_classifier(
     config.validate()
     x = classifier_input(images, config.image_size, "images")
     y = torch.from_numpy(check_levels(levels, len(x), config.n_levels, "levels"))
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        model = LevelClassifier(config)
-    order = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps_per_epoch = -(-len(x) // config.batch_size)
-    model.train()
-    with Bar("level classifier", config.epochs * steps_per_epoch, progress) as bar:
-        for epoch in range(config.epochs):
-            perm = torch.randperm(len(x), generator=order)
-            for start in range(0, len(x), config.batch_size):
-                idx = perm[start : start + config.batch_size]
-                loss = F.cross_entropy(model(x[idx]), y[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                bar.advance()
-                bar.describe(
-                    f"level classifier epoch {epoch + 1}/{config.epochs} loss {loss.item():.3f}"
-                )
-    return model.eval()
+    return train_classifier(
+        LevelClassifier,
+        config,
+        lambda: (x, y),
+        len(x),
+        F.cross_entropy,
+        "level classifier",
+        progress,
+    )

@@ -8,13 +8,13 @@ features that need no download.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from brainvq.config import require
+from brainvq.models.conv_classifier import check_conv_classifier, conv_pool_body
 
 
 @dataclass
@@ -42,39 +42,8 @@ class LevelClassifierConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        require(self.image_size >= 4, "image_size", f"expected >= 4, got {self.image_size}")
         require(self.n_levels >= 2, "n_levels", f"expected >= 2, got {self.n_levels}")
-        require(len(self.channels) >= 1, "channels", "expected at least one conv block")
-        require(
-            all(c >= 1 for c in self.channels),
-            "channels",
-            f"expected positive channel counts, got {list(self.channels)}",
-        )
-        require(
-            self.image_size % (2 ** len(self.channels)) == 0,
-            "image_size",
-            f"expected a multiple of 2**len(channels) = {2 ** len(self.channels)} "
-            f"(each block halves the resolution), got {self.image_size}",
-        )
-        require(self.epochs >= 1, "epochs", f"expected >= 1, got {self.epochs}")
-        require(self.batch_size >= 1, "batch_size", f"expected >= 1, got {self.batch_size}")
-        require(self.lr > 0, "lr", f"expected > 0, got {self.lr}")
-        require(self.seed >= 0, "seed", f"expected >= 0, got {self.seed}")
-
-
-def conv_pool_body(in_channels: int, channels: Sequence[int]) -> nn.Sequential:
-    """A small image classifier's body: per width, a 3x3 conv, batch norm, ReLU and a 2x2
-    max-pool (the level and the pair classifiers share it)."""
-    blocks: list[nn.Module] = []
-    for out_channels in channels:
-        blocks += [
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(2),
-        ]
-        in_channels = out_channels
-    return nn.Sequential(*blocks)
+        check_conv_classifier(self)
 
 
 class LevelClassifier(nn.Module):

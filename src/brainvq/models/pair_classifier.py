@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from brainvq.config import require
-from brainvq.models.level_classifier import conv_pool_body
+from brainvq.models.conv_classifier import check_conv_classifier, conv_pool_body
 
 
 @dataclass
@@ -41,21 +40,7 @@ class PairClassifierConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        require(self.image_size >= 4, "image_size", f"expected >= 4, got {self.image_size}")
-        require(
-            len(self.channels) >= 1 and all(c >= 1 for c in self.channels),
-            "channels",
-            f"expected positive channel counts, got {list(self.channels)}",
-        )
-        require(
-            self.image_size % (2 ** len(self.channels)) == 0,
-            "image_size",
-            f"expected a multiple of 2**len(channels) = {2 ** len(self.channels)}, "
-            f"got {self.image_size}",
-        )
-        require(self.epochs >= 1, "epochs", f"expected >= 1, got {self.epochs}")
-        require(self.batch_size >= 1, "batch_size", f"expected >= 1, got {self.batch_size}")
-        require(self.lr > 0, "lr", f"expected > 0, got {self.lr}")
+        check_conv_classifier(self)
 
 
 class SlicePairClassifier(nn.Module):
