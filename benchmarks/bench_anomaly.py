@@ -57,7 +57,7 @@ from brainvq.evaluation.conformal import conformal_quantile, flagged_share
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import MapSet, anomaly_maps, brain_mask, slice_scores
 from brainvq.inference.codes import decode_codes, load_codes
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.run import RunLayout, load_run
 from brainvq.run_config import AnomalyConfig
 

@@ -54,7 +54,8 @@ from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.evaluation.prior import CLASSIFIER_PRESENTATIONS, CLASSIFIER_SIZE, reference_sets
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.hardware import machine
-from brainvq.inference.generate import generate_slices, load_run_models, spread_levels
+from brainvq.inference.generate import generate_slices, spread_levels
+from brainvq.inference.run_models import load_run_models
 from brainvq.io.bundle import load_vqvae
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 from brainvq.run import RunLayout, packaged_config, prepare_run

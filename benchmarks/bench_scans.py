@@ -54,7 +54,7 @@ from brainvq.evaluation.synthetic_scans import (
 )
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import anomaly_maps
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.run import load_run
 
 

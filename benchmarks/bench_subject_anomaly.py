@@ -54,7 +54,7 @@ from brainvq.evaluation.consistency import subject_volumes
 from brainvq.hardware import machine
 from brainvq.inference.anomaly_maps import anomaly_maps, brain_mask
 from brainvq.inference.codes import load_codes
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.run import RunLayout, load_run
 

@@ -63,7 +63,8 @@ from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.evaluation.prior import CLASSIFIER_PRESENTATIONS, code_nll_bits, reference_sets
 from brainvq.hardware import machine
 from brainvq.inference.codes import load_codes
-from brainvq.inference.generate import generate_slices, generate_subjects, load_run_models
+from brainvq.inference.generate import generate_slices, generate_subjects
+from brainvq.inference.run_models import load_run_models
 from brainvq.inference.sampling import sample
 from brainvq.models.level_classifier import LevelClassifierConfig
 from brainvq.models.pair_classifier import PairClassifierConfig

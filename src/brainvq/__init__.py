@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from brainvq.app.anomaly import AnomalyResult
     from brainvq.data.sliceset import SliceSet
-    from brainvq.inference.generate import RunModels
+    from brainvq.inference.run_models import RunModels
     from brainvq.io.bundle import Bundle
 
 __all__ = [
@@ -75,7 +75,7 @@ def load_prior(path: str | Path) -> Bundle:
 
 def load_run_models(run_dir: str | Path) -> RunModels:
     """A run's VQ-VAE and prior together."""
-    from brainvq.inference.generate import load_run_models as load
+    from brainvq.inference.run_models import load_run_models as load
 
     return load(run_dir)
 

@@ -35,7 +35,7 @@ from brainvq.config import to_dict
 from brainvq.evaluation.anomaly_decisions import LEGACY_SCORE
 from brainvq.evaluation.conformal import conformal_quantile, risk_control_threshold
 from brainvq.inference.anomaly_maps import slice_scores
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.run import RunLayout, load_run
 
 

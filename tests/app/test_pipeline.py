@@ -16,7 +16,8 @@ from tiny import PRIOR_KEYS, TINY_CONFIG, VQVAE_KEYS, train_cmd
 from brainvq.app.cli import main
 from brainvq.app.run_data import run_slices
 from brainvq.inference.codes import encode_images
-from brainvq.inference.generate import complete_slices, load_run_models
+from brainvq.inference.generate import complete_slices
+from brainvq.inference.run_models import load_run_models
 from brainvq.io.bundle import load_prior, load_vqvae
 from brainvq.run import load_run
 from brainvq.run_config import TrainConfig

@@ -26,7 +26,7 @@ from brainvq.evaluation.conformal import (
 )
 from brainvq.inference.anomaly_maps import code_nll_map
 from brainvq.inference.codes import load_codes
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.run import RunLayout
 from brainvq.run_config import AnomalyConfig
 

@@ -24,7 +24,7 @@ from brainvq.inference.anomaly_maps import (
     slice_scores,
 )
 from brainvq.inference.codes import load_codes
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.run import RunLayout, load_run
 from brainvq.run_config import AnomalyConfig

@@ -14,14 +14,8 @@ import torch
 from tiny import TINY_CONFIG
 
 from brainvq.inference.codes import decode_codes, encode_images, write_codes_file
-from brainvq.inference.generate import (
-    RunModels,
-    chunk_size,
-    iter_completions,
-    iter_slices,
-    iter_subjects,
-    load_run_models,
-)
+from brainvq.inference.generate import chunk_size, iter_completions, iter_slices, iter_subjects
+from brainvq.inference.run_models import RunModels, load_run_models
 from brainvq.inference.sampling import complete, sample
 from brainvq.inference.subjects import sample_subjects
 from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle

@@ -33,7 +33,7 @@ from brainvq.evaluation.anomaly_decisions import slice_scores
 from brainvq.evaluation.conformal import conformal_p_values
 from brainvq.inference.anomaly_maps import MapSet, anomaly_maps
 from brainvq.inference.codes import decode_codes
-from brainvq.inference.generate import load_run_models
+from brainvq.inference.run_models import load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.run import RunLayout, load_run
 from brainvq.values import HEALINGS, RATE, SEED

@@ -41,7 +41,7 @@ from brainvq.evaluation.calibration_shift import SliceStatistics
 from brainvq.evaluation.conformal import check_rate
 from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.codes import load_codes
-from brainvq.inference.generate import RunModels, load_run_models
+from brainvq.inference.run_models import RunModels, load_run_models
 from brainvq.inference.slice_below import below_rows
 from brainvq.io.bundle import WEIGHTS_FILE
 from brainvq.run import RunLayout, load_run

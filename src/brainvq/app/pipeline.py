@@ -63,7 +63,7 @@ def train_prior(
     """Train the prior on the VQ-VAE's codes, evaluate it and draw the samples the report
     shows. Returns metrics.json ({} in other DDP ranks)."""
     from brainvq.evaluation.prior import evaluate_prior
-    from brainvq.inference.generate import load_run_models
+    from brainvq.inference.run_models import load_run_models
     from brainvq.training.fit_prior import fit_prior
 
     start = time.perf_counter()

@@ -18,7 +18,7 @@ from brainvq.atomic import atomic_write_json, output_folder
 from brainvq.evaluation.prior import code_nll_bits
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.inference.codes import CodeSet, encode_images
-from brainvq.inference.generate import RunModels
+from brainvq.inference.run_models import RunModels
 from brainvq.io.bundle import Bundle, load_prior
 from brainvq.report.build import draw_figures
 from brainvq.report.summary import print_summary

@@ -15,7 +15,8 @@ from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.data.slice_names import OASIS_NAME
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.evaluation.reconstruction import spread_rows
-from brainvq.inference.generate import RunModels, complete_slices, generate_slices, spread_levels
+from brainvq.inference.generate import complete_slices, generate_slices, spread_levels
+from brainvq.inference.run_models import RunModels
 from brainvq.run import RunLayout
 from brainvq.run_config import SampleConfig
 

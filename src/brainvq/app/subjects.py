@@ -31,7 +31,8 @@ from brainvq.atomic import atomic_path, atomic_write_bytes, atomic_write_json, o
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
-from brainvq.inference.generate import iter_subjects, load_run_models
+from brainvq.inference.generate import iter_subjects
+from brainvq.inference.run_models import load_run_models
 from brainvq.inference.subjects import check_subject_prior, subject_levels
 from brainvq.io.images import image_grid, save_png
 from brainvq.run import RunLayout, load_run

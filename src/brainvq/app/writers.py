@@ -16,13 +16,8 @@ from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.slice_names import level_from_name
 from brainvq.inference.codes import reconstruct, to_uint8
-from brainvq.inference.generate import (
-    check_level,
-    iter_completions,
-    iter_slices,
-    load_run_models,
-    spread_levels,
-)
+from brainvq.inference.generate import check_level, iter_completions, iter_slices, spread_levels
+from brainvq.inference.run_models import load_run_models
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.values import check_disk

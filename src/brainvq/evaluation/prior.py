@@ -28,12 +28,8 @@ from brainvq.evaluation.consistency import as_stacks, subject_metrics, subject_v
 from brainvq.evaluation.generation_metrics import classifier_input, generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_codes, load_codes
-from brainvq.inference.generate import (
-    RunModels,
-    generate_slices,
-    generate_subjects,
-    spread_levels,
-)
+from brainvq.inference.generate import generate_slices, generate_subjects, spread_levels
+from brainvq.inference.run_models import RunModels
 from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.io.bundle import Bundle, save_bundle
 from brainvq.metrics import perplexity

@@ -36,8 +36,8 @@ from scipy import ndimage
 from brainvq.inference.code_nll import code_nll_map
 from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.context_healing import heal_in_context
-from brainvq.inference.generate import RunModels
 from brainvq.inference.healing import heal
+from brainvq.inference.run_models import RunModels
 from brainvq.run_config import AnomalyConfig
 
 MAP_BATCH = 64  # slices whose residuals are held in memory at once
