@@ -159,3 +159,59 @@ def test_the_run_layout_and_configs_import_nothing_from_io() -> None:
     deps = graph()
     for module in ("run", "run_config", "config"):
         assert not {t for t in deps[module] if part_of(t) == "io"}, module
+
+
+def name_and_code_definitions(source: str) -> list[str]:
+    """What a module's source defines that belongs in data/: a slice-name regex (re.compile of a
+    pattern naming slices) and a NIfTI xform/intent code given as a number (to set_qform or
+    set_sform, even as a default, or into a header's `*_code`)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            func, args = node.func, node.args
+            pattern = args[0] if args else None
+            if (
+                func.attr == "compile"
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "re"
+                and isinstance(pattern, ast.Constant)
+                and "slice" in str(pattern.value).lower()
+            ):
+                found.append(f"line {node.lineno}: a slice-name pattern {pattern.value!r}")
+            if func.attr in ("set_qform", "set_sform"):
+                codes = [*args[1:2], *(k.value for k in node.keywords if k.arg == "code")]
+                numbers = [n for c in codes for n in ast.walk(c) if isinstance(n, ast.Constant)]
+                if any(type(n.value) is int for n in numbers):
+                    found.append(f"line {node.lineno}: a bare NIfTI code to {func.attr}")
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for target in node.targets:
+                key = target.slice if isinstance(target, ast.Subscript) else None
+                if isinstance(key, ast.Constant) and str(key.value).endswith("_code"):
+                    found.append(f"line {node.lineno}: a bare NIfTI {key.value}")
+    return found
+
+
+def test_the_name_and_code_check_sees_them() -> None:
+    source = (
+        'NAME = re.compile(r"^(.+)_Slice_(\\d+)")\n'
+        "image.set_qform(affine, code=4)\n"
+        'image.set_sform(affine, int(header["sform_code"]) or 1)\n'
+        'header["intent_code"] = 2\n'
+        'OTHER = re.compile(r"^epoch_(\\d+)$")\n'
+        "image.set_sform(affine, code=XFORM_MNI152)\n"
+    )
+    found = name_and_code_definitions(source)
+    assert sorted(line.split(":")[0] for line in found) == ["line 1", "line 2", "line 3", "line 4"]
+
+
+def test_slice_names_and_nifti_codes_are_defined_only_in_data() -> None:
+    """One home each (brainvq.data.slice_names, brainvq.data.nifti_codes): a file-name pattern
+    or a NIfTI code written twice drifts (a single --input once got no level where the same file
+    in a folder got one)."""
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        module = module_name(path)
+        if part_of(module) != "data":
+            source = path.read_text(encoding="utf-8")
+            wrong += [f"{module} {what}" for what in name_and_code_definitions(source)]
+    assert not wrong, wrong

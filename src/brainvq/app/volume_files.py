@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from brainvq.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from brainvq.data.nifti_codes import XFORM_MNI152, XFORM_SCANNER
 from brainvq.data.space.align import AlignedScan
 from brainvq.data.space.check_figure import registration_figure
 from brainvq.io.images import save_png
@@ -40,11 +41,11 @@ def scan_stem(aligned: AlignedScan) -> str:
 def _nifti_bytes(data: np.ndarray, affine: np.ndarray, header, description: str) -> bytes:
     image = nib.Nifti1Image(data, affine)
     if header is not None:  # keep the scan's own qform/sform codes
-        image.set_qform(affine, code=int(header["qform_code"]) or 1)
-        image.set_sform(affine, code=int(header["sform_code"]) or 1)
+        image.set_qform(affine, code=int(header["qform_code"]) or XFORM_SCANNER)
+        image.set_sform(affine, code=int(header["sform_code"]) or XFORM_SCANNER)
     else:
-        image.set_qform(affine, code=4)  # MNI152
-        image.set_sform(affine, code=4)
+        image.set_qform(affine, code=XFORM_MNI152)
+        image.set_sform(affine, code=XFORM_MNI152)
     image.header["descrip"] = description.encode("ascii", "replace")[:79]
     image.header.set_xyzt_units("mm")
     return gzip.compress(image.to_bytes(), mtime=0)

@@ -31,6 +31,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from brainvq.data.nifti_codes import XFORM_SCANNER
 from brainvq.data.space.template import BRAIN_CENTRE_MM, Reference, load_reference
 from brainvq.evaluation.synthetic_anatomy import (
     Lesion,
@@ -208,8 +209,8 @@ def make_scan(
         )
     image = _contrast(image, a, rng)
     nifti = nib.Nifti1Image(image, affine)
-    nifti.set_qform(affine, code=1)
-    nifti.set_sform(affine, code=1)
+    nifti.set_qform(affine, code=XFORM_SCANNER)
+    nifti.set_sform(affine, code=XFORM_SCANNER)
     return SyntheticScan(nifti, to_scan, brain >= 0.5, lesion >= 0.5, a, lesions, warp)
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from brainvq.data.nifti_codes import XFORM_SCANNER
 from brainvq.data.space.registration import shear_mm
 from brainvq.data.space.scan import Scan
 
@@ -150,10 +151,10 @@ def checked_scan(
 
 
 def scanner_header() -> nib.Nifti1Header:
-    """The header of outputs for a scan that was not a NIfTI: qform and sform code 1 (scanner)."""
+    """The header of outputs for a scan that was not a NIfTI: qform and sform code scanner."""
     header = nib.Nifti1Header()
-    header["qform_code"] = 1
-    header["sform_code"] = 1
+    header["qform_code"] = XFORM_SCANNER
+    header["sform_code"] = XFORM_SCANNER
     return header
 
 
