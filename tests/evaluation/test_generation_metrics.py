@@ -17,10 +17,10 @@ from brainvq.evaluation.generation_metrics import (
     high_frequency_share,
     level_accuracy,
     nearest_train_ssim,
-    predict_levels,
     sharpness_ratio,
 )
 from brainvq.evaluation.level_classifier import train_level_classifier
+from brainvq.inference.levels import predict_levels
 from brainvq.io.bundle import load_level_classifier, save_bundle
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 

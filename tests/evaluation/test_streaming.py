@@ -18,10 +18,11 @@ from brainvq.data.builder import SlicePart
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import StoreWriter, open_store
 from brainvq.evaluation.consistency import subject_volumes
-from brainvq.evaluation.generation_metrics import classifier_input, nearest_train_ssim
+from brainvq.evaluation.generation_metrics import nearest_train_ssim
 from brainvq.evaluation.prior import classifier_slices, complete_subject_rows
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.inference.codes import reconstruct
+from brainvq.inference.levels import classifier_input
 from brainvq.io.bundle import Bundle, load_vqvae, save_bundle
 from brainvq.metrics import ReconstructionMetrics, code_histogram, mae, mse, psnr, ssim
 from brainvq.models.vqvae import VQVAE

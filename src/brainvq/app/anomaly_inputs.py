@@ -18,8 +18,8 @@ from brainvq.data import load_slices
 from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.slice_names import level_from_name
 from brainvq.data.space.align import AlignedScan
-from brainvq.evaluation.generation_metrics import predict_levels
 from brainvq.inference.generate import check_level
+from brainvq.inference.levels import predict_levels
 from brainvq.inference.run_models import RunModels
 from brainvq.io.bundle import load_level_classifier
 from brainvq.run import RunLayout, load_run

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from scipy.stats import wasserstein_distance
 
 from brainvq.evaluation.classifier_training import train_classifier
-from brainvq.evaluation.generation_metrics import classifier_input
+from brainvq.inference.levels import classifier_input
 from brainvq.metrics import ssim
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.pair_classifier import PairClassifierConfig, SlicePairClassifier

@@ -7,7 +7,8 @@ measures below each catch a different failure:
 - Frechet distance (FD) in the features of a level classifier trained on the real training slices:
   realism of the whole set. Reported beside a ceiling (real validate vs real test) and a floor
   (code maps drawn independently per position from the code histogram, decoded).
-- Level accuracy: whether a conditional prior draws the level it was asked for.
+- Level accuracy: whether a conditional prior draws the level it was asked for (the level
+  classifier's prediction, brainvq.inference.levels, which production uses too).
 - Sharpness ratio: high-frequency power of generated vs real slices; blurry samples fall far
   below 1.
 - Memorisation: SSIM of each sample to its nearest training slice, beside the same figure for real
@@ -24,44 +25,12 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from brainvq.inference.levels import as_float, box_downsample, predict_levels, run_classifier
 from brainvq.metrics import ssim
-from brainvq.models.eval_mode import eval_mode
 from brainvq.models.level_classifier import LevelClassifier
 
-INFERENCE_BATCH = 256
+INFERENCE_BATCH = 256  # slices at once in the spectra and in the SSIM to the candidates
 TRAIN_CHUNK = 1024  # training slices compared with the queries at once (64 MB at 128x128)
-
-
-def as_float(images: np.ndarray, name: str) -> np.ndarray:
-    """images: (N, H, W) uint8 or float in [0, 1] -> (N, H, W) float32 in [0, 1]."""
-    images = np.asarray(images)
-    if images.ndim != 3 or len(images) == 0:
-        raise ValueError(f"{name}: expected a non-empty (N, H, W) array, got shape {images.shape}")
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 255.0
-    if not np.issubdtype(images.dtype, np.floating):
-        raise ValueError(f"{name}: expected uint8 or float in [0, 1], got dtype {images.dtype}")
-    lo, hi = float(images.min()), float(images.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
-        raise ValueError(f"{name}: float images must lie in [0, 1], got range [{lo}, {hi}]")
-    return images.astype(np.float32, copy=False)
-
-
-def _box_downsample(x: np.ndarray, size: int, name: str) -> np.ndarray:
-    """x: (N, H, W) float -> (N, size, size), each output pixel the mean of its input block."""
-    n, h, w = x.shape
-    if h != w or h % size != 0:
-        raise ValueError(
-            f"{name}: expected square slices whose side is a multiple of {size}, got {h}x{w}"
-        )
-    f = h // size
-    return x.reshape(n, size, f, size, f).mean(axis=(2, 4))  # (N, size, size)
-
-
-def classifier_input(images: np.ndarray, size: int, name: str) -> torch.Tensor:
-    """images: (N, H, W) uint8 | float [0, 1] -> (N, 1, size, size) float32 tensor in [0, 1]."""
-    x = _box_downsample(as_float(images, name), size, name)
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).unsqueeze(1)
 
 
 def check_levels(levels: np.ndarray, n: int, n_levels: int, name: str) -> np.ndarray:
@@ -77,24 +46,9 @@ def check_levels(levels: np.ndarray, n: int, n_levels: int, name: str) -> np.nda
     return levels.astype(np.int64)
 
 
-@torch.no_grad()
-def _run_classifier(model: LevelClassifier, images: np.ndarray, logits: bool) -> torch.Tensor:
-    """Batched eval-mode pass -> logits (N, n_levels) or features (N, F); keeps the model's mode."""
-    x = classifier_input(images, model.config.image_size, "images")
-    fn = model.forward if logits else model.features
-    starts = range(0, len(x), INFERENCE_BATCH)
-    with eval_mode(model):
-        return torch.cat([fn(x[i : i + INFERENCE_BATCH]) for i in starts])
-
-
 def extract_features(model: LevelClassifier, images: np.ndarray) -> np.ndarray:
     """images: (N, H, W) uint8 | float [0, 1] -> (N, F) float64 pooled penultimate features."""
-    return _run_classifier(model, images, logits=False).double().numpy()
-
-
-def predict_levels(model: LevelClassifier, images: np.ndarray) -> np.ndarray:
-    """images: (N, H, W) uint8 | float [0, 1] -> (N,) int64 most likely level."""
-    return _run_classifier(model, images, logits=True).argmax(dim=1).numpy()
+    return run_classifier(model, images, logits=False).double().numpy()
 
 
 def level_accuracy(
@@ -229,12 +183,12 @@ def nearest_train_ssim(
         raise ValueError(f"candidates: expected >= 1, got {candidates}")
     k = min(candidates, len(train))
     small = min(preselect_size, q.shape[1])
-    q_small = torch.from_numpy(_box_downsample(q, small, "queries")).flatten(1)  # (N, P*P)
+    q_small = torch.from_numpy(box_downsample(q, small, "queries")).flatten(1)  # (N, P*P)
     best_dist = torch.full((len(q), 0), float("inf"))  # (N, <=k) the candidates so far
     best_idx = torch.zeros((len(q), 0), dtype=torch.int64)
     for t_start in range(0, len(train), train_chunk):
         t = as_float(np.asarray(train[t_start : t_start + train_chunk]), "train")
-        t_small = torch.from_numpy(_box_downsample(t, small, "train")).flatten(1)  # (m, P*P)
+        t_small = torch.from_numpy(box_downsample(t, small, "train")).flatten(1)  # (m, P*P)
         t_norm = (t_small * t_small).sum(dim=1)  # (m,)
         dist = t_norm[None, :] - 2.0 * q_small @ t_small.T  # (N, m), |q|^2 omitted: same per row
         dist = torch.cat([best_dist, dist], dim=1)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from brainvq.evaluation.classifier_training import train_classifier
-from brainvq.evaluation.generation_metrics import check_levels, classifier_input
+from brainvq.evaluation.generation_metrics import check_levels
+from brainvq.inference.levels import classifier_input
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 
 

@@ -25,10 +25,11 @@ from brainvq.atomic import atomic_path
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
 from brainvq.evaluation.consistency import as_stacks, subject_metrics, subject_volumes
-from brainvq.evaluation.generation_metrics import classifier_input, generation_report
+from brainvq.evaluation.generation_metrics import generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
 from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_codes, load_codes
 from brainvq.inference.generate import generate_slices, generate_subjects, spread_levels
+from brainvq.inference.levels import classifier_input
 from brainvq.inference.run_models import RunModels
 from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.io.bundle import Bundle, save_bundle
