@@ -222,13 +222,11 @@ def anomaly(
     (.volumes, .shift: whether the calibration applies to each; `mask`: a volume's own brain
     mask); with `out`, also writes them there as `brainvq anomaly` does (volumes as NIfTI files
     in their own space)."""
-    from brainvq.app.anomaly import find_anomalies
+    from brainvq.app.anomaly import check_options, find_anomalies
     from brainvq.app.anomaly_files import write_anomalies
     from brainvq.atomic import output_folder
-    from brainvq.values import HEALINGS
 
-    if n_heal is not None:
-        HEALINGS.check("--n-heal", n_heal)  # the rule of --n-heal: refused before any work
+    check_options(alpha, n_heal, seed)  # the rules of their flags: refused before any work
     if out is not None:
         output_folder(out, "out")  # fail before any work when it is a file
     result = find_anomalies(

@@ -145,6 +145,11 @@ CASES = {
         2,
         "--alpha: expected a number in (0, 1), got 1",
     ),
+    "anomaly scan alpha 2": (
+        "anomaly --run {run} --input {png} --out {out} --scan-alpha 2",
+        2,
+        "--scan-alpha: expected a number in (0, 1), got 2",
+    ),
     "sample level -1": ("sample --run {run} --out {out} --level -1", 2, "--level: expected"),
     "threads 0": ("sample --run {run} --out {out} --threads 0", 2, "--threads: expected"),
 }

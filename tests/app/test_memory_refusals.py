@@ -88,7 +88,7 @@ def test_the_api_refuses_the_same_way(fake_run: Path, fake_subject_run: Path) ->
         brainvq.sample_subjects(fake_subject_run, n=10**9)
     with pytest.raises(ValueError, match="^n: expected at most"):
         brainvq.complete(fake_run, np.zeros((2, 32, 32), np.uint8), 2, n=10**9, levels=[1, 2])
-    with pytest.raises(ValueError, match=r"^n_heal: expected an integer in \[1, "):
+    with pytest.raises(ValueError, match=r"^--n-heal: expected an integer in \[1, "):
         brainvq.anomaly(fake_run, fake_run, n_heal=10**9)
     codes, images = brainvq.sample(fake_run, n=3)  # what fits is drawn
     assert codes.shape[0] == images.shape[0] == 3

@@ -85,10 +85,16 @@ class AnomalyResult:
         return [a.shift for a in self.scans[: len(self.volumes)]]
 
 
-def check_options(alpha: float, n_heal: int | None, seed: int) -> None:
-    """ValueError naming the flag for an alpha outside (0, 1), an n_heal that is not a count or
-    a seed outside [0, 2**32 - 1]: the rules every flag of their kind follows (brainvq.values)."""
+def check_options(
+    alpha: float, n_heal: int | None, seed: int, scan_alpha: float | None = None
+) -> None:
+    """ValueError naming the flag for an alpha or scan_alpha outside (0, 1), an n_heal that is
+    not a count of healings or a seed outside [0, 2**32 - 1]: the rules every flag of their kind
+    follows (brainvq.values). The one check of them: the command and the API call it before any
+    work, find_anomalies for its own callers."""
     RATE.check("--alpha", alpha)
+    if scan_alpha is not None:
+        RATE.check("--scan-alpha", scan_alpha)
     if n_heal is not None:
         HEALINGS.check("--n-heal", n_heal)
     SEED.check("--seed", seed)
@@ -117,9 +123,7 @@ def find_anomalies(
     volume input (`--mask`); intensity: how its intensities are standardised
     (brainvq.data.space.intensity.METHODS); series: a DICOM input's series to take
     (`--series`, brainvq.data.volumes.series). The run folder is only read."""
-    check_options(alpha, n_heal, seed)
-    if scan_alpha is not None:
-        RATE.check("--scan-alpha", scan_alpha)
+    check_options(alpha, n_heal, seed, scan_alpha)
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
     models = load_run_models(run_dir)

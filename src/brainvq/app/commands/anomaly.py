@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from brainvq.app.anomaly_files import write_anomalies
     from brainvq.atomic import output_folder
 
-    check_options(args.alpha, args.n_heal, args.seed)
+    check_options(args.alpha, args.n_heal, args.seed, args.scan_alpha)
     if args.action == "calibrate":
         given = (args.input, args.out, args.level, args.mask, args.scan_alpha)
         if any(v is not None for v in given):
