@@ -1,4 +1,13 @@
-"""Using trained models: a run's models (run_models), code maps (batched encode/decode, the
-RUN/codes cache), the samplers (the naive reference and the cached one, sampling; their row
-cache, row_cache) and their thread policy, generation and completion of slices, healing, and
-anomaly maps (anomaly_maps)."""
+"""Using trained models.
+
+- A run's models, the one interface workflows ask for them (run_models).
+- Code maps: batched encoding and decoding, and every split encoded once into RUN/codes (codes).
+- A slice's level from the run's level classifier (levels).
+- Drawing one slice: the naive reference sampler and the cached one (sampling, with the row cache
+  they keep: row_cache) and their thread policy (threads); generation and completion of slices
+  in chunks of bounded memory (generate).
+- Drawing whole subjects, each slice given the one below: slice by slice (subjects) or every
+  slice at once as a wavefront (wavefront); which slice lies below which (slice_below).
+- Anomaly maps: the prior's per-code NLL (code_nll), healing (healing; slices of a volume in 3D
+  context: context_healing) and the maps built from them (anomaly_maps).
+"""
