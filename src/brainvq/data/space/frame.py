@@ -8,11 +8,12 @@ anterior on the right of a picture), levels along z (inferior -> superior), as i
 The OASIS slice set's frame was measured (benchmarks/measure_oasis_frame.py): each of 150
 training subjects' 32 slices, stacked, was registered to the template (12-parameter affine,
 Mattes mutual information); the frame is the mean affine and `level_sd_mm` the spread of each
-level's height over the subjects. Its levels are 1.03 mm apart, from z = -2.6 mm (level 0, the
-top of the thalamus) to z = +29.4 mm (level 31, the bodies of the lateral ventricles), and its
-planes are tilted about 4 degrees from MNI's axial planes (OASIS is AC-PC aligned, MNI is not
-quite). The template is left-right symmetric, so whether OASIS's rows run left -> right or
-right -> left cannot be measured; brainvq takes left -> right.
+level's height over the subjects. Its levels are 1.03 mm apart, from z = -2.7 mm (level 0, the
+top of the thalamus) to z = +29.3 mm (level 31, the bodies of the lateral ventricles: the table's
+`level_z_mm`, oasis_frame.json), and its planes are tilted about 4 degrees from MNI's axial
+planes (OASIS is AC-PC aligned, MNI is not quite); docs/scans.md has the measurement and its
+check on the validate subjects. The template is left-right symmetric, so whether OASIS's rows
+run left -> right or right -> left cannot be measured; brainvq takes left -> right.
 
 The demo cohort is rendered on this frame, and NIfTI volumes are resampled onto it (or onto the
 same grid over a wider range of levels, `Frame.spanning`), so level k is the same anatomy in

@@ -1,10 +1,11 @@
 """Affine registration of a T1 volume to the reference (SimpleITK, Mattes mutual information).
 
-Why SimpleITK and this recipe (benchmarks/bench_registration.py measures it, README has the
-table): ANTsPy's `registration(type_of_transform="Affine")` was more precise on skull-stripped
-volumes but took 8-12 s on 2 cores and missed by about 9 mm on volumes with a skull (its start,
-the centres of mass, lies centimetres below the brain when the neck is in the field of view);
-ANTsPy also pins NumPy and SciPy below the versions brainvq uses. The recipe:
+Why SimpleITK and this recipe (benchmarks/bench_registration.py measures it; docs/scans.md,
+"Measured", has the tables, ANTsPy's beside it): ANTsPy's `registration(type_of_transform=
+"Affine")` was a little more precise where both found the brain, but several times slower, and
+it lost a volume with a skull (its start, the centres of mass, lies centimetres below the brain
+when the neck is in the field of view); ANTsPy also pins NumPy and SciPy below the versions
+brainvq uses. The recipe:
 
 1. the volume is block-averaged to about 2 mm and scaled by its 99th percentile;
 2. starts that do not trust the field of view: the centre of mass of the foreground at 8 mm
