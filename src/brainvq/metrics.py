@@ -54,8 +54,8 @@ def _blur_valid(z: Tensor, taps: Tensor) -> Tensor:
     """Gaussian-filter z: (N, 1, H, W) keeping only fully covered pixels -> (N, 1, H-2r, W-2r).
 
     The separable filter is two matrix products with banded matrices: on a CPU much faster than
-    a one-channel conv2d, forward and backward (README: 0.03 s instead of 0.5 s for a batch of
-    16), which matters when SSIM is a loss.
+    a one-channel conv2d, forward and backward (docs/results.md, "What moved the numbers": 0.03 s
+    instead of 0.5 s for a batch of 16), which matters when SSIM is a loss.
     """
     h, w = z.shape[-2:]
     return _band(h, taps) @ z @ _band(w, taps).t()  # (N, 1, H-2r, W-2r)

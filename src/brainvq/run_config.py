@@ -80,8 +80,9 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "auto"  # see brainvq.training.trainer.resolve_precision
     # channels_last weights and activations: faster convolution steps in bf16 on this
-    # project's CPUs (README: the demo's VQ-VAE trained 22 epochs in its budget instead of
-    # 15); the usual layout for convolutions in mixed precision on GPUs too
+    # project's CPUs (docs/results.md, "What moved the numbers": the demo's VQ-VAE trained 22
+    # epochs in its budget instead of 15); the usual layout for convolutions in mixed
+    # precision on GPUs too
     channels_last: bool = True
     # torch intra-op threads; None: one per usable core (split between the processes of a
     # DDP run on one machine)
@@ -158,8 +159,8 @@ class SampleConfig:
 
 def _default_prior_train() -> TrainConfig:
     # Small batches at a high rate: on the demo cohort at 4.5 CPU minutes and lr 8e-3, batch
-    # 16 instead of 32 took the level accuracy from 0.56 to 0.73 (README: What moved the
-    # numbers), and batch 8 did better still in the demo pipeline.
+    # 16 instead of 32 took the level accuracy from 0.56 to 0.73 (docs/results.md, "What moved
+    # the numbers"), and batch 8 did better still in the demo pipeline.
     return TrainConfig(epochs=10, lr=8e-3, batch_size=8)
 
 
@@ -233,7 +234,8 @@ class AnomalyConfig:
     seed: int = 0  # which slices and maps calibrate, and the calibration's healing draws
     # a prior of whole subjects (prior.neighbour: previous): true judges and heals each slice
     # of a volume given the healed slice below it (and calibrates on whole subjects alike);
-    # off by default, as it did not measure better (README, "Whole subjects")
+    # off by default, as it did not measure better (docs/subjects.md, "Anomaly maps with 3D
+    # context")
     context: bool = False
 
     def validate(self) -> None:

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 def node_cmd(rank: int, port: int, run: Path) -> list[str]:
-    """The README's multi-node recipe, for node `rank` of 2."""
+    """The multi-node recipe of docs/scale.md ("Several machines"), for node `rank` of 2."""
     return [
         str(TORCHRUN if TORCHRUN.exists() else shutil.which("torchrun")),
         "--nnodes=2",

@@ -4,8 +4,8 @@ A store is a folder of plain `.npy` files: `images.npy` (N, H, W) uint8 and one 
 column (`split`, `subject`, `filename` fixed-width str, `level` int16), plus `store.json`
 (its key, source, notes, splits, levels). The arrays open memory-mapped, so a SliceSet of
 any size costs no memory until it is read, and any numpy or torch code reads it as an array.
-Plain `.npy` was chosen by measurement over Zarr and LitData (README: "Cohorts larger than
-memory"): it has no decoding step, so a random batch costs one read per slice.
+Plain `.npy` was chosen by measurement over Zarr and LitData (docs/scale.md, "Cohorts larger
+than memory"): it has no decoding step, so a random batch costs one read per slice.
 
 Writing is bounded in memory: images are appended to `images.npy` as parts arrive (its header,
 of fixed length, is rewritten with the final count at the end) and the other columns are

@@ -3,8 +3,8 @@
 The cached sampler issues thousands of small operations per code map, on (n, channels)
 tensors for n maps drawn together. For a few maps, handing work to a second thread and waiting
 at an OpenMP barrier costs more than it saves; for many maps the products are big enough to
-share. `benchmarks/bench_sample.py --threads` measures both (README: Performance); the policy
-below follows those measurements, and an explicit thread count always wins.
+share. `benchmarks/bench_sample.py --threads` measures both (docs/results.md, "Speed of the
+parts"); the policy below follows those measurements, and an explicit thread count always wins.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ NEIGHBOURS = ("none", "previous")
 class PixelCNNConfig:
     """Size of a GatedPixelCNN.
 
-    The default is sized for CPUs (README: "What moved the numbers" has the measurements behind
-    the width and the level-map rank). A GPU-sized prior:
+    The default is sized for CPUs (docs/results.md, "What moved the numbers", has the
+    measurements behind the width and the level-map rank). A GPU-sized prior:
     embed_dim=64, channels=128, n_layers=15, kernel_size=5, first_kernel=7, head_channels=512,
     cond_channels=64, dropout=0.1.
     """

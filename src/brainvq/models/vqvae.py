@@ -32,8 +32,8 @@ class VQVAEConfig:
     the residual blocks run at the last width with res_channels hidden channels. The default
     widths are small on purpose: (16, 32) trains the most images per CPU second. Given minutes
     in bf16 with the SSIM loss, wider wins: 7 single-thread minutes on the demo reached SSIM
-    0.943 with (16, 32) and 0.957 with (32, 64) (README: What moved the numbers), which the demo
-    and oasis_cpu configs therefore use. Wider models (e.g. (64, 128)) are for GPUs.
+    0.943 with (16, 32) and 0.957 with (32, 64) (docs/results.md, "What moved the numbers"),
+    which the demo and oasis_cpu configs therefore use. Wider models (e.g. (64, 128)) are for GPUs.
 
     The trainer's reconstruction loss is MSE + ssim_weight x (1 - SSIM) (the SSIM of
     `brainvq.metrics`); beta weighs the commitment loss. Both are kept here, with the
