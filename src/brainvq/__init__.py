@@ -207,6 +207,7 @@ def anomaly(
     out: str | Path | None = None,
     *,
     alpha: float = 0.01,
+    scan_alpha: float | None = None,
     n_heal: int | None = None,
     level: int | None = None,
     seed: int = 0,
@@ -215,8 +216,9 @@ def anomaly(
 ) -> AnomalyResult:
     """Anomaly maps of every slice of `source` (a PNG/JPEG, a folder, volumes: NIfTI, MGZ,
     NRRD/MHA, a DICOM series' folder (`series`: which one, when several are plausible), a BIDS
-    tree; an OASIS set) with the run's prior, thresholded at false-positive rate alpha
-    (calibrated on the run's healthy validate slices on first use; n_heal and the other
+    tree; an OASIS set) with the run's slice prior, thresholded at false-positive rate alpha
+    (pixels and slices; scans, by Simes' combination of their slices: scan_alpha, default alpha;
+    calibrated on the run's healthy validate slices on first use; n_heal and the other
     settings: the run config's `anomaly:` section). .maps (N, H, W) float32, .masks (N, H, W)
     bool, .scores (N,), .flagged (N,), .names; volumes are registered to the run's frame
     (.volumes, .shift: whether the calibration applies to each; `mask`: a volume's own brain
@@ -226,13 +228,14 @@ def anomaly(
     from brainvq.app.anomaly_files import write_anomalies
     from brainvq.atomic import output_folder
 
-    check_options(alpha, n_heal, seed)  # the rules of their flags: refused before any work
+    check_options(alpha, n_heal, seed, scan_alpha)  # the rules of their flags: refused before any work
     if out is not None:
         output_folder(out, "out")  # fail before any work when it is a file
     result = find_anomalies(
         run_dir,
         source,
         alpha=alpha,
+        scan_alpha=scan_alpha,
         n_heal=n_heal,
         level=level,
         seed=seed,
