@@ -290,6 +290,7 @@ def test_a_run_without_models_and_a_broken_calibration_are_named(
     ("options", "message"),
     [
         ({"alpha": 1.0}, "--alpha: expected a number in (0, 1), got 1.0"),
+        ({"scan_alpha": 0.0}, "--scan-alpha: expected a number in (0, 1), got 0.0"),
         ({"n_heal": 0}, "--n-heal: expected an integer in [1, "),
         ({"seed": 2**32}, "--seed: expected an integer seed in [0, 4294967295], got 4294967296"),
     ],
