@@ -219,7 +219,7 @@ def test_a_run_trained_on_nifti_volumes_answers_for_a_new_scan_of_its_cohort(
     height in MNI152), records it, and a new scan from the cohort is put on the same frame."""
     from tiny import TINY_CONFIG
 
-    from brainvq.app.scans import run_space
+    from brainvq.app.run_data import run_space
 
     cohort = tmp_path / "cohort"
     for i in (0, 1, 4):  # the split's hash puts sub-04 in validate
@@ -230,6 +230,7 @@ def test_a_run_trained_on_nifti_volumes_answers_for_a_new_scan_of_its_cohort(
     argv = ["train", "vqvae", "--data", cohort, "--config", TINY_CONFIG, "--out", run]
     code, _, err = cli([*argv, "--epochs", "2"], capsys)
     assert code == 0, err
+    assert (run / "space.json").is_file()  # written by the training, its slices at hand
     space = run_space(run)
     assert space.frame_source.startswith("by registration") and space.frame.n_levels == 32
     new, scan = brain_scan(tmp_path / "new.nii.gz", "LAS", seed=50, voxel_mm=4.0)
@@ -247,7 +248,7 @@ def test_outside_the_brain_the_scan_is_dressed_like_the_training_slices(
     """The run's slices have a bright rim around the brain (the demo cohort's, like OASIS's):
     an aligned scan gets the training slices' mean profile painted outside its brain mask."""
     import brainvq
-    from brainvq.app.scans import run_space
+    from brainvq.app.run_data import run_space
 
     path, _ = brain_scan(tmp_path / "s.nii.gz", seed=11, voxel_mm=4.0)
     result = brainvq.anomaly(run, path, alpha=float(ALPHA))

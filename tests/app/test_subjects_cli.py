@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -14,8 +15,9 @@ import pytest
 from PIL import Image
 
 import brainvq
+from brainvq.app import run_data
 from brainvq.app.cli import main
-from brainvq.app.scans import run_space
+from brainvq.app.run_data import run_frame
 from brainvq.app.subjects import orthogonal_views
 
 
@@ -36,7 +38,7 @@ def test_subjects_are_written_as_volumes_on_the_runs_frame(
     assert "wrote 2 subjects" in capsys.readouterr().out
     codes, volumes, levels = brainvq.sample_subjects(fake_subject_run, 2, seed=3)  # (2, 32, ...)
     assert levels.tolist() == list(range(32))
-    frame = run_space(fake_subject_run).frame
+    frame, _ = run_frame(fake_subject_run)
     for i in range(2):
         image = nib.load(out / f"subject_{i:03d}.nii.gz")
         assert image.shape == (32, 32, 32) and image.get_data_dtype() == np.uint8
@@ -66,9 +68,35 @@ def test_first_level_shifts_the_affine_by_whole_levels(
     assert main([*argv, "--out", str(out)]) == 0
     image = nib.load(out / "subject_000.nii.gz")
     assert image.shape == (32, 32, 2)
-    want = run_space(fake_subject_run).frame.affine_at(32)
+    want = run_frame(fake_subject_run)[0].affine_at(32)
     want[:3, 3] += 30 * want[:3, 2]
     np.testing.assert_allclose(image.affine, want, atol=1e-5)
+
+
+def test_a_subject_takes_the_runs_frame_without_loading_its_slices(
+    fake_subject_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The frame of a run without RUN/space.json comes from its source's kind: the training set
+    is not loaded (as it was once, to learn intensities the volume does not need) and no
+    space.json is made."""
+    run = tmp_path / "run"
+    shutil.copytree(fake_subject_run, run)
+    (run / "space.json").unlink(missing_ok=True)
+    loads = []
+
+    def load_slices(*args: object, **kwargs: object) -> None:
+        loads.append(args)
+        raise AssertionError("the training set was loaded")
+
+    monkeypatch.setattr(run_data, "load_slices", load_slices)
+    out = tmp_path / "subjects"
+    assert main(["sample", "--run", str(run), "--subjects", "1", "--out", str(out)]) == 0
+    assert loads == [] and not (run / "space.json").exists()
+    image = nib.load(out / "subject_000.nii.gz")
+    assert int(image.header["sform_code"]) == 4  # MNI152: the demo cohort's frame, not voxels
+    frame, how = run_frame(run)
+    assert how.startswith("by construction")
+    np.testing.assert_allclose(image.affine, frame.affine_at(32), atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@ input. 2D inputs go through brainvq.app.writers; volumes (NIfTI, MGZ, NRRD/MHA, 
 BIDS trees: brainvq.data.volumes) are computed on every covered level of the scan on the model's
 frame and written in the scan's own space as well (brainvq.app.volume_files).
 
-A VQ-VAE inside a run uses the run's frame and intensity scale (brainvq.app.scans.run_space); a
+A VQ-VAE inside a run uses the run's frame and intensity scale (brainvq.app.run_data.run_space); a
 bundle on its own falls back to OASIS's frame and intensities, and says so.
 """
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.scans import input_scans, run_space, slice_names
+from brainvq.app.run_data import run_space
+from brainvq.app.scans import input_scans, slice_names
 from brainvq.app.volume_files import write_volume_outputs
 from brainvq.app.writers import GRID, output_names, reconstruct_to_folder, write_manifest
 from brainvq.atomic import atomic_path, output_folder

@@ -1,7 +1,6 @@
-"""Volumes brought to a run: the run's place in the reference space, and scans aligned to it.
+"""Volumes brought to a run: scans found, read and aligned to the run's place in the reference
+space (its frame and training intensities: brainvq.app.run_data.run_space).
 
-`run_space` gives a run's frame and training intensities (RUN/space.json; made on first use from
-the run's configuration and training slices, so runs trained before it existed get one too).
 `input_scans` finds the scans of an input (a volume file of any format, a folder of them, a DICOM
 series or DICOMDIR, a BIDS tree: brainvq.data.volumes), and `align_inputs` reads each in turn and
 brings it onto the run's frame (brainvq.data.space.align), so that anomaly maps,
@@ -15,53 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.run_data import run_slices
-from brainvq.atomic import atomic_write_json
-from brainvq.data.loader import DEMO, resolve_source
+from brainvq.app.run_data import run_space
+from brainvq.data.loader import DEMO
 from brainvq.data.space.align import AlignedScan, align_scan
-from brainvq.data.space.run_space import (
-    RunSpace,
-    frame_for_source,
-    learn_outside_profile,
-    learn_run_landmarks,
-)
+from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.volumes.discovery import Discovery, ScanRecord, find_scans, refuse_series
 from brainvq.progress import progress as progress_bar
-from brainvq.run import RunLayout, load_run, read_json
-from brainvq.run_config import RunConfig
-
-
-def source_kind(config: RunConfig) -> str:
-    """The kind of the run's data source: demo, oasis, nifti or folder."""
-    if config.data.source == DEMO:
-        return DEMO
-    return resolve_source(config.data.source, config.data.n_levels).kind
-
-
-def run_space(run_dir: str | Path, config: RunConfig | None = None) -> RunSpace:
-    """The run's RunSpace: RUN/space.json, or made now (frame from the source's kind, landmarks
-    from its training slices) and written there."""
-    layout = RunLayout(run_dir)
-    doc = read_json(layout.space)
-    if doc:
-        try:
-            return RunSpace.from_dict(doc)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{layout.space}: not a brainvq space record ({e})") from None
-    config = config or load_run(run_dir)
-    z_range = tuple(config.data.z_range_mm) if config.data.z_range_mm else None
-    frame, how = frame_for_source(source_kind(config), config.data.n_levels, z_range)
-    train = run_slices(config, progress=False).require_split("train")
-    if train.n_levels and train.n_levels != frame.n_levels:
-        raise ValueError(
-            f"{layout.root}: its slices have {train.n_levels} levels, its frame "
-            f"{frame.n_levels}; expected them to agree"
-        )
-    landmarks = learn_run_landmarks(train.images, train.level, train.subject, frame)
-    outside = learn_outside_profile(train.images, train.level, frame)
-    space = RunSpace(frame, how, landmarks, outside)
-    atomic_write_json(layout.space, space.to_dict())
-    return space
+from brainvq.run import load_run
 
 
 def input_scans(path: str | Path, series: str | None = None) -> Discovery | None:

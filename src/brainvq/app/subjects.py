@@ -11,8 +11,10 @@ top, by a prior that knows the slice below (brainvq.inference.subjects), written
     DIR/subjects.json             the run, seed, sampler, levels, the affine and where it is from
     DIR/manifest.csv              output, subject, kind, seed
 
-A run without a reference frame (no RUN/space.json and no data to make one) still gets its
-volumes, with a voxel-index affine (code 0), and says so in subjects.json and on the terminal.
+The frame is the run's (brainvq.app.run_data.run_frame: RUN/space.json, else its source's kind;
+no slice is loaded for it). A run without one (no RUN/space.json and a source that is gone)
+still gets its volumes, with a voxel-index affine (code 0), and says so in subjects.json and on
+the terminal.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from brainvq.app.scans import run_space
+from brainvq.app.run_data import run_frame
 from brainvq.app.writers import PNG_OVERHEAD, write_manifest
 from brainvq.atomic import atomic_path, atomic_write_bytes, atomic_write_json, output_folder
+from brainvq.data.nifti_codes import XFORM_ALIGNED, XFORM_MNI152, XFORM_UNKNOWN
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
@@ -39,7 +42,6 @@ from brainvq.run import RunLayout, load_run
 from brainvq.values import COUNT, INDEX, check_disk
 
 VIEW_ZOOM = 2  # the orthogonal views are enlarged this many times
-MNI_CODE, ALIGNED_CODE, UNKNOWN_CODE = 4, 2, 0  # NIfTI xform codes
 MONTAGE_COLUMNS = 8
 KINDS = ("volume", "montage", "views")  # the files of one subject, in the manifest
 NIFTI_HEADER = 352  # bytes of a NIfTI-1 header and its extension flag
@@ -58,18 +60,17 @@ class SubjectSpace:
 
 
 def subject_space(run_dir: str | Path, size: int, first_level: int) -> SubjectSpace:
-    """The run's frame at `size`, shifted to start at first_level (brainvq.app.scans.run_space:
-    RUN/space.json, made now when missing); a voxel-index space when the run has none."""
+    """The run's frame at `size`, shifted to start at first_level (brainvq.app.run_data.run_frame:
+    RUN/space.json, else the frame of its source's kind); a voxel-index space when it has none."""
     try:
-        space = run_space(run_dir)
+        frame, frame_source = run_frame(run_dir)
     except (OSError, ValueError) as e:
-        return SubjectSpace(np.eye(4), UNKNOWN_CODE, f"none: no reference frame ({e})", 1.0)
-    frame = space.frame
+        return SubjectSpace(np.eye(4), XFORM_UNKNOWN, f"none: no reference frame ({e})", 1.0)
     affine = frame.affine_at(size)
     affine[:3, 3] += first_level * affine[:3, 2]  # voxel level 0 is frame level first_level
-    assumed = space.frame_source.startswith("assumed")
+    code = XFORM_ALIGNED if frame_source.startswith("assumed") else XFORM_MNI152
     stretch = frame.level_spacing_mm / float(np.mean(frame.pixel_mm(size)))
-    return SubjectSpace(affine, ALIGNED_CODE if assumed else MNI_CODE, space.frame_source, stretch)
+    return SubjectSpace(affine, code, frame_source, stretch)
 
 
 def subject_nifti(volume: np.ndarray, space: SubjectSpace, description: str) -> bytes:
@@ -197,7 +198,7 @@ def subjects_to_folder(
     levels = np.asarray(subject_levels(models.prior.model, n_slices, first_level))
     what = "one subject's volume, montage and views"
     check_disk("--subjects", n, subject_bytes(levels, size, 1.0), out, what)  # before any work
-    space = subject_space(run_dir, size, first_level)  # may make RUN/space.json
+    space = subject_space(run_dir, size, first_level)
     check_disk("--subjects", n, subject_bytes(levels, size, space.stretch), out, what)
     written, rows = [], []
     draws = iter_subjects(
