@@ -266,7 +266,7 @@ def _prepare(run_dir: str | Path, data: str | None, config: str | Path | None):
     from brainvq.app.presets import prepare_training_run
 
     overrides = {"data": {"source": data}} if data else {}
-    return prepare_training_run(run_dir, config, data, overrides, "brainvq")
+    return prepare_training_run(run_dir, config, data, overrides).config
 
 
 def train_vqvae(
@@ -303,7 +303,7 @@ def train_all(
     """Both stages, their evaluation and the report. Returns metrics.json."""
     from brainvq.app.pipeline import train_all as train
 
-    return train(Path(run_dir), _prepare(run_dir, data, config), resume=resume)
+    return train(Path(run_dir), _prepare(run_dir, data, config), resume=resume).metrics
 
 
 def evaluate(

@@ -125,7 +125,7 @@ def test_model_outside_a_run_uses_its_recorded_source_and_predict_out(
 ) -> None:
     shutil.copytree(work / MODEL, tmp_path / "VQVAE_Model")
     monkeypatch.chdir(tmp_path)
-    metrics = predict(load_vqvae(tmp_path / "VQVAE_Model"))
+    metrics = predict(load_vqvae(tmp_path / "VQVAE_Model")).metrics
     assert metrics["data"] == "demo" and "prior" not in metrics
     assert (tmp_path / DEFAULT_OUT / "reconstructions.png").is_file()
     assert not (tmp_path / DEFAULT_OUT / "samples.png").exists()

@@ -279,16 +279,20 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys, flags, message) -
 def test_a_refused_study_leaves_its_out_usable(tmp_path: Path, capsys) -> None:
     """A budget of inf or nan minutes is refused before any study is stored (a stored one
     would refuse every later valid budget as another study's)."""
-    from brainvq.app.tune import TuneJob, tune_stage
+    from brainvq.app.tune import TuneJob, base_config, tune_stage
 
     run, config = tmp_path / "run", tune_yaml(tmp_path)
     with pytest.raises(SystemExit) as e:
         main([*tune_args(run, config, 1), "--trial-minutes", "inf"])
     assert e.value.code == 2 and "--trial-minutes" in capsys.readouterr().err
     job = TuneJob(run, "vqvae", trials=1, config=config, data="demo", accelerator="cpu")
+    base = base_config(job).config
     for minutes in (float("nan"), float("inf"), -1.0):
+        bad = replace(job, trial_minutes=minutes)
         with pytest.raises(ValueError, match="--trial-minutes"):
-            tune_stage(replace(job, trial_minutes=minutes))
+            tune_stage(bad, base)
+        with pytest.raises(ValueError, match="--trial-minutes"):
+            base_config(bad)
     assert not run.exists()
     assert main([*tune_args(run, config, 1), "--trial-minutes", "0.5"]) == 0
     assert load(run).user_attrs["brainvq"]["trial_minutes"] == 0.5

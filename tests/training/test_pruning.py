@@ -5,6 +5,7 @@ run's prior still scores."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -287,6 +288,22 @@ def test_prune_cli_and_its_errors(tiny_run: Path, tmp_path: Path, capsys) -> Non
         assert message in capsys.readouterr().err
     assert not (tmp_path / "y" / "config.yaml").exists()
     assert np.isfinite(load_vqvae(out).meta["finetune_lr"])
+
+
+def test_a_run_without_a_prior_is_pruned_and_the_command_says_so(
+    tiny_run: Path, tmp_path: Path, capsys
+) -> None:
+    source = tmp_path / "no_prior"
+    shutil.copytree(tiny_run, source)
+    shutil.rmtree(RunLayout(source).stage("prior"))
+    out = tmp_path / "p"
+    argv = ["prune", "--run", str(source), "--amount", "0.3", "--finetune-minutes", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    prior = RunLayout(source).bundle("prior")
+    assert lines[0] == f"{source} has no prior ({prior}): no NLL of the new codes to report"
+    assert "prunable channels" in lines[1] and len(lines) == 4  # no prior NLL line
+    assert read_json(RunLayout(out).metrics)["prune"]["code_nll_bits_val"] is None
 
 
 def test_a_refused_prune_leaves_its_out_usable(tiny_run: Path, tmp_path: Path, capsys) -> None:

@@ -10,7 +10,12 @@ import time
 from pathlib import Path
 
 from brainvq.app.cli import CliError, guarded
-from brainvq.app.commands.train import add_training_flags, stage_overrides
+from brainvq.app.commands.train import (
+    add_training_flags,
+    say_resume,
+    show_trained,
+    stage_overrides,
+)
 from brainvq.app.flags import Parser, apply_rules
 from brainvq.app.quiet_log import quiet_third_party_lines
 from brainvq.hardware import keep_freed_memory
@@ -61,9 +66,12 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"train.py: {why}")
         run_dir = args.out or RUNS_DIR / time.strftime("run-%Y%m%d-%H%M%S")
         overrides = stage_overrides(args, ("vqvae", "prior"))
-        config = prepare_training_run(run_dir, args.config, args.data, overrides, "train.py")
+        config, note = prepare_training_run(run_dir, args.config, args.data, overrides)
+        if note:
+            print(f"train.py: {note}")
         print(f"train.py: data {args.data}, run directory {run_dir}")
-        train_all(run_dir, config, resume=args.resume)
+        say_resume(run_dir, args.resume)
+        show_trained(train_all(run_dir, config, resume=args.resume), run_dir)
         return 0
 
     return guarded("train.py", run)
@@ -108,6 +116,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from brainvq.app.predict import predict
         from brainvq.io.bundle import load_vqvae
+        from brainvq.report.summary import print_summary
 
         fallback = latest_model()
         model_path = args.model or fallback
@@ -127,7 +136,11 @@ def predict_main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             bundle = load_vqvae(fallback)
-        predict(bundle, data=args.data, split=args.split, out_dir=args.out)
+        done = predict(bundle, data=args.data, split=args.split, out_dir=args.out)
+        title = f"brainvq predict: {bundle.path} on {done.source} ({done.split})"
+        print_summary(done.metrics, title=title)
+        for path, caption in done.figures:
+            print(f"{path}: {caption}")
         return 0
 
     return guarded("predict.py", run)

@@ -2,12 +2,15 @@
 
 Each stage writes its part of the run directory (brainvq.run.RunLayout): the trained bundle,
 its metrics, and the files the report is drawn from; the report then reads files only.
-Nothing outside the run directory is written except the data cache.
+Nothing outside the run directory is written except the data cache. Nothing here prints: the
+functions return what happened and the commands (brainvq.app.commands) say it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,26 @@ from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.io.bundle import load_vqvae
 from brainvq.run import RunLayout, packaged_config, prepare_run, record_timing, update_metrics
 from brainvq.run_config import RunConfig
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What `train_all` did: metrics.json after both stages and the report page (report None
+    in other DDP ranks, which write neither)."""
+
+    metrics: dict[str, Any]
+    report: Path | None
+
+
+def resume_notes(run_dir: Path, stages: Sequence[str]) -> list[str]:
+    """For --resume: a line for each of `stages` that has no last checkpoint to continue from
+    and so starts from scratch (brainvq.training.trainer.resume_checkpoint)."""
+    layout = RunLayout(run_dir)
+    return [
+        f"--resume: no checkpoint at {layout.last_checkpoint(stage)} yet; starting from scratch"
+        for stage in stages
+        if not layout.last_checkpoint(stage).is_file()
+    ]
 
 
 def is_global_zero() -> bool:
@@ -89,10 +112,9 @@ def train_prior(
     return update_metrics(run_dir, "prior", metrics)
 
 
-def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> dict[str, Any]:
-    """Both stages, their evaluation and the report; prints the results. Returns metrics."""
+def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> Trained:
+    """Both stages, their evaluation and the report."""
     from brainvq.report.build import build_report
-    from brainvq.report.summary import print_summary
     from brainvq.training.trainer import check_batch_memory
 
     for stage in ("vqvae", "prior"):  # before the data is read
@@ -103,16 +125,14 @@ def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> dict[st
     train_vqvae(run_dir, config, sliceset, resume=resume)
     metrics = train_prior(run_dir, config, sliceset, resume=resume)
     if not is_global_zero():
-        return metrics
+        return Trained(metrics, None)
     start = time.perf_counter()
     html = build_report(run_dir)
     record_timing(run_dir, "report_s", time.perf_counter() - start)
-    print_summary(metrics, title=f"brainvq results ({run_dir}; all metrics: metrics.json)")
-    print(f"report: {html}")
-    return metrics
+    return Trained(metrics, html)
 
 
-def run_demo(run_dir: Path, quick: bool = False, resume: bool = False) -> dict[str, Any]:
+def run_demo(run_dir: Path, quick: bool = False, resume: bool = False) -> Trained:
     """The main job on the demo cohort (`--quick`: a smoke run of about a minute)."""
     from brainvq.run_config import PresetInfo
 
@@ -120,6 +140,6 @@ def run_demo(run_dir: Path, quick: bool = False, resume: bool = False) -> dict[s
     name = "quick" if quick else "demo"
     preset = PresetInfo(name=name, reason="brainvq demo" + (" --quick" if quick else ""))
     config = prepare_run(run_dir, packaged_config(name), {}, preset=preset)
-    metrics = train_all(run_dir, config, resume=resume)
+    trained = train_all(run_dir, config, resume=resume)
     record_timing(run_dir, "total_s", time.perf_counter() - start)
-    return metrics
+    return trained

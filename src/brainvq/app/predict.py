@@ -1,5 +1,6 @@
 """What `python predict.py [-m PATH]` does: reconstruct a split with a trained VQ-VAE, sample
-with its run's prior when there is one, write the figures and print the metrics.
+with its run's prior when there is one, write the figures and the metrics, and return them
+(`Prediction`) for the entry point to print.
 
 The output folder is laid out like a run's evaluation (evaluation/, samples/), and its figures
 are drawn from those files by the report's own functions.
@@ -7,6 +8,7 @@ are drawn from those files by the report's own functions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,21 @@ from brainvq.inference.codes import CodeSet, encode_images
 from brainvq.inference.run_models import RunModels
 from brainvq.io.bundle import Bundle, load_prior
 from brainvq.report.build import draw_figures
-from brainvq.report.summary import print_summary
 from brainvq.run import RunLayout, load_run
 from brainvq.run_config import RunConfig, load_run_config
 
 DEFAULT_OUT = Path("predict_out")  # for a model outside any run
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What `predict` did: the metrics it wrote (metrics.json), the data source and split it
+    reconstructed, and the figures it drew as (path, caption)."""
+
+    metrics: dict[str, Any]
+    source: str
+    split: str
+    figures: list[tuple[Path, str]]
 
 
 def run_of(bundle: Bundle) -> Path | None:
@@ -65,15 +77,15 @@ def prior_nll(prior: Bundle, codes: np.ndarray, levels: np.ndarray, split: str) 
 
 def predict(
     bundle: Bundle, data: str | None = None, split: str | None = None, out_dir: Path | None = None
-) -> dict[str, Any]:
+) -> Prediction:
     """Reconstruct `split` (default test, else validate) with the VQ-VAE `bundle`, generate and
     complete slices with its run's prior if the run has one, and write the figures and
     metrics.json to `out_dir` (default RUN/predict, or ./predict_out for a model outside a run).
 
     The data (default: the run's source, else the bundle's recorded source) is loaded at the
-    model's size. Prints the results and returns them: {"model": bundle folder, "data":
-    source, "vqvae": evaluate_vqvae's metrics, "prior": {nll_bits_per_code_<split>} when the
-    run has a prior}.
+    model's size. Returns them; the metrics are {"model": bundle folder, "data": source,
+    "vqvae": evaluate_vqvae's metrics, "prior": {nll_bits_per_code_<split>} when the run has a
+    prior}.
     """
     run_dir = run_of(bundle)
     size_override = {"data": {"size": bundle.config.image_size}}
@@ -100,7 +112,4 @@ def predict(
         write_figure_samples(out, models, config.sample, part)
     figures = draw_figures(out, out.root)
     atomic_write_json(out.metrics, metrics)
-    print_summary(metrics, title=f"brainvq predict: {bundle.path} on {source} ({split})")
-    for path, caption in figures:
-        print(f"{path}: {caption}")
-    return metrics
+    return Prediction(metrics, source, split, figures)

@@ -37,7 +37,8 @@ def prune_run(
     Returns out's metrics.json: `vqvae` (evaluate_run) and `prune` (amount, channels, cost,
     fine-tuning, and with a prior: code_nll_bits_val of the prior on the pruned model's
     validation codes next to source_code_nll_bits_val on the source model's, and
-    codes_identical_val, the share of validation codes both models agree on).
+    codes_identical_val, the share of validation codes both models agree on; all three None
+    when the source run has no prior).
 
     Every argument is checked before anything is written, and out's config.yaml, which makes
     it a run, is written last: a prune that is refused or fails leaves `out` usable again.
@@ -98,8 +99,6 @@ def prune_run(
             "source_code_nll_bits_val": code_nll_bits(prior, source_codes),
             "codes_identical_val": float(np.mean(validate.codes == source_codes.codes)),
         }
-    else:
-        print(f"{run_dir} has no prior ({prior_folder}): no NLL of the new codes to report")
     metrics = update_metrics(out, "prune", values)
     save_run_config(pruned_config, target.config)
     return metrics

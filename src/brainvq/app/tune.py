@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from brainvq.app.presets import resolve_config_file
+from brainvq.app.presets import StartingConfig, resolve_config_file
 from brainvq.app.tune_files import minutes_taken, trial_note, write_outputs
 from brainvq.atomic import output_folder
 from brainvq.config import to_dict
@@ -78,9 +78,24 @@ class TuneJob:
             raise ValueError("--vqvae-run: only a prior study trains on another run's VQ-VAE")
 
 
-def base_config(job: TuneJob) -> RunConfig:
+@dataclass(frozen=True)
+class TuneResult:
+    """What a tuning worker did: summary.json of its study (counts, best, baseline), why it
+    stopped, its files (best.yaml, trials.csv, figures/) and the storage as shown to users."""
+
+    summary: dict[str, Any]
+    stopped: str
+    best_config: Path
+    trials: Path
+    figures: Path
+    storage: str
+
+
+def base_config(job: TuneJob) -> StartingConfig:
     """The config every trial starts from: job.config, or the default described at TuneJob,
-    with the job's data source, seed, accelerator and threads."""
+    with the job's data source, seed, accelerator and threads; and the note to show when
+    brainvq picked it (presets.ConfigChoice.note). The job is checked first (TuneJob.validate)."""
+    job.validate()
     train = {"accelerator": job.accelerator, "threads": job.threads, "seed": job.seed}
     overrides: dict[str, Any] = {
         f"{job.stage}_train": {k: v for k, v in train.items() if v is not None}
@@ -95,16 +110,16 @@ def base_config(job: TuneJob) -> RunConfig:
                 f"{vqvae_run.config} is missing: a prior study starts from the config of the "
                 "run whose VQ-VAE it uses (--vqvae-run, default --out), or from --config FILE"
             )
-        return load_run_config(config_file, overrides)
+        return StartingConfig(load_run_config(config_file, overrides), None)
     own = RunLayout(job.run_dir).config
     if not (job.data or job.config or own.is_file()):
         raise ValueError(
             "say which data to tune on: --data SOURCE (or --config FILE with data.source)"
         )
-    config_file, preset = resolve_config_file(job.run_dir, job.config, job.data, "brainvq tune")
-    if preset is not None:
-        overrides = merge(overrides, {"preset": to_dict(preset)})
-    return load_run_config(config_file or own, overrides)
+    choice = resolve_config_file(job.run_dir, job.config, job.data)
+    if choice.preset is not None:
+        overrides = merge(overrides, {"preset": to_dict(choice.preset)})
+    return StartingConfig(load_run_config(choice.path or own, overrides), choice.note)
 
 
 def storage_url(layout: RunLayout, storage: str | None) -> str:
@@ -234,9 +249,9 @@ def quiet_trials() -> Iterator[None]:
         optuna.logging.set_verbosity(verbosity)
 
 
-def tune_stage(job: TuneJob) -> dict[str, Any]:
-    """Run (or continue, or join) the study of `job.stage` from its base config (base_config);
-    returns summary.json.
+def tune_stage(job: TuneJob, base: RunConfig) -> TuneResult:
+    """Run (or continue, or join) the study of `job.stage` from its base config
+    (base_config(job).config).
 
     Everything is checked before any trial runs: the job, the base config, the space, the
     storage, and that RUN/tune holds no other study."""
@@ -247,7 +262,6 @@ def tune_stage(job: TuneJob) -> dict[str, Any]:
     from brainvq.report.tune import draw_tune_figures
 
     job.validate()
-    base = base_config(job)
     train = getattr(base, f"{job.stage}_train")
     if train.devices * train.num_nodes > 1:
         raise ValueError(
@@ -309,28 +323,6 @@ def tune_stage(job: TuneJob) -> dict[str, Any]:
             draw_tune_figures(layout, layout.tune_figures)
     if layout.report.is_file():
         build_report(layout.root)
-    _print_result(summary, why, layout, url)
-    return summary
-
-
-def _print_result(summary: dict[str, Any], why: str, layout: RunLayout, url: str) -> None:
-    counts = summary["counts"]
-    metric = summary["metric"]
-    print(
-        f"brainvq tune: study {summary['study']!r} ({metric}, {summary['direction']}): "
-        f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
-        f"stopped: {why}"
+    return TuneResult(
+        summary, why, layout.tune_best, layout.tune_trials, layout.tune_figures, shown_storage(url)
     )
-    best, baseline = summary["best"], summary["baseline"]
-    if best is not None:
-        print(f"best: trial {best['number']}, {metric} {best['value']:.4f}")
-        for key, value in best["params"].items():
-            print(f"  {key}: {value}")
-        print(f"best config: {layout.tune_best} (brainvq train all --config FILE --out NEW_RUN)")
-    if baseline is not None and baseline["value"] is not None:
-        value = baseline["value"]
-        print(
-            f"baseline (the base config's values): trial {baseline['number']}, {metric} {value:.4f}"
-        )
-    print(f"trials: {layout.tune_trials}; figures: {layout.tune_figures}")
-    print(f"watch it live: optuna-dashboard {shown_storage(url)}")

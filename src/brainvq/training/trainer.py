@@ -38,10 +38,10 @@ def resolve_precision(cfg: TrainConfig) -> str:
     """The Lightning precision for cfg.precision; "auto" picks the fastest one that is safe.
 
     On a CUDA GPU: bf16-mixed where supported, else 16-mixed. On a CPU with hardware bf16
-    (AVX512-BF16/AMX): bf16-mixed, which trained the VQ-VAE about 1.4x faster with the same
-    SSIM at equal steps (README: 379 s vs 276 s on the earlier AMX machine). Elsewhere (older
-    CPUs, where bf16 is emulated and slow; MPS): 32. The quantizer and every metric run in fp32
-    whatever the precision.
+    (AVX512-BF16/AMX): bf16-mixed, which trained the VQ-VAE faster with the same SSIM at equal
+    steps (docs/results.md, "What moved the numbers"). Elsewhere (older CPUs, where bf16 is
+    emulated and slow; MPS): 32. The quantizer and every metric run in fp32 whatever the
+    precision.
     """
     if cfg.precision != "auto":
         return cfg.precision
@@ -168,7 +168,9 @@ def make_trainer(
 
 
 def resume_checkpoint(last: Path, resume: bool) -> str | None:
-    """The checkpoint to resume from: `last` (a stage's last.ckpt) when asked and present."""
+    """The checkpoint to resume from: `last` (a stage's last.ckpt) when asked and present;
+    None otherwise (the command says that a stage starts from scratch:
+    brainvq.app.pipeline.resume_notes)."""
     if not resume:
         return None
     if last.is_file():
@@ -181,7 +183,6 @@ def resume_checkpoint(last: Path, resume: bool) -> str | None:
                 f"(it may be damaged or hold code to run, which brainvq never executes): {e}"
             ) from None
         return str(last)
-    print(f"--resume: no checkpoint at {last} yet; starting from scratch")
     return None
 
 

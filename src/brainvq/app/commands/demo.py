@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brainvq.app.commands.train import say_resume, show_trained
     from brainvq.app.pipeline import run_demo
 
-    run_demo(args.out, quick=args.quick, resume=args.resume)
+    say_resume(args.out, args.resume)
+    show_trained(run_demo(args.out, quick=args.quick, resume=args.resume), args.out)
     return 0

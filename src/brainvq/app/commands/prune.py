@@ -37,9 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from brainvq.app.prune import prune_run
+    from brainvq.run import RunLayout
 
     metrics = prune_run(args.run, args.amount, args.finetune_minutes, args.out, lr=args.lr)
     p, v = metrics["prune"], metrics["vqvae"]
+    if p["code_nll_bits_val"] is None:
+        prior = RunLayout(args.run).bundle("prior")
+        print(f"{args.run} has no prior ({prior}): no NLL of the new codes to report")
     print(
         f"pruned {p['prunable_channels'] - p['kept_channels']} of {p['prunable_channels']} "
         f"prunable channels ({p['removed_fraction']:.1%}): parameters {p['parameters_before']:,} "

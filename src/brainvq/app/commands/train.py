@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from brainvq.app.pipeline import Trained
 
 STAGES = ("vqvae", "prior", "all")
 
@@ -82,15 +85,39 @@ def stage_overrides(args: argparse.Namespace, stages: tuple[str, ...]) -> dict[s
     return out
 
 
+def say_resume(run_dir: Path, resume: bool, stages: tuple[str, ...] = ("vqvae", "prior")) -> None:
+    """With --resume, a line for each of `stages` that starts from scratch."""
+    from brainvq.app.pipeline import resume_notes
+
+    for line in resume_notes(run_dir, stages) if resume else []:
+        print(line)
+
+
+def show_results(metrics: dict[str, Any], run_dir: Path) -> None:
+    """The results table of a run's metrics.json."""
+    from brainvq.report.summary import print_summary
+
+    print_summary(metrics, title=f"brainvq results ({run_dir}; all metrics: metrics.json)")
+
+
+def show_trained(trained: Trained, run_dir: Path) -> None:
+    """What training both stages did (brainvq.app.pipeline.train_all): the results table and
+    the report, in the process that wrote them."""
+    if trained.report is None:
+        return
+    show_results(trained.metrics, run_dir)
+    print(f"report: {trained.report}")
+
+
 def run(args: argparse.Namespace) -> int:
     from brainvq.app import pipeline
     from brainvq.app.presets import prepare_training_run
     from brainvq.app.run_data import run_slices
-    from brainvq.report.summary import print_summary
     from brainvq.run import RunLayout, load_run
     from brainvq.training.trainer import check_batch_memory
 
-    overrides = stage_overrides(args, ("vqvae", "prior") if args.stage == "all" else (args.stage,))
+    stages = ("vqvae", "prior") if args.stage == "all" else (args.stage,)
+    overrides = stage_overrides(args, stages)
     has_config = RunLayout(args.run).config.is_file()
     if args.stage == "prior":
         load_run(args.run)  # the prior trains on an existing run's VQ-VAE
@@ -98,9 +125,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "say which data to train on: --data SOURCE (or --config FILE with data.source)"
         )
-    config = prepare_training_run(args.run, args.config, args.data, overrides, "brainvq train")
+    config, note = prepare_training_run(args.run, args.config, args.data, overrides)
+    if note:
+        print(f"brainvq train: {note}")
+    say_resume(args.run, args.resume, stages)
     if args.stage == "all":
-        pipeline.train_all(args.run, config, resume=args.resume)
+        show_trained(pipeline.train_all(args.run, config, resume=args.resume), args.run)
         return 0
     check_batch_memory(config, args.stage)  # before the data is read
     sliceset = run_slices(config)
@@ -109,5 +139,5 @@ def run(args: argparse.Namespace) -> int:
     else:
         metrics = pipeline.train_prior(args.run, config, sliceset, resume=args.resume)
     if metrics:
-        print_summary(metrics, title=f"brainvq results ({args.run}; all metrics: metrics.json)")
+        show_results(metrics, args.run)
     return 0

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from brainvq.run_config import TUNE_STAGES
+
+if TYPE_CHECKING:
+    from brainvq.app.tune import TuneResult
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +70,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def result_lines(result: TuneResult) -> list[str]:
+    """What a tuning worker says when it ends: the study's counts and why it stopped, the best
+    trial and its config, the baseline, and where to look."""
+    summary = result.summary
+    counts, metric = summary["counts"], summary["metric"]
+    lines = [
+        f"brainvq tune: study {summary['study']!r} ({metric}, {summary['direction']}): "
+        f"{counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed; "
+        f"stopped: {result.stopped}"
+    ]
+    best, baseline = summary["best"], summary["baseline"]
+    if best is not None:
+        lines.append(f"best: trial {best['number']}, {metric} {best['value']:.4f}")
+        lines += [f"  {key}: {value}" for key, value in best["params"].items()]
+        lines.append(
+            f"best config: {result.best_config} (brainvq train all --config FILE --out NEW_RUN)"
+        )
+    if baseline is not None and baseline["value"] is not None:
+        value = baseline["value"]
+        lines.append(
+            f"baseline (the base config's values): trial {baseline['number']}, {metric} {value:.4f}"
+        )
+    lines.append(f"trials: {result.trials}; figures: {result.figures}")
+    lines.append(f"watch it live: optuna-dashboard {result.storage}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
-    from brainvq.app.tune import TuneJob, tune_stage
+    from brainvq.app.tune import TuneJob, base_config, tune_stage
 
     job = TuneJob(
         run_dir=args.run,
@@ -84,5 +115,9 @@ def run(args: argparse.Namespace) -> int:
         accelerator=args.accelerator,
         threads=args.threads,
     )
-    tune_stage(job)
+    base, note = base_config(job)
+    if note:
+        print(f"brainvq tune: {note}")
+    for line in result_lines(tune_stage(job, base)):
+        print(line)
     return 0
