@@ -215,3 +215,118 @@ def test_slice_names_and_nifti_codes_are_defined_only_in_data() -> None:
             source = path.read_text(encoding="utf-8")
             wrong += [f"{module} {what}" for what in name_and_code_definitions(source)]
     assert not wrong, wrong
+
+
+# The modules that talk to the user: the CLI, its commands, the entry points of train.py and
+# predict.py, and the one-line progress fallback on stderr. A console's own print (a live
+# progress display's lines, tune's trial lines beside its bar) is progress, like Lightning's bars.
+PRINTING = {"app.cli", "app.entry_points", "progress"}
+PRINTING_PACKAGES = ("app.commands",)
+
+
+def print_calls(source: str) -> list[str]:
+    """Where a module's source prints: a call of print() or of a print_* function (such as
+    brainvq.report.summary.print_summary)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        if (isinstance(func, ast.Name) and name == "print") or name.startswith("print_"):
+            found.append(f"line {node.lineno}: {name}()")
+    return found
+
+
+def test_the_print_check_sees_them() -> None:
+    source = (
+        'print("done")\n'
+        "summary.print_summary(metrics, title)\n"
+        "print_summary(metrics, title)\n"
+        'self.bar.console.print("trial 3")\n'
+        'fingerprint("x")\n'
+    )
+    found = print_calls(source)
+    assert [line.split(":")[0] for line in found] == ["line 1", "line 2", "line 3"]
+
+
+def test_library_modules_do_not_print() -> None:
+    """Library code returns what happened (a result dataclass, the metrics) and the command
+    prints it, so that a notebook or another program gets values, not text on its terminal."""
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        module = module_name(path)
+        if module in PRINTING or module.startswith(PRINTING_PACKAGES):
+            continue
+        wrong += [f"{module} {what}" for what in print_calls(path.read_text(encoding="utf-8"))]
+    assert not wrong, wrong
+
+
+# A service that several workflows use, and its one home (a module of its own, light enough
+# that a workflow needing only the frame loads no slice). The notebook API (the package face)
+# wraps some of them under the same names.
+SERVICES = {
+    "RunModels": "inference.run_models",
+    "load_run_models": "inference.run_models",
+    "source_kind": "app.run_data",
+    "run_slices": "app.run_data",
+    "saved_space": "app.run_data",
+    "run_frame": "app.run_data",
+    "run_space": "app.run_data",
+    "predict_levels": "inference.levels",
+}
+REPO = PACKAGE.parent.parent
+
+
+def service_uses(source: str, module: str | None) -> list[str]:
+    """Where a source defines a service (SERVICES) outside its home, or imports it from
+    anywhere but its home or the package face; module: the source's module in the package
+    (None outside it: tests, benchmarks, scripts)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in SERVICES:
+            if module is not None and module not in (SERVICES[node.name], FACE):
+                found.append(f"line {node.lineno}: defines {node.name}")
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module != "brainvq" and not node.module.startswith("brainvq."):
+                continue
+            base = node.module.removeprefix("brainvq").removeprefix(".")
+            for alias in node.names:
+                home = SERVICES.get(alias.name)
+                if home and base not in (home, FACE) and not is_module(f"{base}.{alias.name}"):
+                    found.append(f"line {node.lineno}: imports {alias.name} from brainvq.{base}")
+    return found
+
+
+def test_the_service_check_sees_them() -> None:
+    source = (
+        "from brainvq.inference.generate import RunModels, iter_slices\n"
+        "from brainvq.inference.run_models import load_run_models\n"
+        "from brainvq import load_run_models\n"
+        "from brainvq.data.space import run_space\n"  # a module of that name, not the service
+        "def run_frame(run_dir):\n"
+        "    return None\n"
+        "from brainvq.app.scans import run_space\n"
+    )
+    found = service_uses(source, "app.subjects")
+    assert [line.split(":")[0] for line in found] == ["line 1", "line 5", "line 7"]
+    assert service_uses("def run_frame(run_dir):\n    return None\n", "app.run_data") == []
+
+
+def test_run_services_are_defined_once_and_imported_from_their_home() -> None:
+    """A run's models, frame, space, source kind and slices, and a slice's predicted level, each
+    live in one module (SERVICES) that every workflow, test and benchmark imports: no copy
+    inside one workflow's module, no re-export from another."""
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        module = module_name(path)
+        wrong += [
+            f"{module} {what}" for what in service_uses(path.read_text(encoding="utf-8"), module)
+        ]
+    others = [*(REPO / "tests").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")]
+    for path in [*others, REPO / "train.py", REPO / "predict.py"]:
+        where = path.relative_to(REPO).as_posix()
+        wrong += [
+            f"{where} {what}" for what in service_uses(path.read_text(encoding="utf-8"), None)
+        ]
+    assert not wrong, wrong
