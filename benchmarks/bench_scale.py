@@ -84,7 +84,7 @@ PHASES = (
     ("brainvq.report.build", "build_report", "report"),
     ("brainvq.app.reconstruct", "encode_input", "encode"),
     ("brainvq.app.writers", "reconstruct_to_folder", "reconstruct"),
-    ("brainvq.app.anomaly_calibration", "calibrate_run", "calibrate"),
+    ("brainvq.app.anomaly.calibration", "calibrate_run", "calibrate"),
     ("brainvq.training.tuning", "run_trial", "trial"),
 )
 COMMANDS = ("build", "train-all", "evaluate", "encode", "reconstruct", "tune", "calibrate")

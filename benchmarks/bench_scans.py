@@ -40,8 +40,8 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from brainvq.app.anomaly import find_anomalies
-from brainvq.app.anomaly_calibration import anomaly_settings, resolve_calibration
+from brainvq.app.anomaly.calibration import anomaly_settings, resolve_calibration
+from brainvq.app.anomaly.find import find_anomalies
 from brainvq.data.imaging import pad_to_square, resize_square
 from brainvq.data.space.resample import scan_to_frame
 from brainvq.data.space.template import load_reference

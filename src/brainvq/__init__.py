@@ -24,7 +24,7 @@ from brainvq._version import __version__
 if TYPE_CHECKING:
     import numpy as np
 
-    from brainvq.app.anomaly import AnomalyResult
+    from brainvq.app.anomaly.find import AnomalyResult
     from brainvq.data.sliceset import SliceSet
     from brainvq.inference.run_models import RunModels
     from brainvq.io.bundle import Bundle
@@ -224,11 +224,12 @@ def anomaly(
     (.volumes, .shift: whether the calibration applies to each; `mask`: a volume's own brain
     mask); with `out`, also writes them there as `brainvq anomaly` does (volumes as NIfTI files
     in their own space)."""
-    from brainvq.app.anomaly import check_options, find_anomalies
-    from brainvq.app.anomaly_files import write_anomalies
+    from brainvq.app.anomaly.files import write_anomalies
+    from brainvq.app.anomaly.find import check_options, find_anomalies
     from brainvq.atomic import output_folder
 
-    check_options(alpha, n_heal, seed, scan_alpha)  # the rules of their flags: refused before any work
+    # the rules of their flags: refused before any work
+    check_options(alpha, n_heal, seed, scan_alpha)
     if out is not None:
         output_folder(out, "out")  # fail before any work when it is a file
     result = find_anomalies(
@@ -257,7 +258,7 @@ def calibrate_anomaly(
     """(Re)calibrate the run's anomaly thresholds on its validate split, or on the user's own
     healthy scans `healthy` (volumes, a folder of them, or of slices; series: a DICOM input's
     series)."""
-    from brainvq.app.anomaly_calibration import calibrate_run
+    from brainvq.app.anomaly.calibration import calibrate_run
 
     return calibrate_run(run_dir, alpha, healthy=healthy, progress=False, series=series)
 

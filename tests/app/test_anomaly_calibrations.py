@@ -19,9 +19,8 @@ from anomaly_run import tree_hashes
 from data.files import write_png
 
 from app.test_anomaly_cli import ALPHA, cli, scores
-from brainvq.app import calibration_store
-from brainvq.app.anomaly import find_anomalies
-from brainvq.app.anomaly_calibration import (
+from brainvq.app.anomaly import calibration_store
+from brainvq.app.anomaly.calibration import (
     LEGACY_NOTE,
     anomaly_settings,
     healthy_slices,
@@ -30,6 +29,7 @@ from brainvq.app.anomaly_calibration import (
     prior_name,
     validate_source,
 )
+from brainvq.app.anomaly.find import find_anomalies
 from brainvq.app.run_data import run_slices
 from brainvq.config import to_dict
 from brainvq.evaluation.anomaly_decisions import LEGACY_SCORE

@@ -20,7 +20,7 @@ from data.files import write_png
 from PIL import Image
 
 import brainvq
-from brainvq.app.anomaly_files import BAR
+from brainvq.app.anomaly.files import BAR
 from brainvq.app.cli import main
 from brainvq.app.run_data import run_slices
 from brainvq.evaluation.anomaly_decisions import SLICE_SCORE

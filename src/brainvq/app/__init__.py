@@ -1,5 +1,5 @@
 """What users run: the `brainvq` command and the typed functions it calls, one workflow per
-module that a notebook can call too.
+module (or sub-package) that a notebook can call too.
 
 - The front doors: the command (cli; commands/, one module per command that parses its flags,
   calls a typed function and prints), the flags they share (flags), the `train.py` and
@@ -13,7 +13,11 @@ module that a notebook can call too.
   whole synthetic subjects as volumes (subjects), export to ONNX (export), prune.
 - Scans brought to a run: found, read and aligned to its frame (scans); answers written in each
   scan's own space (volume_files).
-- Anomaly maps: the workflow (anomaly), what it scores (anomaly_inputs), a scan's answer
-  (anomaly_scans), its calibration and where calibrations live (anomaly_calibration,
-  calibration_store), the files it writes (anomaly_files).
+- Anomaly maps (anomaly/): the workflow (anomaly.find), what it scores (anomaly.inputs), a
+  scan's answer (anomaly.scan_answers), its calibration and where calibrations live
+  (anomaly.calibration, anomaly.calibration_store), the files it writes (anomaly.files).
+
+A feature of one or two modules keeps them here (tune and tune_files; scans and volume_files,
+which anomaly and reconstruct both use); one of more than two is a sub-package (anomaly/,
+commands/).
 """

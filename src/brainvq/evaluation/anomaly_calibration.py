@@ -94,7 +94,7 @@ class Calibration:
     slice_threshold: flag a slice whose score (slice_score) is > it; scan_alpha: the rate at
     which healthy scans are flagged (brainvq.evaluation.anomaly_decisions). The calibration_*
     rates: the same measured on the calibration slices themselves. key: the stored maps'
-    name (app.calibration_store; "" for a calibration made before keys)."""
+    name (app.anomaly.calibration_store; "" for a calibration made before keys)."""
 
     alpha: float
     code_threshold: float

@@ -1,7 +1,7 @@
 """A slice's level from the level classifier: how slices are fed to it and its most likely level.
 
 `brainvq anomaly` asks the run's classifier (RUN/evaluation/LevelClassifier) for the level of a 2D
-slice whose name and flags give none (brainvq.app.anomaly_inputs). The slices go in as float in
+slice whose name and flags give none (brainvq.app.anomaly.inputs). The slices go in as float in
 [0, 1], box-downsampled to the classifier's size, CLASSIFIER_BATCH at a time in eval mode; the
 evaluation's measures (brainvq.evaluation.generation_metrics: level accuracy, the Frechet
 distance in its features) and its training (brainvq.evaluation.level_classifier) feed it the

@@ -86,9 +86,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brainvq.app.anomaly import check_options, find_anomalies
-    from brainvq.app.anomaly_calibration import calibrate_run
-    from brainvq.app.anomaly_files import write_anomalies
+    from brainvq.app.anomaly.calibration import calibrate_run
+    from brainvq.app.anomaly.files import write_anomalies
+    from brainvq.app.anomaly.find import check_options, find_anomalies
     from brainvq.atomic import output_folder
 
     check_options(args.alpha, args.n_heal, args.seed, args.scan_alpha)

@@ -1,19 +1,20 @@
 """Anomaly maps of user slices and scans with a run's VQ-VAE and slice prior, and the slice and
 scan decisions that follow them, thresholded by the run's calibration.
 
-`find_anomalies` loads the input at the model's working size (brainvq.app.anomaly_inputs: NIfTI
+`find_anomalies` loads the input at the model's working size (brainvq.app.anomaly.inputs: NIfTI
 volumes are registered to the reference and sliced on the run's frame, every covered level; 2D
 inputs give their slices), finds each slice's level, takes the calibration for its settings
-(brainvq.app.anomaly_calibration: the run's own, or one stored for these settings, or made now
+(brainvq.app.anomaly.calibration: the run's own, or one stored for these settings, or made now
 and kept in the user's cache; the run folder is never written), makes the maps with the run's
 slice prior (brainvq.inference.anomaly_maps; with a prior of whole subjects and `context: true`
 the slices of a volume are judged in 3D context, each given the healed slice below it), and
 decides (brainvq.evaluation.anomaly_decisions): pixels above the pixel threshold, slices by
 their conformal p-values at alpha, scans (volumes, or the subjects of 2D slices) by Simes'
 combination at scan_alpha. For each scan it also says what differs from the calibration slices
-and whether the stated rates are at risk for it (brainvq.app.anomaly_scans). `write_anomalies`
-(brainvq.app.anomaly_files) writes the results, volumes in their own space. The settings are
-the run config's `anomaly:` section (`anomaly_settings`), with --n-heal over it.
+and whether the stated rates are at risk for it (brainvq.app.anomaly.scan_answers).
+`write_anomalies` (brainvq.app.anomaly.files) writes the results, volumes in their own space.
+The settings are the run config's `anomaly:` section (`anomaly_settings`), with --n-heal over
+it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.anomaly_calibration import anomaly_settings, resolve_calibration
-from brainvq.app.anomaly_inputs import load_inputs, resolve_levels
-from brainvq.app.anomaly_scans import SHIFT_WARNING, ScanAnswer, answer_scans
-from brainvq.app.calibration_store import StoredCalibration
+from brainvq.app.anomaly.calibration import anomaly_settings, resolve_calibration
+from brainvq.app.anomaly.calibration_store import StoredCalibration
+from brainvq.app.anomaly.inputs import load_inputs, resolve_levels
+from brainvq.app.anomaly.scan_answers import SHIFT_WARNING, ScanAnswer, answer_scans
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.anomaly_calibration import Calibration, calibration_scores
 from brainvq.evaluation.anomaly_decisions import slice_scores
@@ -48,8 +49,8 @@ class AnomalyResult:
     masks: (N, H, W) bool, maps above the calibrated pixel threshold; scores: (N,) float64 the
     slice scores (calibration.slice_score); p_values: (N,) their conformal p-values; flagged:
     (N,) bool, p <= alpha (score above the slice threshold); scans: one answer per scan
-    (brainvq.app.anomaly_scans: volumes first, in input order, or the subjects of 2D slices);
-    details: the MapSet (healed slices, codes, NLL maps); notes: what a user should know
+    (brainvq.app.anomaly.scan_answers: volumes first, in input order, or the subjects of 2D
+    slices); details: the MapSet (healed slices, codes, NLL maps); notes: what a user should know
     (levels, calibration, warnings). For NIfTI inputs: volumes (the aligned scans), volume_of
     (N,) each slice's volume, and the VQ-VAE's reconstructions of the slices. stored: the
     calibration's stored maps; unsaved: made by this call and not kept (the cache could not be

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from brainvq.app import calibration_store
-from brainvq.app.anomaly import AnomalyResult
+from brainvq.app.anomaly import calibration_store
+from brainvq.app.anomaly.find import AnomalyResult
 from brainvq.app.volume_files import write_volume_outputs
 from brainvq.app.writers import GRID, output_names
 from brainvq.atomic import (

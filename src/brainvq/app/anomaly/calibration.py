@@ -5,7 +5,7 @@ A calibration is made from the healthy slices of the run's validate split, or fr
 own healthy scans (`calibrate_run(healthy=PATH)`, `brainvq anomaly calibrate --healthy PATH`:
 their site, their scanner, the standard answer to a site shift). What it stores is keyed by
 the models, the slice prior, the settings and the source, not by alpha: another alpha is a
-re-threshold of the stored maps (brainvq.app.calibration_store says where they live).
+re-threshold of the stored maps (brainvq.app.anomaly.calibration_store says where they live).
 
 - `calibrate_run` (`brainvq anomaly calibrate`) writes into the run: the stored maps under
   their key and RUN/anomaly/calibration.json, which makes it the run's own calibration (a user's
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app import calibration_store as store
-from brainvq.app.anomaly_inputs import Inputs, load_inputs, resolve_levels
+from brainvq.app.anomaly import calibration_store as store
+from brainvq.app.anomaly.inputs import Inputs, load_inputs, resolve_levels
 from brainvq.app.run_data import run_slices
 from brainvq.atomic import atomic_write_json
 from brainvq.config import to_dict

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brainvq.app.calibration_store import StoredCalibration
+from brainvq.app.anomaly.calibration_store import StoredCalibration
 from brainvq.data.slice_names import parse_subject_slice
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.anomaly_calibration import Calibration
