@@ -330,3 +330,29 @@ def test_run_services_are_defined_once_and_imported_from_their_home() -> None:
             f"{where} {what}" for what in service_uses(path.read_text(encoding="utf-8"), None)
         ]
     assert not wrong, wrong
+
+
+def crowded_features(modules: list[str]) -> dict[str, list[str]]:
+    """The features that have more than two flat modules in one folder, a feature being a
+    module name's first word (anomaly, anomaly_files, anomaly_inputs: anomaly's three)."""
+    features: dict[str, list[str]] = {}
+    for name in sorted(modules):
+        features.setdefault(name.split("_")[0], []).append(name)
+    return {feature: names for feature, names in features.items() if len(names) > 2}
+
+
+def test_the_feature_check_sees_them() -> None:
+    flat = ["anomaly", "anomaly_files", "anomaly_inputs", "tune", "tune_files", "cli"]
+    assert crowded_features(flat) == {"anomaly": ["anomaly", "anomaly_files", "anomaly_inputs"]}
+    assert crowded_features(["tune", "tune_files", "run_data", "run_files"]) == {}
+
+
+def test_app_shows_its_features() -> None:
+    """app/ keeps a feature of one or two modules flat and gives one of more its sub-package
+    (app/anomaly/, app/commands/), so that the folder lists the features, not their parts."""
+    app = PACKAGE / "app"
+    flat = [p.stem for p in app.glob("*.py") if p.stem != "__init__"]
+    assert not crowded_features(flat), crowded_features(flat)
+    for package in (p.parent for p in app.glob("*/__init__.py")):
+        modules = [p.stem for p in package.glob("*.py") if p.stem != "__init__"]
+        assert len(modules) > 2, f"app/{package.name}/ holds {modules}: keep them flat in app/"
