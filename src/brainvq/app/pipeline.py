@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brainvq.app.run_data import run_slices, run_space
+from brainvq.app.run_data import run_slices
 from brainvq.app.run_files import write_data_summary, write_figure_samples, write_reconstructions
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.reconstruction import evaluate_vqvae
@@ -66,9 +66,7 @@ def evaluate_run(run_dir: Path, sliceset: SliceSet, split: str | None = None) ->
 def train_vqvae(
     run_dir: Path, config: RunConfig, sliceset: SliceSet, resume: bool = False
 ) -> dict[str, Any]:
-    """Train the VQ-VAE stage and evaluate it, and write the run's place in the reference space
-    (RUN/space.json) while its training slices are at hand, so that scans and subjects find it
-    even where the data is not. Returns metrics.json ({} in other DDP ranks)."""
+    """Train the VQ-VAE stage and evaluate it. Returns metrics.json ({} in other DDP ranks)."""
     from brainvq.training.fit_vqvae import fit_vqvae
 
     start = time.perf_counter()
@@ -79,7 +77,6 @@ def train_vqvae(
     start = time.perf_counter()
     metrics = evaluate_run(run_dir, sliceset)
     record_timing(run_dir, "evaluate_vqvae_s", time.perf_counter() - start)
-    run_space(run_dir, config, sliceset.require_split("train"))
     return metrics
 
 

@@ -78,20 +78,16 @@ def run_frame(run_dir: str | Path, config: RunConfig | None = None) -> tuple[Fra
     return source_frame(config or load_run(run_dir))
 
 
-def run_space(
-    run_dir: str | Path, config: RunConfig | None = None, train: SliceSet | None = None
-) -> RunSpace:
+def run_space(run_dir: str | Path, config: RunConfig | None = None) -> RunSpace:
     """The run's RunSpace: RUN/space.json, or made now (frame from the source's kind, landmarks
-    from its training slices: `train` when the caller holds them, else loaded) and written
-    there."""
+    from its training slices) and written there."""
     saved = saved_space(run_dir)
     if saved is not None:
         return saved
     layout = RunLayout(run_dir)
     config = config or load_run(run_dir)
     frame, how = source_frame(config)
-    if train is None:
-        train = run_slices(config, progress=False).require_split("train")
+    train = run_slices(config, progress=False).require_split("train")
     if train.n_levels and train.n_levels != frame.n_levels:
         raise ValueError(
             f"{layout.root}: its slices have {train.n_levels} levels, its frame "
