@@ -110,7 +110,7 @@ def iter_slices(
         uniforms = torch.rand(b, h, w, generator=generator, dtype=torch.float64)
         levels = None if level_at is None else level_at(start, start + b)
         codes = sample(
-            models.prior.model,
+            models.slice_prior.model,  # a slice on its own: the slice prior
             b,
             models.latent_hw,
             level=None if levels is None else torch.from_numpy(np.asarray(levels, np.int64)),
