@@ -56,6 +56,7 @@ from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.hardware import machine
 from brainvq.inference.generate import generate_slices, spread_levels
 from brainvq.inference.run_models import load_run_models
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.io.bundle import load_vqvae
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 from brainvq.run import RunLayout, packaged_config, prepare_run
@@ -182,9 +183,7 @@ def measure(
         models,
         s.n_generation_eval,
         levels,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        seed=s.seed,
+        options=SamplingOptions(temperature=s.temperature, top_k=s.top_k, seed=s.seed),
         progress=False,
     )
     refs = reference_sets(sliceset, s.n_generation_eval, s.seed)

@@ -66,6 +66,7 @@ from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import generate_slices, generate_subjects
 from brainvq.inference.run_models import load_run_models
 from brainvq.inference.sampling import sample
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.models.level_classifier import LevelClassifierConfig
 from brainvq.models.pair_classifier import PairClassifierConfig
 from brainvq.report.plots import plot_subject_planes
@@ -162,7 +163,8 @@ def speed(models, n_levels: int, naive_slices: int) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": load_average()}
     for sampler, threads in (("wavefront", 1), ("wavefront", 2), ("cached", 1)):
         start = time.perf_counter()
-        generate_subjects(models, 1, sampler=sampler, threads=threads, progress=False)
+        options = SamplingOptions(sampler=sampler)
+        generate_subjects(models, 1, options=options, threads=threads, progress=False)
         out[f"{sampler}_{threads}t_s"] = time.perf_counter() - start
     h, w = models.latent_hw
     start = time.perf_counter()
@@ -183,19 +185,22 @@ def measure(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]
     real_train = subject_volumes(train_set.images, train_set.subject, train_set.level, n_levels)
     real_val = subject_volumes(validate.images, validate.subject, validate.level, n_levels)
     s, seed = args.subjects, args.seed
+    seeded = SamplingOptions(seed=seed)
     models = {name: load_run_models(args.out / name) for name in args.variants}
     sets, gen_s = {}, {}
     for name in args.variants[1:]:
         start = time.perf_counter()
-        _, sets[name], _ = generate_subjects(models[name], s, seed=seed, progress=False)
+        _, sets[name], _ = generate_subjects(models[name], s, options=seeded, progress=False)
         gen_s[name] = time.perf_counter() - start
     levels = np.tile(np.arange(n_levels), s)  # independent slices: every level s times
-    _, flat = generate_slices(models["none"], s * n_levels, levels, seed=seed, progress=False)
+    _, flat = generate_slices(models["none"], s * n_levels, levels, options=seeded, progress=False)
     independent = flat.reshape(s, n_levels, *flat.shape[1:])  # (S, L, H, W)
     sets.update({"independent (none)": independent, "real validate": real_val})
     singles = []  # what `sample --n` draws from a prior of whole subjects: slices alone
     for name in args.variants[1:]:
-        _, flat = generate_slices(models[name], s * n_levels, levels, seed=seed, progress=False)
+        _, flat = generate_slices(
+            models[name], s * n_levels, levels, options=seeded, progress=False
+        )
         sets[f"{name} alone"] = flat.reshape(s, n_levels, *flat.shape[1:])
         singles.append(f"{name} alone")
     sets["real train"] = real_train
@@ -278,14 +283,14 @@ def figure_only(args: argparse.Namespace) -> None:
     n_levels = int(sliceset.n_levels)
     validate = sliceset.require_split("validate")
     real = subject_volumes(validate.images, validate.subject, validate.level, n_levels)
-    volumes = {}
+    volumes, seeded = {}, SamplingOptions(seed=args.seed)
     for name in args.variants[1:]:
         models = load_run_models(args.out / name)
-        volumes[name] = generate_subjects(models, 1, seed=args.seed, progress=False)[1][0]
+        volumes[name] = generate_subjects(models, 1, options=seeded, progress=False)[1][0]
     levels = np.arange(n_levels)
     none = load_run_models(args.out / "none")
     volumes["independent (none)"] = generate_slices(
-        none, n_levels, levels, seed=args.seed, progress=False
+        none, n_levels, levels, options=seeded, progress=False
     )[1]
     volumes["real validate"] = real[0]
     draw_figure(args, volumes)

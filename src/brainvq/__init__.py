@@ -128,8 +128,10 @@ def sample(
         result_bytes,
         spread_levels,
     )
+    from brainvq.inference.sampling_options import SamplingOptions
     from brainvq.values import COUNT, check_memory
 
+    options = SamplingOptions(temperature=temperature, top_k=top_k, seed=seed)
     models = _models(run)
     COUNT.check("n", n)  # before the levels of n slices are made: refused before any work
     check_memory("n", n, result_bytes(models), "one slice's code map and image")
@@ -137,9 +139,7 @@ def sample(
         levels = spread_levels(n, models.n_levels)
     else:
         levels = np.full(n, check_level(models, level, "level"))
-    return generate_slices(
-        models, n, levels, temperature=temperature, top_k=top_k, seed=seed, progress=False
-    )
+    return generate_slices(models, n, levels, options=options, progress=False)
 
 
 def sample_subjects(
@@ -159,18 +159,19 @@ def sample_subjects(
     folder), also writes them there as `brainvq sample --subjects` does (NIfTI volumes on the
     run's frame, montages, orthogonal views)."""
     from brainvq.inference.generate import generate_subjects
+    from brainvq.inference.sampling_options import SamplingOptions
 
+    options = SamplingOptions(temperature=temperature, top_k=top_k, seed=seed)
     models = _models(run)
-    options = dict(temperature=temperature, top_k=top_k, seed=seed)
     drawn = generate_subjects(
-        models, n, first_level=first_level, n_slices=n_slices, progress=False, **options
+        models, n, first_level=first_level, n_slices=n_slices, options=options, progress=False
     )
     if out is not None:
         if not isinstance(run, (str, Path)):
             raise ValueError("out: writing subjects needs the run folder as `run`, not models")
-        from brainvq.app.subjects import write_subjects
+        from brainvq.app.subjects import drawn_with, write_subjects
 
-        write_subjects(run, out, drawn[1], drawn[2], first_level, seed=seed)
+        write_subjects(run, out, drawn[1], drawn[2], first_level, **drawn_with(options))
     return drawn
 
 
@@ -188,17 +189,11 @@ def complete(
     times: (completed code maps (B, n, h, w), their images (B, n, H, W) uint8). `levels` (B,)
     is needed for a conditional prior."""
     from brainvq.inference.generate import complete_slices
+    from brainvq.inference.sampling_options import SamplingOptions
 
-    return complete_slices(
-        _models(run),
-        images,
-        levels,
-        keep_rows,
-        n,
-        temperature=temperature,
-        seed=seed,
-        progress=False,
-    )
+    options = SamplingOptions(temperature=temperature, seed=seed)
+    models = _models(run)
+    return complete_slices(models, images, levels, keep_rows, n, options=options, progress=False)
 
 
 def anomaly(

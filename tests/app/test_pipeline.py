@@ -18,6 +18,7 @@ from brainvq.app.run_data import run_slices
 from brainvq.inference.codes import encode_images
 from brainvq.inference.generate import complete_slices
 from brainvq.inference.run_models import load_run_models
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.io.bundle import load_prior, load_vqvae
 from brainvq.run import load_run
 from brainvq.run_config import TrainConfig
@@ -174,12 +175,13 @@ def test_complete_keeps_the_input_rows_and_reads_the_level_from_the_name(
     assert (out / "completion_0.png").is_file() and (out / "grid.png").is_file()
     models = load_run_models(tiny_run)
     image = np.asarray(Image.open(png))
-    codes, images = complete_slices(models, image[None], np.array([12]), 4, 3, seed=0)
+    codes, images = complete_slices(models, image[None], np.array([12]), 4, 3)
     own = encode_images(models.vqvae.model, image[None])[0]  # (8, 8)
     assert codes.shape == (1, 3, 8, 8) and images.shape == (1, 3, 32, 32)
     for completion in codes[0]:
         np.testing.assert_array_equal(completion[:4], own[:4])  # the kept rows are the input's
-    hot, _ = complete_slices(models, image[None], np.array([12]), 4, 3, seed=1, temperature=5.0)
+    hot_options = SamplingOptions(temperature=5.0, seed=1)
+    hot, _ = complete_slices(models, image[None], np.array([12]), 4, 3, options=hot_options)
     np.testing.assert_array_equal(hot[0, :, :4], codes[0, :, :4])
     assert (hot[0, :, 4:] != codes[0, :, 4:]).any()  # the rest is sampled (from other draws)
 

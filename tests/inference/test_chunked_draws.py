@@ -17,6 +17,7 @@ from brainvq.inference.codes import decode_codes, encode_images, write_codes_fil
 from brainvq.inference.generate import chunk_size, iter_completions, iter_slices, iter_subjects
 from brainvq.inference.run_models import RunModels, load_run_models
 from brainvq.inference.sampling import complete, sample
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.inference.subjects import sample_subjects
 from brainvq.io.bundle import PRIOR_FOLDER, VQVAE_FOLDER, save_bundle
 from brainvq.models.pixelcnn import GatedPixelCNN
@@ -54,8 +55,9 @@ def joined(chunks) -> tuple[np.ndarray, ...]:
 
 def test_slices_drawn_in_chunks_are_one_draw(models: RunModels) -> None:
     levels = np.arange(10) % N_LEVELS
+    seeded = SamplingOptions(seed=5)
     codes, images = joined(
-        iter_slices(models, 10, lambda a, b: levels[a:b], seed=5, progress=False, chunk=3)
+        iter_slices(models, 10, lambda a, b: levels[a:b], options=seeded, progress=False, chunk=3)
     )
     once = sample(models.prior.model, 10, models.latent_hw, level=torch.from_numpy(levels), seed=5)
     np.testing.assert_array_equal(codes, once.numpy())
@@ -63,7 +65,8 @@ def test_slices_drawn_in_chunks_are_one_draw(models: RunModels) -> None:
 
 
 def test_subjects_drawn_in_chunks_are_one_draw(models: RunModels) -> None:
-    drawn = list(iter_subjects(models, 5, n_slices=3, seed=2, progress=False, chunk=2))
+    seeded = SamplingOptions(seed=2)
+    drawn = list(iter_subjects(models, 5, n_slices=3, options=seeded, progress=False, chunk=2))
     assert [d[0] for d in drawn] == [0, 2, 4]
     codes = np.concatenate([d[1] for d in drawn])
     once = sample_subjects(models.prior.model, 5, models.latent_hw, n_slices=3, seed=2)
@@ -74,9 +77,9 @@ def test_subjects_drawn_in_chunks_are_one_draw(models: RunModels) -> None:
 def test_completions_drawn_in_chunks_are_one_draw(models: RunModels) -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 32, 32), dtype=np.uint8)
-    levels = np.array([1, 6])
+    levels, seeded = np.array([1, 6]), SamplingOptions(seed=1)
     codes, _ = joined(
-        iter_completions(models, images, levels, 3, 4, seed=1, progress=False, chunk=3)
+        iter_completions(models, images, levels, 3, 4, options=seeded, progress=False, chunk=3)
     )
     kept = torch.from_numpy(encode_images(models.vqvae.model, images).astype(np.int64))
     once = complete(models.prior.model, kept, 3, 4, level=torch.from_numpy(levels), seed=1)

@@ -13,6 +13,7 @@ from brainvq.inference.code_nll import code_nll_map
 from brainvq.inference.context_healing import chain_depth, heal_in_context
 from brainvq.inference.healing import heal
 from brainvq.inference.sampling import draw_uniforms
+from brainvq.inference.sampling_options import SamplingOptions
 
 R = 2
 
@@ -35,7 +36,9 @@ def test_cached_equals_naive_and_each_slice_reads_the_healed_slice_below() -> No
     model = neighbour_model(4)
     codes, levels, below_of = volume_codes()
     runs = {
-        s: heal_in_context(model, codes, levels, below_of, 1.5, R, seed=3, sampler=s)
+        s: heal_in_context(
+            model, codes, levels, below_of, 1.5, R, options=SamplingOptions(seed=3, sampler=s)
+        )
         for s in ("naive", "cached")
     }
     (healing, nll), (naive, naive_nll) = runs["cached"], runs["naive"]
@@ -69,7 +72,9 @@ def test_without_slices_below_it_is_plain_healing_with_the_same_draws() -> None:
     model = neighbour_model(4)
     codes, levels, _ = volume_codes()
     alone = np.full(6, -1)
-    healing, nll = heal_in_context(model, codes, levels, alone, 1.5, R, seed=5)
+    healing, nll = heal_in_context(
+        model, codes, levels, alone, 1.5, R, options=SamplingOptions(seed=5)
+    )
     plain = heal(model, torch.from_numpy(codes), 1.5, R, level=torch.from_numpy(levels), seed=5)
     assert torch.equal(healing.codes, plain.codes)
     np.testing.assert_allclose(nll, code_nll_map(model, codes, levels), atol=1e-5)

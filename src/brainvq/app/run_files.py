@@ -17,6 +17,7 @@ from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.evaluation.reconstruction import spread_rows
 from brainvq.inference.generate import complete_slices, generate_slices, spread_levels
 from brainvq.inference.run_models import RunModels
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.run import RunLayout
 from brainvq.run_config import SampleConfig
 
@@ -107,8 +108,8 @@ def write_figure_samples(
         row_levels = np.unique(spread_levels(config.n_levels_shown, models.n_levels))
         levels = np.concatenate([grid_levels, np.repeat(row_levels, config.per_level)])
     count = config.n + len(row_levels) * config.per_level
-    settings = {"temperature": config.temperature, "top_k": config.top_k, "seed": config.seed}
-    _, images = generate_slices(models, count, levels, **settings)
+    options = SamplingOptions(temperature=config.temperature, top_k=config.top_k, seed=config.seed)
+    _, images = generate_slices(models, count, levels, options=options)
     out: dict[str, np.ndarray] = {
         "grid": images[: config.n],
         "grid_levels": np.full(config.n, -1) if grid_levels is None else grid_levels,
@@ -128,7 +129,7 @@ def write_figure_samples(
         picked = part.subset(rows[spread_rows(part.subject[rows], part.level[rows], N_COMPLETED)])
         levels = picked.level.astype(np.int64) if models.n_levels else None
         _, done = complete_slices(
-            models, picked.images, levels, config.keep_rows, N_COMPLETIONS, **settings
+            models, picked.images, levels, config.keep_rows, N_COMPLETIONS, options=options
         )
         out.update(completion_originals=picked.images, completions=done)
     _save_npz(layout.figure_samples, **out)

@@ -20,7 +20,7 @@ the terminal.
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -36,7 +36,8 @@ from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
 from brainvq.inference.generate import iter_subjects
 from brainvq.inference.run_models import load_run_models
-from brainvq.inference.subjects import check_subject_prior, subject_levels
+from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
+from brainvq.inference.subjects import SUBJECT_SAMPLER, check_subject_prior, subject_levels
 from brainvq.io.images import image_grid, save_png
 from brainvq.run import RunLayout, load_run
 from brainvq.values import COUNT, INDEX, check_disk
@@ -149,6 +150,12 @@ def _finish(out: Path, run_dir, n: int, levels, space: SubjectSpace, rows, drawn
     ]
 
 
+def drawn_with(options: SamplingOptions) -> dict[str, object]:
+    """How subjects were drawn, as subjects.json records it: the options, with the sampler that
+    drew them (the subject sampler's default where they name none)."""
+    return {**asdict(options), "sampler": options.sampler or SUBJECT_SAMPLER}
+
+
 def write_subjects(
     run_dir: str | Path,
     out_dir: str | Path,
@@ -179,14 +186,12 @@ def subjects_to_folder(
     *,
     first_level: int = 0,
     n_slices: int | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    sampler: str = "wavefront",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     threads: int | None = None,
     progress: bool = True,
 ) -> tuple[list[Path], SubjectSpace]:
-    """Draw n subjects with the run's prior and write them to out_dir (`write_subjects`).
+    """Draw n subjects with the run's prior, as `options` says, and write them to out_dir
+    (`write_subjects`; subjects.json records the options, with the sampler that drew them).
     ValueError before anything is drawn or written for a count < 1 or a prior without the
     neighbour. Returns (the files written, the space they were written in)."""
     COUNT.check("--subjects", n)
@@ -206,20 +211,16 @@ def subjects_to_folder(
         n,
         first_level=first_level,
         n_slices=n_slices,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        sampler=sampler,
+        options=options,
         progress=progress,
         threads=threads,
     )
     for start, _, images, _ in draws:  # a chunk of subjects at a time, written as drawn
         for i, volume in enumerate(images, start):
-            files, manifest = _write_subject(out, i, volume, levels, space, seed)
+            files, manifest = _write_subject(out, i, volume, levels, space, options.seed)
             written += files
             rows += manifest
-    options = dict(seed=seed, sampler=sampler, temperature=temperature, top_k=top_k)
-    written += _finish(out, run_dir, n, levels, space, rows, options)
+    written += _finish(out, run_dir, n, levels, space, rows, drawn_with(options))
     return written, space
 
 

@@ -18,6 +18,7 @@ from brainvq.data.slice_names import level_from_name
 from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.inference.generate import check_level, iter_completions, iter_slices, spread_levels
 from brainvq.inference.run_models import load_run_models
+from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.values import check_disk
@@ -128,14 +129,11 @@ def sample_to_folder(
     n: int = 16,
     level: int | None = None,
     all_levels: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    sampler: str = "cached",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     threads: int | None = None,
 ) -> list[Path]:
-    """Generate slices with the run's prior and write `sample_XXX_level_K.png` (8-bit),
-    `grid.png` (labelled with the levels) and `manifest.csv`.
+    """Generate slices with the run's prior, drawn as `options` says, and write
+    `sample_XXX_level_K.png` (8-bit), `grid.png` (labelled with the levels) and `manifest.csv`.
 
     A conditional prior samples at `level`, or with `all_levels` n slices at every level (one
     row each in the grid), or else at levels spread evenly over its range. Returns the files."""
@@ -179,16 +177,7 @@ def sample_to_folder(
         return [None] * (b - a) if level_at is None else [int(k) for k in level_at(a, b)]
 
     written, grid, labels = [], [], []
-    draws = iter_slices(
-        models,
-        count,
-        level_at,
-        temperature=temperature,
-        top_k=top_k,
-        seed=seed,
-        sampler=sampler,
-        threads=threads,
-    )
+    draws = iter_slices(models, count, level_at, options=options, threads=threads)
     for start, _, images in draws:  # a chunk at a time: written as they are drawn
         levels = chunk_levels(start, start + len(images))
         for i, (image, k) in enumerate(zip(images, levels, strict=True), start):
@@ -202,7 +191,7 @@ def sample_to_folder(
     def rows() -> Iterator[list]:
         for a in range(0, count, MANIFEST_CHUNK):
             for i, k in enumerate(chunk_levels(a, min(a + MANIFEST_CHUNK, count)), a):
-                yield [name(i, k), -1 if k is None else k, seed]
+                yield [name(i, k), -1 if k is None else k, options.seed]
 
     written.append(write_manifest(out_dir, ["output", "level", "seed"], rows()))
     return written
@@ -215,10 +204,10 @@ def complete_to_folder(
     keep_rows: int,
     n: int = 4,
     level: int | None = None,
-    temperature: float = 1.0,
-    seed: int = 0,
+    options: SamplingOptions = DEFAULT_OPTIONS,
 ) -> tuple[list[Path], int | None]:
-    """Keep the first `keep_rows` latent rows of a real slice's code map and sample the rest.
+    """Keep the first `keep_rows` latent rows of a real slice's code map and sample the rest,
+    drawn as `options` says.
 
     The level of a conditional prior is `level`, else read from the file name
     (brainvq.data.slice_names). Writes `completion_X.png` per completion, `grid.png` (original, its
@@ -240,9 +229,7 @@ def complete_to_folder(
     levels = None if lvl is None else np.array([lvl])
     recon = to_uint8(reconstruct(models.vqvae.model, image[None])[0])  # (1, H, W)
     written, shown = [], [image[None], recon]
-    draws = iter_completions(
-        models, image[None], levels, keep_rows, n, temperature=temperature, seed=seed
-    )
+    draws = iter_completions(models, image[None], levels, keep_rows, n, options=options)
     for start, _, images in draws:  # a chunk at a time: written as they are drawn
         for i, img in enumerate(images, start):
             written.append(save_png(out_dir / f"completion_{i}.png", img))
@@ -253,7 +240,7 @@ def complete_to_folder(
         row[2:, line, :] = 255  # mark where the sampled part starts on each completion
     written.append(save_png(out_dir / GRID, image_grid(row, ncols=min(len(row), GRID_ROW))))
     manifest = (
-        [f"completion_{i}.png", str(input_png), keep_rows, -1 if lvl is None else lvl, seed]
+        [f"completion_{i}.png", str(input_png), keep_rows, -1 if lvl is None else lvl, options.seed]
         for i in range(n)
     )
     header = ["output", "input", "keep_rows", "level", "seed"]

@@ -31,6 +31,7 @@ from brainvq.inference.codes import CodeSet, code_counts, decode_codes, has_code
 from brainvq.inference.generate import generate_slices, generate_subjects, spread_levels
 from brainvq.inference.levels import classifier_input
 from brainvq.inference.run_models import RunModels
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.inference.slice_below import below_codes, code_below_rows
 from brainvq.io.bundle import Bundle, save_bundle
 from brainvq.metrics import perplexity
@@ -195,15 +196,16 @@ def evaluate_prior(
         return metrics
     s = config.sample
     n_levels = prior.config.n_levels
-    settings = {"temperature": s.temperature, "top_k": s.top_k, "seed": s.seed}
+    options = SamplingOptions(temperature=s.temperature, top_k=s.top_k, seed=s.seed)
     if prior.config.has_neighbour:  # slices of whole subjects, every level once per subject
-        codes_v, volumes, subject_levels = generate_subjects(models, -(-n // n_levels), **settings)
+        drawn = generate_subjects(models, -(-n // n_levels), options=options)
+        codes_v, volumes, subject_levels = drawn
         gen_codes = codes_v.reshape(-1, *codes_v.shape[2:])[:n]
         generated = volumes.reshape(-1, *volumes.shape[2:])[:n]
         levels = np.tile(subject_levels, len(volumes))[:n]
     else:
         levels = spread_levels(n, n_levels)
-        gen_codes, generated = generate_slices(models, n, levels, **settings)
+        gen_codes, generated = generate_slices(models, n, levels, options=options)
         volumes = as_stacks(generated, levels, n_levels)  # the floor: independent slices
     floor_codes = histogram_floor_codes(train.codes, k, n, s.seed)
     floor = decode_codes(models.vqvae.model, floor_codes)

@@ -5,7 +5,8 @@
 - A slice's level from the run's level classifier (levels).
 - Drawing one slice: the naive reference sampler and the cached one (sampling, with the row cache
   they keep: row_cache) and their thread policy (threads); generation and completion of slices
-  in chunks of bounded memory (generate).
+  in chunks of bounded memory (generate). What a draw takes (temperature, top-k, seed,
+  sampler) travels as one options object (sampling_options).
 - Drawing whole subjects, each slice given the one below: slice by slice (subjects) or every
   slice at once as a wavefront (wavefront); which slice lies below which (slice_below).
 - Anomaly maps: the prior's per-code NLL (code_nll), healing (healing; slices of a volume in 3D

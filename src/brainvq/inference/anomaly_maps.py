@@ -38,6 +38,7 @@ from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.context_healing import heal_in_context
 from brainvq.inference.healing import heal
 from brainvq.inference.run_models import RunModels
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.run_config import AnomalyConfig
 
 MAP_BATCH = 64  # slices whose residuals are held in memory at once
@@ -140,6 +141,7 @@ def anomaly_maps(
             f"images: expected (N, {size}, {size}) uint8 slices (the model's working size), "
             f"got {images.shape} {images.dtype}"
         )
+    options = SamplingOptions(temperature=config.temperature, seed=seed, sampler=sampler)
     if levels is not None:
         levels = np.asarray(levels, dtype=np.int64)
     n, r = len(images), config.n_heal
@@ -155,9 +157,7 @@ def anomaly_maps(
             np.asarray(below_of, dtype=np.int64),
             code_threshold,
             r,
-            temperature=config.temperature,
-            seed=seed,
-            sampler=sampler,
+            options=options,
             progress=progress,
             threads=threads,
         )
@@ -169,11 +169,9 @@ def anomaly_maps(
             code_threshold,
             r,
             level=None if levels is None else torch.from_numpy(levels),
-            temperature=config.temperature,
-            seed=seed,
-            sampler=sampler,
             progress=progress,
             threads=threads,
+            **options.as_keywords(),
         )
     h, w = codes.shape[1:]
     healed_codes = healing.codes.cpu().numpy().reshape(n, r, h, w)

@@ -21,6 +21,7 @@ import torch
 from brainvq.inference.code_nll import code_nll_map
 from brainvq.inference.healing import Healing, heal
 from brainvq.inference.sampling import draw_uniforms
+from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.progress import Bar
 
@@ -49,14 +50,13 @@ def heal_in_context(
     threshold: float,
     n_heal: int,
     *,
-    temperature: float = 1.0,
-    seed: int = 0,
-    sampler: str = "cached",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = False,
     threads: int | None = None,
 ) -> tuple[Healing, np.ndarray]:
     """Heal code maps (N, h, w) n_heal times each, slice k given healing r of slice below_of[k]
-    (see the module docstring); levels: (N,) int64 or None.
+    (see the module docstring); levels: (N,) int64 or None; options: how `heal` draws (its
+    uniforms from options.seed).
 
     Returns (the Healing, rows b * n_heal + r as `heal` gives them; the NLL map (N, h, w)
     float32 nats: -log p(code | codes before it, level, healed slice below), the mean over the
@@ -65,7 +65,7 @@ def heal_in_context(
     r = n_heal
     codes_t = torch.from_numpy(np.asarray(codes, dtype=np.int64))
     level_t = None if levels is None else torch.from_numpy(np.asarray(levels, dtype=np.int64))
-    uniforms = draw_uniforms(n * r, (h, w), seed).view(n, r, h, w)
+    uniforms = draw_uniforms(n * r, (h, w), options.seed).view(n, r, h, w)
     healed = torch.zeros(n, r, h, w, dtype=torch.int64)
     resampled = torch.zeros(n, r, h, w, dtype=torch.bool)
     heal_nll = torch.zeros(n, r, h, w, dtype=torch.float32)
@@ -84,10 +84,9 @@ def heal_in_context(
                 r,
                 level=None if level_t is None else level_t[rows],
                 below=below,
-                temperature=temperature,
                 uniforms=uniforms[rows].reshape(-1, h, w),
-                sampler=sampler,
                 threads=threads,
+                **options.as_keywords(),
             )
             healed[rows] = out.codes.cpu().view(-1, r, h, w)
             resampled[rows] = out.resampled.cpu().view(-1, r, h, w)

@@ -6,7 +6,9 @@ uniforms, the decoded images) stays under CHUNK_BYTES (`chunk_size`): `iter_slic
 as they are made, so a caller that writes them holds one chunk; `generate_slices`,
 `generate_subjects` and `complete_slices` fill their (returned) arrays a chunk at a time. One
 seeded generator draws every chunk's uniforms in turn, which is the stream one draw of all maps
-takes (torch's CPU generator fills a tensor in order), so the maps are those of one draw.
+takes (torch's CPU generator fills a tensor in order), so the maps are those of one draw. How
+codes are drawn (temperature, top-k, seed, sampler) comes as one SamplingOptions
+(brainvq.inference.sampling_options), handed on to the samplers as it came.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from brainvq.inference.codes import BATCH, decode_codes, encode_images
 from brainvq.inference.run_models import RunModels
 from brainvq.inference.sampling import sample
+from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
 from brainvq.inference.subjects import check_subject_prior, sample_subjects, subject_levels
 from brainvq.inference.threads import sampler_threads
 from brainvq.values import COUNT, check_memory
@@ -88,10 +91,7 @@ def iter_slices(
     n: int,
     level_at: Callable[[int, int], np.ndarray] | None,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    sampler: str = "cached",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = True,
     threads: int | None = None,
     chunk: int | None = None,
@@ -103,7 +103,7 @@ def iter_slices(
     COUNT.check("n", n)
     h, w = models.latent_hw
     chunk = chunk or chunk_size(models)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(options.seed)
     threads = sampler_threads(n, threads)  # the policy of one draw of n maps
     for start in range(0, n, chunk):
         b = min(chunk, n - start)
@@ -114,13 +114,10 @@ def iter_slices(
             b,
             models.latent_hw,
             level=None if levels is None else torch.from_numpy(np.asarray(levels, np.int64)),
-            temperature=temperature,
-            top_k=top_k,
-            seed=seed,
-            sampler=sampler,
             uniforms=uniforms,
             progress=progress,
             threads=threads,
+            **options.as_keywords(),
         )  # (b, h, w)
         yield start, codes.cpu().numpy(), decode_codes(models.vqvae.model, codes)
 
@@ -130,10 +127,7 @@ def generate_slices(
     n: int,
     levels: np.ndarray | None,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    sampler: str = "cached",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = True,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -146,10 +140,8 @@ def generate_slices(
     codes = np.empty((n, *models.latent_hw), dtype=np.int64)
     images = np.empty((n, size, size), dtype=np.uint8)
     level_at = None if levels is None else lambda a, b: np.asarray(levels)[a:b]
-    options = dict(temperature=temperature, top_k=top_k, seed=seed, sampler=sampler)
-    for start, c, im in iter_slices(
-        models, n, level_at, progress=progress, threads=threads, **options
-    ):
+    draws = iter_slices(models, n, level_at, options=options, progress=progress, threads=threads)
+    for start, c, im in draws:
         codes[start : start + len(c)], images[start : start + len(c)] = c, im
     return codes, images
 
@@ -160,10 +152,7 @@ def iter_subjects(
     *,
     first_level: int = 0,
     n_slices: int | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    sampler: str = "wavefront",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = True,
     threads: int | None = None,
     chunk: int | None = None,
@@ -177,7 +166,7 @@ def iter_subjects(
     levels = np.asarray(subject_levels(prior, n_slices, first_level), dtype=np.int64)
     (h, w), size, depth = models.latent_hw, models.vqvae.config.image_size, len(levels)
     chunk = chunk or chunk_size(models, depth)
-    generator = torch.Generator().manual_seed(seed)  # one draw's uniforms, chunk by chunk
+    generator = torch.Generator().manual_seed(options.seed)  # one draw's uniforms, chunk by chunk
     for start in range(0, n, chunk):
         b = min(chunk, n - start)
         codes = sample_subjects(
@@ -186,13 +175,10 @@ def iter_subjects(
             models.latent_hw,
             n_slices=depth,
             first_level=first_level,
-            temperature=temperature,
-            top_k=top_k,
-            seed=seed,
-            sampler=sampler,
             progress=progress,
             threads=threads,
             uniforms=torch.rand(b, depth, h, w, generator=generator, dtype=torch.float64),
+            **options.as_keywords(),
         )  # (b, L, h, w)
         images = decode_codes(models.vqvae.model, codes.reshape(-1, h, w))  # (b * L, H, W)
         yield start, codes.cpu().numpy(), images.reshape(b, depth, size, size), levels
@@ -204,10 +190,7 @@ def generate_subjects(
     *,
     first_level: int = 0,
     n_slices: int | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
-    sampler: str = "wavefront",
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = True,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -224,9 +207,16 @@ def generate_subjects(
     size = models.vqvae.config.image_size
     codes = np.empty((n, len(levels), *models.latent_hw), dtype=np.int64)
     images = np.empty((n, len(levels), size, size), dtype=np.uint8)
-    options = dict(first_level=first_level, n_slices=n_slices, temperature=temperature)
-    options.update(top_k=top_k, seed=seed, sampler=sampler, progress=progress, threads=threads)
-    for start, c, im, _ in iter_subjects(models, n, **options):
+    draws = iter_subjects(
+        models,
+        n,
+        first_level=first_level,
+        n_slices=n_slices,
+        options=options,
+        progress=progress,
+        threads=threads,
+    )
+    for start, c, im, _ in draws:
         codes[start : start + len(c)], images[start : start + len(c)] = c, im
     return codes, images, levels
 
@@ -238,9 +228,7 @@ def iter_completions(
     keep_rows: int,
     n: int,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = True,
     threads: int | None = None,
     chunk: int | None = None,
@@ -255,7 +243,7 @@ def iter_completions(
     kept = torch.from_numpy(encode_images(models.vqvae.model, images).astype(np.int64))
     level_all = None if levels is None else torch.from_numpy(np.asarray(levels, np.int64))
     total, chunk = len(images) * n, chunk or chunk_size(models)
-    generator = torch.Generator().manual_seed(seed)  # one draw's uniforms, chunk by chunk
+    generator = torch.Generator().manual_seed(options.seed)  # one draw's uniforms, chunk by chunk
     threads = sampler_threads(total, threads)
     for start in range(0, total, chunk):
         rows = torch.arange(start, min(start + chunk, total)) // n  # (c,) the slice of each
@@ -264,14 +252,12 @@ def iter_completions(
             len(rows),
             (h, w),
             level=None if level_all is None else level_all[rows],
-            temperature=temperature,
-            top_k=top_k,
-            seed=seed,
             init_codes=kept[rows],
             keep_rows=keep_rows,
             uniforms=torch.rand(len(rows), h, w, generator=generator, dtype=torch.float64),
             progress=progress,
             threads=threads,
+            **options.as_keywords(),
         )  # (c, h, w)
         yield start, done.cpu().numpy(), decode_codes(models.vqvae.model, done)
 
@@ -283,9 +269,7 @@ def complete_slices(
     keep_rows: int,
     n: int,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    seed: int = 0,
+    options: SamplingOptions = DEFAULT_OPTIONS,
     progress: bool = True,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -300,9 +284,9 @@ def complete_slices(
     (h, w), size, b = models.latent_hw, models.vqvae.config.image_size, len(images)
     codes = np.empty((b * n, h, w), dtype=np.int64)
     decoded = np.empty((b * n, size, size), dtype=np.uint8)
-    options = dict(temperature=temperature, top_k=top_k, seed=seed, progress=progress)
-    for start, c, im in iter_completions(
-        models, images, levels, keep_rows, n, threads=threads, **options
-    ):
+    draws = iter_completions(
+        models, images, levels, keep_rows, n, options=options, progress=progress, threads=threads
+    )
+    for start, c, im in draws:
         codes[start : start + len(c)], decoded[start : start + len(c)] = c, im
     return codes.reshape(b, n, h, w), decoded.reshape(b, n, size, size)

@@ -27,6 +27,7 @@ from brainvq.progress import Bar
 from brainvq.values import COUNT, POSITIVE, SEED
 
 SUBJECT_SAMPLERS = ("naive", "cached", "wavefront")
+SUBJECT_SAMPLER = "wavefront"  # the default: every slice of a subject at once
 
 
 def check_subject_prior(model: GatedPixelCNN) -> None:
@@ -75,7 +76,7 @@ def sample_subjects(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int = 0,
-    sampler: str = "wavefront",
+    sampler: str = SUBJECT_SAMPLER,
     progress: bool = False,
     threads: int | None = None,
     uniforms: Tensor | None = None,

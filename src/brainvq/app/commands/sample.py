@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from brainvq.inference.sampling_options import SamplingOptions
 
 N = 16  # slices drawn when --n is not given
 
@@ -59,6 +63,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_complete)
 
 
+def sample_options(args: argparse.Namespace) -> SamplingOptions:
+    """How `brainvq sample` draws: --temperature, --top-k, --seed, --sampler (none given: the
+    default of what is drawn, cached for slices, wavefront for --subjects)."""
+    from brainvq.inference.sampling_options import SamplingOptions
+
+    return SamplingOptions(
+        temperature=args.temperature, top_k=args.top_k, seed=args.seed, sampler=args.sampler
+    )
+
+
 def run_sample(args: argparse.Namespace) -> int:
     if args.subjects is not None:
         return run_subjects(args)
@@ -74,10 +88,7 @@ def run_sample(args: argparse.Namespace) -> int:
         n=N if args.n is None else args.n,
         level=args.level,
         all_levels=args.levels == "all",
-        temperature=args.temperature,
-        top_k=args.top_k,
-        seed=args.seed,
-        sampler=args.sampler or "cached",
+        options=sample_options(args),
         threads=args.threads,
     )
     print(f"wrote {len(written)} files to {args.out} (grid.png, manifest.csv: output, level, seed)")
@@ -94,10 +105,7 @@ def run_subjects(args: argparse.Namespace) -> int:
         args.out,
         args.subjects,
         first_level=args.first_level,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        seed=args.seed,
-        sampler=args.sampler or "wavefront",
+        options=sample_options(args),
         threads=args.threads,
     )
     print(
@@ -110,6 +118,7 @@ def run_subjects(args: argparse.Namespace) -> int:
 
 def run_complete(args: argparse.Namespace) -> int:
     from brainvq.app.writers import complete_to_folder
+    from brainvq.inference.sampling_options import SamplingOptions
 
     written, level = complete_to_folder(
         args.run,
@@ -118,8 +127,7 @@ def run_complete(args: argparse.Namespace) -> int:
         keep_rows=args.keep_rows,
         n=args.n,
         level=args.level,
-        temperature=args.temperature,
-        seed=args.seed,
+        options=SamplingOptions(temperature=args.temperature, seed=args.seed),
     )
     source = (
         ""
