@@ -19,18 +19,16 @@ the terminal.
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from brainvq.app.run_data import run_frame
 from brainvq.app.writers import PNG_OVERHEAD, write_manifest
 from brainvq.atomic import atomic_path, atomic_write_bytes, atomic_write_json, output_folder
-from brainvq.data.nifti_codes import XFORM_ALIGNED, XFORM_MNI152, XFORM_UNKNOWN
+from brainvq.data.nifti_codes import XFORM_ALIGNED, XFORM_MNI152, XFORM_UNKNOWN, nifti_gz_bytes
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
@@ -78,12 +76,7 @@ def subject_nifti(volume: np.ndarray, space: SubjectSpace, description: str) -> 
     """volume: (L, H, W) uint8 slices bottom to top -> gzipped NIfTI bytes, (H, W, L) with the
     space's affine (the file is the same for the same volume: no time stamp)."""
     data = np.ascontiguousarray(np.asarray(volume, dtype=np.uint8).transpose(1, 2, 0))
-    image = nib.Nifti1Image(data, space.affine)
-    image.set_qform(space.affine, code=space.code)
-    image.set_sform(space.affine, code=space.code)
-    image.header["descrip"] = description.encode("ascii", "replace")[:79]
-    image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), mtime=0)
+    return nifti_gz_bytes(data, space.affine, description, space.code)
 
 
 def orthogonal_views(volume: np.ndarray, stretch: float, zoom: int = VIEW_ZOOM) -> np.ndarray:

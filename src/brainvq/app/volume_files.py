@@ -17,14 +17,12 @@ aligned/<scan>_<what>.nii.gz  the same on the run's frame: (rows, columns, level
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from brainvq.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from brainvq.data.nifti_codes import XFORM_MNI152, XFORM_SCANNER
+from brainvq.data.nifti_codes import XFORM_MNI152, XFORM_SCANNER, nifti_gz_bytes
 from brainvq.data.space.align import AlignedScan
 from brainvq.data.space.check_figure import registration_figure
 from brainvq.io.images import save_png
@@ -39,16 +37,11 @@ def scan_stem(aligned: AlignedScan) -> str:
 
 
 def _nifti_bytes(data: np.ndarray, affine: np.ndarray, header, description: str) -> bytes:
-    image = nib.Nifti1Image(data, affine)
-    if header is not None:  # keep the scan's own qform/sform codes
-        image.set_qform(affine, code=int(header["qform_code"]) or XFORM_SCANNER)
-        image.set_sform(affine, code=int(header["sform_code"]) or XFORM_SCANNER)
-    else:
-        image.set_qform(affine, code=XFORM_MNI152)
-        image.set_sform(affine, code=XFORM_MNI152)
-    image.header["descrip"] = description.encode("ascii", "replace")[:79]
-    image.header.set_xyzt_units("mm")
-    return gzip.compress(image.to_bytes(), mtime=0)
+    if header is None:
+        return nifti_gz_bytes(data, affine, description, XFORM_MNI152)
+    qform = int(header["qform_code"]) or XFORM_SCANNER  # keep the scan's own codes
+    sform = int(header["sform_code"]) or XFORM_SCANNER
+    return nifti_gz_bytes(data, affine, description, qform, sform)
 
 
 def write_in_scan_space(
