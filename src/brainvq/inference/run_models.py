@@ -43,9 +43,9 @@ class RunModels:
         """The prior that judges and draws one slice on its own (anomaly maps, healing, code
         NLL, their calibration, single-slice samples): the run's one prior. A prior of whole
         subjects serves this job too when it was trained with half its maps alone
-        (`neighbour_dropout: 0.5`, the default): it then models a slice alone within 0.01 bits
-        per code of a prior of single slices trained as long (docs/subjects.md, "One prior for
-        both jobs"), so a second prior would cost its training minutes for nothing."""
+        (`neighbour_dropout: 0.5`, the default): alone it is then about as good as a prior of
+        single slices trained as long (measured in docs/subjects.md, "One prior for both
+        jobs"), so a second prior would cost its training minutes for little."""
         return self.prior
 
 

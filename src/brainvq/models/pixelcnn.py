@@ -85,8 +85,8 @@ class PixelCNNConfig:
     neighbour_layers: int = 2  # its 3x3 convolutions over the slice below's codes
     # training: the share of maps shown without their slice below, so the prior also draws a
     # first slice at any level and judges a slice on its own (anomaly maps, `sample --n`): at
-    # 0.5 it models a slice alone as well as a prior of single slices trained as long
-    # (docs/subjects.md, "One prior for both jobs"); at 0.1 it lost a third of the maps' AUPRC
+    # 0.5 it models a slice alone about as well as a prior of single slices trained as long,
+    # at 0.1 clearly worse (docs/subjects.md, "One prior for both jobs")
     neighbour_dropout: float = 0.5
     # training: the share of the slice below's codes replaced by random codes, so that the prior
     # does not copy it blindly (its own draws, not real slices, lie below when it samples)
