@@ -12,7 +12,9 @@ scores.csv         name, level, score, p_value, flagged, scan, level_from, outpu
 grid.png           the same for the most anomalous slices (smallest p-values), one per row
 summary.json       the calibration used (and where it is stored), the guarantees of pixels,
                    slices and scans, counts, per scan its decision, what differs from the
-                   calibration and whether it applies (the shift check), levels, notes
+                   calibration and whether it applies (the shift check), levels, the share of
+                   a volume's brain judged (`coverage`: brain_voxels, judged_voxels, share,
+                   run_levels_mm; brainvq.app.anomaly.coverage), notes
 calibration/<key>.npz  only when this call made a calibration that the user's cache could not
                    keep: the stored calibration, to copy into RUN/anomaly/calibrations/
 per NIfTI input volume, in its own space (brainvq.app.volume_files), NaN where not covered:
@@ -125,6 +127,7 @@ def write_volumes(result: AnomalyResult, out_dir: Path) -> tuple[list[Path], lis
         info["calibration_applies"] = not answer.warn
         info["resolution"] = answer.resolution
         info["shift_check"] = answer.shift
+        info["coverage"] = answer.coverage.to_dict()
         info["summary"] = answer.line()
         infos.append(info)
     return written, infos
@@ -244,6 +247,7 @@ def write_anomalies(result: AnomalyResult, out_dir: str | Path) -> list[Path]:
                 "flagged": a.flagged,
                 "flagged_brain_share": a.flagged_brain_share,
                 "calibration_applies": not a.warn,
+                "coverage": a.coverage.to_dict() if a.coverage else None,
                 "summary": a.line(),
             }
             for a in result.scans

@@ -11,7 +11,9 @@ the slices of a volume are judged in 3D context, each given the healed slice bel
 decides (brainvq.evaluation.anomaly_decisions): pixels above the pixel threshold, slices by
 their conformal p-values at alpha, scans (volumes, or the subjects of 2D slices) by Simes'
 combination at scan_alpha. For each scan it also says what differs from the calibration slices
-and whether the stated rates are at risk for it (brainvq.app.anomaly.scan_answers).
+and whether the stated rates are at risk for it, and which share of its brain the run judges
+(brainvq.app.anomaly.scan_answers; a run that misses part of every brain says once that a
+whole-brain run would judge the rest: brainvq.app.anomaly.coverage).
 `write_anomalies` (brainvq.app.anomaly.files) writes the results, volumes in their own space.
 The settings are the run config's `anomaly:` section (`anomaly_settings`), with --n-heal over
 it.
@@ -26,6 +28,7 @@ import numpy as np
 
 from brainvq.app.anomaly.calibration import anomaly_settings, resolve_calibration
 from brainvq.app.anomaly.calibration_store import StoredCalibration
+from brainvq.app.anomaly.coverage import whole_brain_note
 from brainvq.app.anomaly.inputs import load_inputs, resolve_levels
 from brainvq.app.anomaly.scan_answers import SHIFT_WARNING, ScanAnswer, answer_scans
 from brainvq.data.space.align import AlignedScan
@@ -191,6 +194,10 @@ def find_anomalies(
     )
     notes += [f"WARNING: {a.name}: {SHIFT_WARNING}" for a in scans if a.warn]
     notes += [f"{a.name}: {note}" for a in scans for note in a.shift["notes"]]
+    if inputs.volumes:
+        coverages = [a.coverage for a in scans if a.coverage is not None]
+        note = whole_brain_note(inputs.volumes[0].frame, coverages)
+        notes += [note] if note else []
     reconstructions = None
     if inputs.volumes:
         reconstructions = decode_codes(models.vqvae.model, details.codes)

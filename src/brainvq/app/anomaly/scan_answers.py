@@ -4,7 +4,8 @@ A scan is a NIfTI volume of the input, or, for 2D inputs, the slices of one subj
 (`<subject>_slice_<k>` names, as OASIS has them). For each: the scan decision (Simes' combination
 of its slices' p-values, brainvq.evaluation.anomaly_decisions) and the shift check
 (brainvq.evaluation.calibration_shift) with, for a volume, its voxel size against the run's
-frame; one readable line of both (`ScanAnswer.line`).
+frame and the share of its brain the run judges (brainvq.app.anomaly.coverage); one readable
+line of them all (`ScanAnswer.line`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainvq.app.anomaly.calibration_store import StoredCalibration
+from brainvq.app.anomaly.coverage import Coverage, scan_coverage
 from brainvq.data.slice_names import parse_subject_slice
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.anomaly_calibration import Calibration
@@ -39,7 +41,8 @@ class ScanAnswer:
     """name; rows: (m,) its slices among the input's, in level order; n_flagged: slices
     flagged; p: Simes' p-value of its slices' p-values; flagged: p <= scan_alpha;
     flagged_brain_share: of its brain pixels on the frame, in the mask; resolution: the voxel
-    size against the frame's (volumes; else None); shift: the shift check's dict."""
+    size against the frame's (volumes; else None); shift: the shift check's dict; coverage: the
+    share of its brain the run judges (volumes; else None)."""
 
     name: str
     rows: np.ndarray
@@ -50,6 +53,7 @@ class ScanAnswer:
     flagged_brain_share: float
     resolution: dict | None
     shift: dict
+    coverage: Coverage | None = None
 
     @property
     def warn(self) -> bool:
@@ -64,6 +68,8 @@ class ScanAnswer:
             f"(Simes p {self.p:.3g} {sign} {self.scan_alpha}); "
             f"{self.flagged_brain_share:.2%} of its brain in the mask"
         ]
+        if self.coverage is not None:
+            parts.append(self.coverage.line())
         if self.resolution is not None:
             r = self.resolution
             scan = " x ".join(f"{v:.2g}" for v in r["scan_voxel_mm"])
@@ -145,6 +151,7 @@ def answer_scans(
                 flagged_brain_share=float(masks[brain].mean()) if brain.any() else 0.0,
                 resolution=resolution(volumes[i]) if volumes else None,
                 shift=shift_check(stored.slices, cal_flagged, stats, shares[rows]),
+                coverage=scan_coverage(volumes[i]) if volumes else None,
             )
         )
     return answers

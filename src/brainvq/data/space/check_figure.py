@@ -1,11 +1,12 @@
 """The registration check: a scan resampled onto the reference, in three planes, with the
-template brain's outline over it and the run's band of levels marked, and the whole field of view.
+template brain's outline over it, the run's levels marked, and the whole field of view.
 
 If the registration worked, the red outline follows the scan's brain in every plane; the green
-outline is the brain mask the answers are given inside (its own, extracted, or the atlas's); the
-yellow lines (coronal and sagittal views) bound the band of levels a run answers for. The fourth
-panel is the scan's whole field of view in the sagittal plane through the brain: where in a head
-with a neck and shoulders the brain was found.
+outline is the brain mask the answers are given inside (its own, extracted, or the atlas's). The
+run's levels are outlined in yellow, and what lies beyond them is dimmed and tinted blue: that
+part of the brain is not judged by the run (NaN in its maps). The fourth panel is the scan's
+whole field of view in the sagittal plane through the brain: where in a head with a neck and
+shoulders the brain was found.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from brainvq.data.space.frame import Frame
+from brainvq.data.space.frame import BASE_SIZE, Frame
 from brainvq.data.space.template import BRAIN_CENTRE_MM, load_reference
 
 OUTLINE = np.array([255, 40, 40], dtype=np.uint8)
 MASK = np.array([40, 220, 40], dtype=np.uint8)
 BAND = np.array([255, 220, 0], dtype=np.uint8)
+NOT_JUDGED = np.array([40, 70, 160], dtype=np.float64)  # the tint beyond the run's levels
+NOT_JUDGED_OPACITY = 0.55
 STEP_MM = 1.0
 FIELD_MM = ((-80.0, 80.0), (-115.0, 80.0), (-60.0, 90.0))  # x, y, z shown
 
@@ -54,6 +57,23 @@ def _sample(volume: np.ndarray, to_voxels: np.ndarray, points: np.ndarray, order
     return values.reshape(points.shape[1:])
 
 
+def within_levels(frame: Frame, points: np.ndarray) -> np.ndarray:
+    """(rows, cols) bool: reference points (3, rows, cols) within the frame's levels (half a
+    level beyond the first and last, as the maps reach)."""
+    level = frame.to_grid(points, BASE_SIZE)[2]
+    return (level >= -0.5) & (level <= frame.n_levels - 0.5)
+
+
+def mark_levels(rgb: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """rgb (rows, cols, 3) uint8 with what lies beyond the levels (`inside` False) dimmed and
+    tinted, and the levels' edge in yellow."""
+    out = rgb.astype(np.float64)
+    out[~inside] = (1 - NOT_JUDGED_OPACITY) * out[~inside] + NOT_JUDGED_OPACITY * NOT_JUDGED
+    out = out.round().astype(np.uint8)
+    out[inside & ~ndimage.binary_erosion(inside, border_value=1)] = BAND
+    return out
+
+
 def _whole_field(data: np.ndarray, scan_affine: np.ndarray, to_scan: np.ndarray, height: int):
     """(3, height, cols) reference mm: the sagittal plane x = 0 spanning the scan's whole field
     of view, at the step that makes it `height` rows tall."""
@@ -80,7 +100,8 @@ def registration_figure(
 ) -> np.ndarray:
     """(H, W, 3) uint8: axial, coronal and sagittal planes through the brain's centre of the scan
     `data` (X, Y, Z) seen through `to_scan` (reference mm -> scan world mm), then the whole field
-    of view; `mask` (scan shape, bool): the brain mask used, outlined in green."""
+    of view; `mask` (scan shape, bool): the brain mask used, outlined in green; `frame`: the
+    run's, whose levels are marked in every panel (module docstring)."""
     reference = load_reference()
     depth = reference.signed_distance()
     to_voxels = np.linalg.inv(scan_affine) @ to_scan
@@ -89,7 +110,7 @@ def registration_figure(
     height = max(p.shape[1] for p in planes)
     planes.append(_whole_field(data, scan_affine, to_scan, height))
     panels = []
-    for n, points in enumerate(planes):
+    for points in planes:
         gray = np.clip(_sample(data, to_voxels, points, order=1) / scale, 0, 1)
         rgb = np.repeat((gray * 255).astype(np.uint8)[:, :, None], 3, axis=2)
         flat = points.reshape(3, -1)
@@ -97,13 +118,8 @@ def registration_figure(
         rgb[_outline(inside.reshape(points.shape[1:]) <= 0)] = OUTLINE
         if mask is not None:
             rgb[_outline(_sample(mask, to_voxels, points, order=0) > 0.5)] = MASK
-        if frame is not None and n in (1, 2):
-            for k in (0, frame.n_levels - 1):
-                z = float(frame.level_z([k])[0])
-                heights = np.arange(*FIELD_MM[2], STEP_MM)
-                row = len(heights) - 1 - int(round((z - heights[0]) / STEP_MM))
-                if 0 <= row < rgb.shape[0]:
-                    rgb[row, ::3] = BAND
+        if frame is not None:
+            rgb = mark_levels(rgb, within_levels(frame, points))
         panels.append(rgb)
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
     return np.concatenate(padded, axis=1)
