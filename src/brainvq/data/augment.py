@@ -1,6 +1,8 @@
 """Batch augmentation in torch: small random affine, left-right flip, intensity gamma.
 
 Applied to whole training batches on their device; never to validation or test batches.
+A batch of volumes (B, 1, D, H, W) gets one draw per volume, applied identically to all its
+slices (an in-plane affine of the whole volume), so the volume stays a volume.
 In the OASIS orientation (anterior on the right) the left-right axis is vertical, so the
 left-right flip reverses rows (H), not columns: flipping columns would swap front and back
 of the brain, which no real scan shows.
@@ -72,17 +74,29 @@ def augment_batch(
     """Augment a batch; each image gets its own random affine, flip and gamma.
 
     Args:
-        x: (B, 1, H, W) float in [0, 1].
+        x: (B, 1, H, W) float in [0, 1], or volumes (B, 1, D, H, W).
         cfg: the augmentation ranges (returns `x` unchanged when cfg.enabled is False).
         generator: a torch.Generator on x's device for reproducible draws (None: global RNG).
     Returns:
-        (B, 1, H, W) float in [0, 1], same dtype and device as `x`.
+        x's shape, float in [0, 1], same dtype and device as `x`.
     """
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"augment_batch expects (B, 1, H, W), got {tuple(x.shape)}")
+    if x.ndim not in (4, 5) or x.shape[1] != 1:
+        raise ValueError(
+            f"augment_batch expects (B, 1, H, W) or (B, 1, D, H, W), got {tuple(x.shape)}"
+        )
     if not cfg.enabled:
         return x
     cfg.validate()
+    if x.ndim == 5:
+        # the levels as channels: grid_sample moves every channel of an image alike
+        return _augment(x[:, 0], cfg, generator).unsqueeze(1)  # (B, 1, D, H, W)
+    return _augment(x, cfg, generator)
+
+
+def _augment(
+    x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """augment_batch on (B, C, H, W): one draw per item, the same for all its C channels."""
     b, device = x.shape[0], x.device
     angle = _uniform(b, -cfg.max_rotate_deg, cfg.max_rotate_deg, generator, device) * (
         math.pi / 180
@@ -100,6 +114,6 @@ def augment_batch(
     theta[:, 1, 0] = sin
     theta[:, 1, 1] = cos * row_sign
     theta[:, :, 2] = shift.to(x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    grid = F.affine_grid(theta, [b, 1, *x.shape[2:]], align_corners=False)  # (B, H, W, 2)
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return warped.clamp(0, 1).pow(gamma.to(x.dtype).view(b, 1, 1, 1))
