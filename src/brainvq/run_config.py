@@ -306,6 +306,12 @@ class RunConfig:
             f"{self.data.size}x{self.data.size} slice (at most "
             f"{(self.data.size // 3).bit_length() - 1} layers)",
         )
+        require(
+            not (self.adversarial.enabled and self.vqvae.dims == 3),
+            "adversarial.enabled",
+            "the patch discriminator judges slices; a 3D VQ-VAE (vqvae.dims: 3) trains without "
+            "it: set adversarial.enabled: false",
+        )
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,10 @@ def evaluate_vqvae(
     positions in the split of the S = min(n_shown, N) slices spread over the levels
     (`spread_over_levels`), originals and recons (S, H, W) uint8 of those slices.
     """
+    if bundle.config.dims == 3:  # whole volumes, scored on three planes
+        from brainvq.evaluation.volume_reconstruction import evaluate_vqvae_3d
+
+        return evaluate_vqvae_3d(bundle, sliceset, split, device, n_shown)
     rows = sliceset.split_rows(split)  # (N,) positions in the set
     size = bundle.config.image_size
     if sliceset.size != size:

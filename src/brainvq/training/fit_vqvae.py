@@ -1,4 +1,5 @@
-"""Train the VQ-VAE stage of a run and write its model bundle."""
+"""Train the VQ-VAE stage of a run and write its model bundle: a 2D model on slices, a 3D
+model (`vqvae.dims: 3`) on whole subjects' volumes (brainvq.data.subject_volumes)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from brainvq.config import to_dict
 from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
+from brainvq.data.subject_volumes import VolumeDataModule, VolumeDataset
 from brainvq.run import RunLayout
 from brainvq.run_config import RunConfig
 from brainvq.training.callbacks import ReconstructionFrames
@@ -21,9 +23,11 @@ from brainvq.training.trainer import (
     fit_stage,
     steps_per_epoch,
 )
+from brainvq.training.volume_frames import VolumeFrames
 from brainvq.training.vqvae_module import VQVAEModule
 
 N_FRAME_SLICES = 8
+N_FRAME_VOLUMES = 2
 
 
 def frame_slices(sliceset: SliceSet, n: int = N_FRAME_SLICES) -> torch.Tensor:
@@ -31,6 +35,33 @@ def frame_slices(sliceset: SliceSet, n: int = N_FRAME_SLICES) -> torch.Tensor:
     val = sliceset.split_rows("validate")
     idx = val[np.linspace(0, len(val) - 1, min(n, len(val))).round().astype(int)]
     return torch.from_numpy(sliceset.images[idx]).float().div(255).unsqueeze(1)  # (n, 1, H, W)
+
+
+def frame_volumes(dataset: VolumeDataset, n: int = N_FRAME_VOLUMES) -> torch.Tensor:
+    """The first n validation volumes: (n, 1, D, H, W) float in [0, 1]."""
+    return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
+
+
+def _data(
+    config: RunConfig, sliceset: SliceSet, layout: RunLayout
+) -> tuple[SliceDataModule, int, L.Callback]:
+    """The loaders, the number of training items (slices or volumes) and the frames callback."""
+    cfg = config.vqvae_train
+    if config.vqvae.dims == 2:
+        datamodule = SliceDataModule(
+            sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
+        )
+        n_train = len(sliceset.split_rows("train"))
+        return datamodule, n_train, ReconstructionFrames(layout.frames, frame_slices(sliceset))
+    datamodule = VolumeDataModule(
+        sliceset,
+        batch_size=cfg.batch_size,
+        num_workers=config.data.num_workers,
+        seed=cfg.seed,
+        level_stride=config.vqvae.level_downsample,
+    )
+    frames = VolumeFrames(layout.frames, frame_volumes(datamodule.dataset("validate")))
+    return datamodule, len(datamodule.dataset("train")), frames
 
 
 def fit_vqvae(
@@ -52,11 +83,7 @@ def fit_vqvae(
     layout = RunLayout(run_dir)
     cfg = config.vqvae_train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    n_train = len(sliceset.split_rows("train"))
-    frames = frame_slices(sliceset)
-    datamodule = SliceDataModule(
-        sliceset, batch_size=cfg.batch_size, num_workers=config.data.num_workers, seed=cfg.seed
-    )
+    datamodule, n_train, frames = _data(config, sliceset, layout)
     world = cfg.devices * cfg.num_nodes
     total_steps = cfg.epochs * steps_per_epoch(
         n_train, cfg.batch_size, world, cfg.limit_train_batches
@@ -73,7 +100,7 @@ def fit_vqvae(
         module,
         cfg,
         layout,
-        callbacks=[ReconstructionFrames(layout.frames, frames), *callbacks],
+        callbacks=[frames, *callbacks],
         progress_bar=progress_bar,
         resume=resume,
         datamodule=datamodule,

@@ -11,6 +11,11 @@ the VQ-VAE as in VQGAN: from `start_step` on, the VQ-VAE's loss gains adaptive_w
 generator loss and the discriminator takes one step per batch. Two optimisers need Lightning's
 manual optimisation, which is used only then: without a discriminator the module trains
 exactly as it always has (automatic optimisation; the Trainer clips the gradients).
+
+A 3D VQ-VAE (`vqvae.dims: 3`) trains here too, on batches of volumes (B, 1, D, H, W): its
+SSIM terms and validation metrics are those of every axial slice of every volume, and its
+weights and activations use channels_last_3d where the 2D model uses channels_last. The
+adversarial section is for 2D models only (RunConfig refuses it with dims 3).
 """
 
 from __future__ import annotations
@@ -37,6 +42,14 @@ from brainvq.training.adversarial import (
 from brainvq.training.base_module import StageModule
 from brainvq.training.guards import check_finite
 from brainvq.training.schedule import warmup_cosine
+
+
+def axial_slices(x: torch.Tensor) -> torch.Tensor:
+    """Images as they are, volumes as their slices: (B, C, H, W) -> itself; (B, C, D, H, W) ->
+    (B*D, C, H, W), volume by volume in level order."""
+    if x.ndim == 4:
+        return x
+    return x.transpose(1, 2).flatten(0, 1)  # (B*D, C, H, W)
 
 
 class VQVAEModule(StageModule):
@@ -97,11 +110,18 @@ class VQVAEModule(StageModule):
     def forward(self, x: torch.Tensor):
         return self.model(x)
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        if self.model_config.dims == 3 and self.train_config.channels_last:
+            return torch.channels_last_3d
+        return super().memory_format
+
     def losses(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
-        """The training loss and its parts for images x: (B, 1, H, W) float in [0, 1].
+        """The training loss and its parts for images x: (B, 1, H, W) float in [0, 1] (a 3D
+        model: volumes (B, 1, D, H, W)).
 
         Returns ({loss, recon, mse, vq, codebook, commitment, and freq when
-        adversarial.frequency_weight > 0}: scalars, x_hat (B, 1, H, W) fp32 not clamped, the
+        adversarial.frequency_weight > 0}: scalars, x_hat of x's shape, fp32 not clamped, the
         quantizer's VQOutput). loss = recon + frequency_weight x freq + vq. In training mode
         the codebook updates.
         """
@@ -110,7 +130,9 @@ class VQVAEModule(StageModule):
         mse = F.mse_loss(x_hat, x)
         recon = mse
         if self.model_config.ssim_weight > 0:
-            recon = recon + self.model_config.ssim_weight * (1.0 - ssim(x_hat, x).mean())
+            recon = recon + self.model_config.ssim_weight * (
+                1.0 - ssim(axial_slices(x_hat), axial_slices(x)).mean()
+            )
         image = recon
         extra = {}
         if self.adversarial.frequency_weight > 0:
@@ -282,13 +304,13 @@ class VQVAEModule(StageModule):
         x, _level = batch
         losses, x_hat, vq = self.losses(x)
         self._val_counts += vq.counts.detach().to(self._val_counts.dtype)
-        x_hat = x_hat.float().clamp(0, 1)
         bs = x.shape[0]
+        x_hat, x = axial_slices(x_hat.float().clamp(0, 1)), axial_slices(x.float())
         for name in (k for k in ("loss", "recon", "vq", "freq") if k in losses):
             self.log(f"val/{name}", losses[name], on_epoch=True, batch_size=bs, sync_dist=True)
         self.log(
             "val/ssim",
-            ssim(x_hat, x.float()).mean(),
+            ssim(x_hat, x).mean(),
             prog_bar=True,
             on_epoch=True,
             batch_size=bs,
@@ -296,7 +318,7 @@ class VQVAEModule(StageModule):
         )
         self.log(
             "val/psnr",
-            psnr(x_hat, x.float()).clamp(max=100).mean(),
+            psnr(x_hat, x).clamp(max=100).mean(),
             on_epoch=True,
             batch_size=bs,
             sync_dist=True,
