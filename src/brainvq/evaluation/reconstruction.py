@@ -17,6 +17,7 @@ import torch
 
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
+from brainvq.evaluation.volume_reconstruction import evaluate_vqvae_3d
 from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.io.bundle import Bundle
 from brainvq.metrics import ReconstructionMetrics, bits_per_pixel, perplexity
@@ -54,18 +55,16 @@ def evaluate_vqvae(
     positions in the split of the S = min(n_shown, N) slices spread over the levels
     (`spread_over_levels`), originals and recons (S, H, W) uint8 of those slices.
     """
-    if bundle.config.dims == 3:  # whole volumes, scored on three planes
-        from brainvq.evaluation.volume_reconstruction import evaluate_vqvae_3d
-
-        return evaluate_vqvae_3d(bundle, sliceset, split, device, n_shown)
     rows = sliceset.split_rows(split)  # (N,) positions in the set
+    shown = spread_rows(sliceset.subject[rows], sliceset.level[rows], n_shown)
+    if bundle.config.dims == 3:  # whole volumes, scored on three planes
+        return evaluate_vqvae_3d(bundle, sliceset, split, shown, device)
     size = bundle.config.image_size
     if sliceset.size != size:
         raise ValueError(
             f"the model works at {size}x{size} but the slices of {sliceset.source} are "
             f"{sliceset.size}x{sliceset.size}; load them with --size {size}"
         )
-    shown = spread_rows(sliceset.subject[rows], sliceset.level[rows], n_shown)
     reader = RowReader(sliceset.images)
     K = bundle.config.codebook_size
     counts = np.zeros(K, dtype=np.int64)

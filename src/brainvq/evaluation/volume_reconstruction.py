@@ -22,7 +22,6 @@ from brainvq.data.planes import PLANES, plane_slices
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
 from brainvq.data.subject_volumes import subject_volumes
-from brainvq.evaluation.reconstruction import N_SHOWN, spread_rows
 from brainvq.inference.codes import to_uint8
 from brainvq.io.bundle import Bundle
 from brainvq.metrics import ReconstructionMetrics, perplexity
@@ -44,11 +43,12 @@ def bits_per_voxel(
 def evaluate_vqvae_3d(
     bundle: Bundle,
     sliceset: SliceSet,
-    split: str = "test",
+    split: str,
+    shown: np.ndarray,
     device: str = "cpu",
-    n_shown: int = N_SHOWN,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics of the 3D VQ-VAE on the volumes of `split`, and what the figures need.
+    """Metrics of the 3D VQ-VAE on the volumes of `split`, and what the figures need; `shown`
+    (S,) the positions in the split of the axial slices a figure shows.
 
     Returns (metrics, arrays) as brainvq.evaluation.reconstruction.evaluate_vqvae does, with
     n_images the axial slices, plus metrics n_volumes, bits_per_voxel and planes ({plane:
@@ -69,7 +69,6 @@ def evaluate_vqvae_3d(
     volumes = subject_volumes(sliceset, split, config.level_downsample)
     position = np.full(len(sliceset), -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))  # set row -> position in the split
-    shown = spread_rows(sliceset.subject[rows], sliceset.level[rows], n_shown)
     K = config.codebook_size
     counts = np.zeros(K, dtype=np.int64)
     scores = {plane: ReconstructionMetrics() for plane in PLANES}
