@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from brainvq.data.augment import AugmentConfig, augment_batch
+from brainvq.data.dataset import VolumeDataModule
 from brainvq.data.demo import build_demo
 from brainvq.data.loader import load_slices
 from brainvq.data.sliceset import SliceSet
-from brainvq.data.subject_volumes import VolumeDataModule, VolumeDataset, subject_volumes
+from brainvq.data.subject_volumes import VolumeDataset, subject_volumes
 
 from .files import OASIS_SLICES, OASIS_SUBJECTS
 

@@ -18,8 +18,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
+from brainvq.data.subject_volumes import VolumeDataset
 
-__all__ = ["CodeMapDataset", "EpochShuffleSampler", "SliceDataModule", "SliceDataset"]
+__all__ = [
+    "CodeMapDataset",
+    "EpochShuffleSampler",
+    "SliceDataModule",
+    "SliceDataset",
+    "VolumeDataModule",
+]
 
 
 class SliceDataset(Dataset):
@@ -158,3 +165,24 @@ class SliceDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+class VolumeDataModule(SliceDataModule):
+    """SliceDataModule's loaders over volumes: a batch is (B, 1, D, H, W) whole subjects."""
+
+    def __init__(
+        self,
+        sliceset: SliceSet,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+        level_stride: int = 1,
+    ) -> None:
+        super().__init__(sliceset, batch_size, num_workers, seed)
+        self.level_stride = level_stride
+
+    def dataset(self, split: str) -> VolumeDataset:
+        """The volumes of `split` (built once)."""
+        if split not in self._datasets:
+            self._datasets[split] = VolumeDataset(self.sliceset, split, self.level_stride)
+        return self._datasets[split]

@@ -6,9 +6,10 @@ gap) and every subject of the split must have the same number of them, so that v
 as (B, 1, D, H, W). OASIS subjects have 32 levels, the demo cohort's too; a NIfTI cohort has
 as many as its `data.z_range_mm` holds, the same for every scan, so one rule serves all.
 
-`VolumeDataset` reads a volume's slices when a batch asks for them (one read per run of
-consecutive rows: a subject's slices lie together in a store), so training on volumes needs
-the memory of a few batches, as training on slices does.
+`VolumeDataset` (batched by brainvq.data.dataset.VolumeDataModule) reads a volume's slices
+when a batch asks for them (one read per run of consecutive rows: a subject's slices lie
+together in a store), so training on volumes needs the memory of a few batches, as training
+on slices does.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from brainvq.data.dataset import SliceDataModule
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
 
-__all__ = ["SubjectVolumes", "VolumeDataModule", "VolumeDataset", "subject_volumes"]
+__all__ = ["SubjectVolumes", "VolumeDataset", "subject_volumes"]
 
 
 @dataclass(frozen=True)
@@ -121,24 +121,3 @@ class VolumeDataset(Dataset):
         volumes = images.view(len(index), 1, rows.shape[1], *images.shape[1:])  # (B, 1, D, H, W)
         volumes = volumes.float().div_(255.0)
         return list(zip(volumes, self.levels[torch.from_numpy(index)], strict=True))
-
-
-class VolumeDataModule(SliceDataModule):
-    """SliceDataModule's loaders over volumes: a batch is (B, 1, D, H, W) whole subjects."""
-
-    def __init__(
-        self,
-        sliceset: SliceSet,
-        batch_size: int,
-        num_workers: int = 0,
-        seed: int = 0,
-        level_stride: int = 1,
-    ) -> None:
-        super().__init__(sliceset, batch_size, num_workers, seed)
-        self.level_stride = level_stride
-
-    def dataset(self, split: str) -> VolumeDataset:
-        """The volumes of `split` (built once)."""
-        if split not in self._datasets:
-            self._datasets[split] = VolumeDataset(self.sliceset, split, self.level_stride)
-        return self._datasets[split]

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from brainvq.config import to_dict
-from brainvq.data.dataset import SliceDataModule
+from brainvq.data.dataset import SliceDataModule, VolumeDataModule
 from brainvq.data.sliceset import SliceSet
-from brainvq.data.subject_volumes import VolumeDataModule, VolumeDataset
+from brainvq.data.subject_volumes import VolumeDataset
 from brainvq.run import RunLayout
 from brainvq.run_config import RunConfig
 from brainvq.training.callbacks import ReconstructionFrames
