@@ -34,6 +34,7 @@ from typing import Any
 from brainvq.atomic import atomic_write_json, output_folder
 from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
+from brainvq.data.space.run_space import spanning_frame
 from brainvq.run_config import PresetInfo, RunConfig, load_run_config, merge, save_run_config
 
 STAGES = ("vqvae", "prior")
@@ -219,7 +220,8 @@ class RunLayout:
 
 
 def packaged_config(name: str) -> Path:
-    """Path of a config shipped with brainvq (`demo`, `quick`, `oasis`, `oasis_cpu`)."""
+    """Path of a config shipped with brainvq (`demo`, `quick`, `oasis`, `oasis_cpu`,
+    `whole_brain`)."""
     path = PACKAGED_CONFIGS / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
@@ -242,8 +244,10 @@ def prepare_run(
     if preset is not None:
         overrides = merge(overrides, {"preset": to_dict(preset)})
     config = load_run_config(base, overrides)
+    z_range = tuple(config.data.z_range_mm) if config.data.z_range_mm else None
+    if z_range is not None:  # a range outside the template fails before any write
+        spanning_frame(z_range)
     if config.data.source != DEMO:  # a missing or unreadable source fails before any write
-        z_range = tuple(config.data.z_range_mm) if config.data.z_range_mm else None
         resolve_source(config.data.source, config.data.n_levels, z_range)
     save_run_config(config, layout.config)
     return config

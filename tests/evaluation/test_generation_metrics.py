@@ -16,6 +16,7 @@ from brainvq.evaluation.generation_metrics import (
     generation_report,
     high_frequency_share,
     level_accuracy,
+    level_error,
     nearest_train_ssim,
     sharpness_ratio,
 )
@@ -173,6 +174,19 @@ def test_level_accuracy_tolerance(toy_model):
         level_accuracy(toy_model, images, predicted, tolerance=-1)
 
 
+def test_level_error_is_the_mean_distance_to_the_level_asked_for(toy_model):
+    """Where 2 levels of tolerance say nothing (3 levels off or 4), the error tells them apart."""
+    images, _ = toy_slices(per_level=2, seed=5)
+    predicted = predict_levels(toy_model, images)
+    assert level_error(toy_model, images, predicted) == 0.0
+    for offset in (3, 4):
+        asked = np.where(predicted + offset < N_LEVELS, predicted + offset, predicted - offset)
+        assert level_accuracy(toy_model, images, asked) == 0.0
+        assert level_error(toy_model, images, asked) == pytest.approx(offset)
+    with pytest.raises(ValueError, match=r"levels must lie in \[0, 8\)"):
+        level_error(toy_model, images, predicted + N_LEVELS)
+
+
 def test_frechet_distance_properties():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(500, 6))
@@ -253,7 +267,8 @@ def test_generation_report(toy_model, toy_train):
     )
     assert set(report) == {
         "fd", "fd_ceiling", "fd_floor", "level_accuracy", "level_accuracy_real",
-        "sharpness_ratio", "memorisation_ssim_mean", "memorisation_ssim_real_mean",
+        "level_error", "level_error_real", "sharpness_ratio", "memorisation_ssim_mean",
+        "memorisation_ssim_real_mean",
         "near_copies", "n_generated",
     }  # fmt: skip
     assert report["near_copies"] == 5
@@ -261,10 +276,11 @@ def test_generation_report(toy_model, toy_train):
     assert report["fd_ceiling"] < report["fd_floor"]
     assert report["fd"] < report["fd_floor"]
     assert report["level_accuracy"] > 0.6
+    assert report["level_error"] == level_error(toy_model, generated, generated_levels)
     assert report["memorisation_ssim_mean"] > report["memorisation_ssim_real_mean"]
     assert report["sharpness_ratio"] == pytest.approx(sharpness_ratio(generated, test))
     unconditional = generation_report(
         toy_model, generated, None, test, test_levels, validate, train, noise
     )
-    assert unconditional["level_accuracy"] is None
+    assert unconditional["level_accuracy"] is None and unconditional["level_error"] is None
     assert unconditional["fd"] == report["fd"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brainvq.app.run_data import run_slices
+from brainvq.app.run_data import run_frame, run_slices
 from brainvq.app.run_files import write_data_summary, write_figure_samples, write_reconstructions
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.reconstruction import evaluate_vqvae
@@ -96,7 +96,8 @@ def train_prior(
     record_timing(run_dir, "train_prior_s", time.perf_counter() - start)
     start = time.perf_counter()
     models = load_run_models(run_dir)
-    metrics = evaluate_prior(run_dir, config, sliceset, models)
+    level_mm = run_frame(run_dir, config)[0].level_spacing_mm
+    metrics = evaluate_prior(run_dir, config, sliceset, models, level_mm)
     record_timing(run_dir, "evaluate_prior_s", time.perf_counter() - start)
     start = time.perf_counter()
     part = sliceset.require_split(sliceset.eval_split())
@@ -129,14 +130,25 @@ def train_all(run_dir: Path, config: RunConfig, resume: bool = False) -> Trained
     return Trained(metrics, html)
 
 
-def run_demo(run_dir: Path, quick: bool = False, resume: bool = False) -> Trained:
-    """The main job on the demo cohort (`--quick`: a smoke run of about a minute)."""
-    from brainvq.run_config import PresetInfo
+def run_demo(
+    run_dir: Path, quick: bool = False, resume: bool = False, whole_brain: bool = False
+) -> Trained:
+    """The main job on the demo cohort (`--quick`: a smoke run of about a minute).
+
+    whole_brain: the cohort rendered over the whole brain's levels, with the whole-brain
+    config's models and budgets (configs/whole_brain.yaml); with quick, quick's tiny models
+    over the same levels."""
+    from brainvq.run_config import PresetInfo, load_run_config
 
     start = time.perf_counter()
-    name = "quick" if quick else "demo"
-    preset = PresetInfo(name=name, reason="brainvq demo" + (" --quick" if quick else ""))
-    config = prepare_run(run_dir, packaged_config(name), {}, preset=preset)
+    name = "whole_brain" if whole_brain and not quick else "quick" if quick else "demo"
+    flags = " --quick" * quick + " --whole-brain" * whole_brain
+    preset = PresetInfo(name=name, reason="brainvq demo" + flags)
+    overrides: dict[str, Any] = {"data": {"source": "demo"}}
+    if whole_brain and quick:
+        levels = load_run_config(packaged_config("whole_brain")).data.z_range_mm
+        overrides["data"]["z_range_mm"] = list(levels)
+    config = prepare_run(run_dir, packaged_config(name), overrides, preset=preset)
     trained = train_all(run_dir, config, resume=resume)
     record_timing(run_dir, "total_s", time.perf_counter() - start)
     return trained

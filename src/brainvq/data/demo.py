@@ -4,7 +4,9 @@ Each subject is the skull-stripped template under its own smooth random deformat
 affine plus a smooth displacement field), contrast (gamma), brightness, bias field and noise,
 rendered straight onto the OASIS slice set's frame (brainvq.data.space.frame: the same pixels,
 levels and millimetres as OASIS's 32 slices, measured by registration), so that a demo run and
-an OASIS run mean the same anatomy by level k and answer for a scan in the same way.
+an OASIS run mean the same anatomy by level k and answer for a scan in the same way. Given a
+range of heights (`z_range_mm`, e.g. the whole brain from the brain stem to the vertex), the
+cohort is rendered on every level of the same grid in that range instead.
 
 Outside the brain the slices are dressed like the OASIS PNGs: dark CSF, then a bright rim (what
 OASIS's skull stripping left of the meninges) and a faint halo, then black. The distances follow
@@ -26,7 +28,8 @@ from scipy import ndimage
 from brainvq.data.builder import SliceBuilder, SlicePart
 from brainvq.data.decode import DecodePlan, collect
 from brainvq.data.sliceset import SPLITS, SliceSet
-from brainvq.data.space.frame import Frame, oasis_frame
+from brainvq.data.space.frame import Frame
+from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.space.template import BRAIN_CENTRE_MM, load_reference
 
 # The brain's outline: the template's brain mask blurred and thresholded, which closes the
@@ -167,9 +170,10 @@ def render_subject(
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def demo_frame(n_levels: int = 32) -> Frame:
-    """The frame the demo cohort is rendered on: OASIS's band in n_levels levels."""
-    return oasis_frame().resampled(n_levels)
+def demo_frame(n_levels: int = 32, z_range_mm: tuple[float, float] | None = None) -> Frame:
+    """The frame the demo cohort is rendered on: OASIS's band in n_levels levels, or every level
+    of its grid between the z_range_mm heights (brainvq.data.space.run_space.spanning_frame)."""
+    return frame_for_source("demo", n_levels, z_range_mm)[0]
 
 
 @dataclass(frozen=True)
@@ -179,19 +183,18 @@ class SubjectTask:
     index: int
     split: str
     size: int
-    n_levels: int
+    frame: Frame
     seed: int
     settings: DemoSettings
 
 
 def render_task(task: SubjectTask) -> SlicePart:
-    """A virtual subject's slices, level 0 to n_levels - 1."""
-    frame = demo_frame(task.n_levels)
-    template = load_template(task.size, frame)
+    """A virtual subject's slices, level 0 to the frame's last level."""
+    template = load_template(task.size, task.frame)
     rng = np.random.default_rng([task.seed, task.index])
-    volume = render_subject(template, frame, task.size, rng, task.settings)
+    volume = render_subject(template, task.frame, task.size, rng, task.settings)
     subject = f"demo_{task.index:03d}"
-    k = task.n_levels
+    k = task.frame.n_levels
     return SlicePart(
         volume,
         [task.split] * k,
@@ -207,10 +210,11 @@ def demo_plan(
     subjects: tuple[int, int, int] = (48, 8, 8),
     seed: int = 0,
     settings: DemoSettings | None = None,
+    z_range_mm: tuple[float, float] | None = None,
 ) -> DecodePlan:
     """The demo cohort as decoding tasks, one per subject (`demo_000`...), split by subject
-    (train, validate, test counts). Subject i draws from a generator seeded with (seed, i),
-    so subject i is the same whatever the other counts are."""
+    (train, validate, test counts), on demo_frame(n_levels, z_range_mm). Subject i draws from
+    a generator seeded with (seed, i), so subject i is the same whatever the other counts are."""
     if len(subjects) != 3 or any(n < 0 for n in subjects) or subjects[0] < 1:
         raise ValueError(
             f"demo subjects must be three counts (train >= 1, validate, test), got {subjects}"
@@ -218,16 +222,18 @@ def demo_plan(
     if n_levels < 1:
         raise ValueError(f"n_levels must be >= 1, got {n_levels}")
     settings = settings or DemoSettings()
+    frame = demo_frame(n_levels, z_range_mm)
     splits = [split for split, n in zip(SPLITS, subjects, strict=True) for _ in range(n)]
     return DecodePlan(
         decode=render_task,
         tasks=[
-            SubjectTask(i, split, size, n_levels, seed, settings) for i, split in enumerate(splits)
+            SubjectTask(i, split, size, frame, seed, settings) for i, split in enumerate(splits)
         ],
         source="demo",
         description="building demo cohort",
         notes=("synthetic cohort from the MNI152 2009 template (nilearn): not for science",),
         splits_present=tuple(split for split, n in zip(SPLITS, subjects, strict=True) if n > 0),
+        n_levels=frame.n_levels,
     )
 
 
@@ -239,10 +245,11 @@ def build_demo(
     show_progress: bool = True,
     settings: DemoSettings | None = None,
     workers: int | None = None,
+    z_range_mm: tuple[float, float] | None = None,
 ) -> SliceSet:
     """The demo cohort in memory (demo_plan; workers: as brainvq.data.decode.collect).
-    Deterministic for (size, n_levels, subjects, seed)."""
-    plan = demo_plan(size, n_levels, subjects, seed, settings)
+    Deterministic for (size, n_levels or z_range_mm, subjects, seed)."""
+    plan = demo_plan(size, n_levels, subjects, seed, settings, z_range_mm)
     builder = SliceBuilder(size)
     collect(plan, builder, workers, show_progress)
     return builder.build(plan.source, splits_present=plan.splits_present)

@@ -54,10 +54,12 @@ def resolve_source(
         raise FileNotFoundError(f"data source not found: {path} ({SUPPORTED})")
     if path.is_file() and path.name.lower().endswith(".zip"):
         refuse_series(series, path)
+        refuse_range(z_range_mm, path, "an OASIS slice set")
         return OasisSource.from_zip(path)
     oasis = OasisSource.from_folder(path) if path.is_dir() else None
     if oasis is not None:
         refuse_series(series, path)
+        refuse_range(z_range_mm, path, "an OASIS slice set")
         return oasis
     found = find_scans(path, series)
     if found is not None:
@@ -74,6 +76,7 @@ def resolve_source(
     refuse_series(series, path)
     images, others = _scan(path)
     if images:
+        refuse_range(z_range_mm, path, "a folder of slices")
         return ImageFolderSource(path, images, others)
     found_text = (
         f" (only {len(others)} other files, e.g. {others[0]})"
@@ -83,6 +86,15 @@ def resolve_source(
     raise ValueError(
         f"{path}: no images or volumes found{found_text}; {SUPPORTED}. For OASIS: {EXPECTED}"
     )
+
+
+def refuse_range(z_range_mm: tuple[float, float] | None, path: Path, what: str) -> None:
+    """ValueError when a z range is asked of a source whose slices have their own levels."""
+    if z_range_mm is not None:
+        raise ValueError(
+            f"{path}: {what} lies on OASIS's band of 32 levels; data.z_range_mm "
+            f"{list(z_range_mm)} slices volumes and the demo cohort only (set it to null)"
+        )
 
 
 def _scan(root: Path) -> tuple[list[str], list[str]]:
@@ -118,8 +130,8 @@ def load_slices(
         size: working size, a positive multiple of 8 (images are size x size).
         cache_dir: cache folder; default $BRAINVQ_CACHE, else ~/.cache/brainvq.
         n_levels: levels of OASIS's band per virtual subject (demo) or volume (NIfTI).
-        z_range_mm: volumes: every level of the frame's grid between these MNI heights
-            instead (brainvq.data.nifti).
+        z_range_mm: volumes and the demo cohort: every level of the frame's grid between these
+            MNI heights instead (brainvq.data.space.run_space.spanning_frame).
         series: volumes: the DICOM series to take (a SeriesNumber or SeriesInstanceUID;
             default: each study's T1, brainvq.data.volumes.series).
         seed: the demo cohort's seed.
@@ -148,13 +160,13 @@ def load_slices(
             "template": f"nilearn {version('nilearn')}",
             # a change to the cohort's variation or its frame must not hit an old cache
             "settings": dataclasses.asdict(DemoSettings()),
-            "frame": demo_frame(n_levels).to_dict(),
+            "frame": demo_frame(n_levels, z_range_mm).to_dict(),
         }
         key = cache_key(description)
         cached = cache.get(DEMO, key)
         if cached is not None:
             return cached
-        plan = demo_plan(size, n_levels, subjects, seed)
+        plan = demo_plan(size, n_levels, subjects, seed, z_range_mm=z_range_mm)
         return cache.build(DEMO, key, plan, description, workers, progress)
     resolved = resolve_source(source, n_levels=n_levels, z_range_mm=z_range_mm, series=series)
     description = {"kind": resolved.kind, "size": size, "fingerprint": resolved.fingerprint()}

@@ -8,7 +8,11 @@ measures below each catch a different failure:
   realism of the whole set. Reported beside a ceiling (real validate vs real test) and a floor
   (code maps drawn independently per position from the code histogram, decoded).
 - Level accuracy: whether a conditional prior draws the level it was asked for (the level
-  classifier's prediction, brainvq.inference.levels, which production uses too).
+  classifier's prediction, brainvq.inference.levels, which production uses too), within 2
+  levels (2 mm on the frame's grid); and the level error, the mean distance in levels between
+  the level drawn and the level asked for. Over a whole-brain run's 150 levels, neighbouring
+  levels 1 mm apart look alike, so the error says how far off a sample is where the accuracy
+  only says whether it is within 2 mm.
 - Sharpness ratio: high-frequency power of generated vs real slices; blurry samples fall far
   below 1.
 - Memorisation: SSIM of each sample to its nearest training slice, beside the same figure for real
@@ -65,6 +69,17 @@ def level_accuracy(
         raise ValueError(f"tolerance: expected >= 0, got {tolerance}")
     target = check_levels(levels, len(images), model.config.n_levels, "levels")
     return float(np.mean(np.abs(predict_levels(model, images) - target) <= tolerance))
+
+
+def level_error(model: LevelClassifier, images: np.ndarray, levels: np.ndarray) -> float:
+    """Mean |predicted - asked| level (levels; times the frame's level spacing: millimetres).
+
+    Args:
+        images: (N, H, W) uint8 | float [0, 1] slices generated (or taken) at `levels`.
+        levels: (N,) int level each slice should show.
+    """
+    target = check_levels(levels, len(images), model.config.n_levels, "levels")
+    return float(np.mean(np.abs(predict_levels(model, images) - target)))
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:
@@ -234,8 +249,9 @@ def generation_report(
             histogram: the FD floor.
         near_copy_threshold: a sample whose nearest-training SSIM is >= this is a near copy.
     Returns:
-        dict with fd, fd_ceiling, fd_floor (FD to real_test), level_accuracy (None without
-        generated_levels), level_accuracy_real (real_test), sharpness_ratio (generated / real_test),
+        dict with fd, fd_ceiling, fd_floor (FD to real_test), level_accuracy and level_error
+        (None without generated_levels), level_accuracy_real and level_error_real (real_test),
+        sharpness_ratio (generated / real_test),
         memorisation_ssim_mean, memorisation_ssim_real_mean (real_validate), near_copies (count),
         n_generated.
     """
@@ -243,15 +259,18 @@ def generation_report(
         raise ValueError(f"near_copy_threshold: expected in (0, 1], got {near_copy_threshold}")
     test_feats = extract_features(classifier, real_test)
     memorisation = nearest_train_ssim(generated, train_images)
-    accuracy = None
+    accuracy = error = None
     if generated_levels is not None:
         accuracy = level_accuracy(classifier, generated, generated_levels)
+        error = level_error(classifier, generated, generated_levels)
     return {
         "fd": frechet_distance(extract_features(classifier, generated), test_feats),
         "fd_ceiling": frechet_distance(extract_features(classifier, real_validate), test_feats),
         "fd_floor": frechet_distance(extract_features(classifier, floor_images), test_feats),
         "level_accuracy": accuracy,
         "level_accuracy_real": level_accuracy(classifier, real_test, real_test_levels),
+        "level_error": error,
+        "level_error_real": level_error(classifier, real_test, real_test_levels),
         "sharpness_ratio": sharpness_ratio(generated, real_test),
         "memorisation_ssim_mean": float(memorisation.mean()),
         "memorisation_ssim_real_mean": float(

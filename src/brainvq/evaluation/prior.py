@@ -84,6 +84,22 @@ def histogram_floor_codes(
     return rng.choice(codebook_size, size=(n, *train_codes.shape[1:]), p=counts / counts.sum())
 
 
+def floor_images(models: RunModels, train_codes: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n slices (n, H, W) uint8 decoded from histogram codes (`histogram_floor_codes`): code
+    maps of a 2D run; code volumes of a 3D run (its latent levels, as many subjects as n
+    slices need), whose slices are taken in order."""
+    k = models.prior.config.codebook_size
+    if models.dims == 2:
+        return decode_codes(models.vqvae.model, histogram_floor_codes(train_codes, k, n, seed))
+    per_subject = models.latent_levels * models.level_stride
+    subjects = -(-n // per_subject)
+    codes = histogram_floor_codes(train_codes, k, subjects * models.latent_levels, seed)
+    volumes = decode_codes(
+        models.vqvae.model, codes.reshape(subjects, models.latent_levels, *codes.shape[1:])
+    )
+    return volumes.reshape(-1, *volumes.shape[2:])[:n]  # (n, H, W)
+
+
 @dataclass(frozen=True)
 class References:
     """The real slices generated ones are compared with.
@@ -165,13 +181,15 @@ def complete_subject_rows(
 
 
 def evaluate_prior(
-    run_dir: Path, config: RunConfig, sliceset: SliceSet, models: RunModels
+    run_dir: Path, config: RunConfig, sliceset: SliceSet, models: RunModels, level_mm: float
 ) -> dict[str, Any]:
     """NLL (val/test) and generation metrics of the run's prior; writes RUN/samples/generated.npz
     and RUN/evaluation/LevelClassifier. A prior with the neighbour generates whole subjects
     (its slices are scored as slices, and its NLL also without the slice below); every prior's
     subjects (or stacks of independent slices, the floor) get the adjacent-slice SSIM measures
-    of brainvq.evaluation.consistency against the evaluation split's real subjects."""
+    of brainvq.evaluation.consistency against the evaluation split's real subjects. level_mm:
+    millimetres between the run's levels (its frame), in which the level errors are said
+    (level_error_mm, level_error_mm_real)."""
     layout = RunLayout(run_dir)
     prior = models.prior
     train = load_codes(layout.codes, "train")
@@ -195,7 +213,7 @@ def evaluate_prior(
         # without slice levels has none to train.
         return metrics
     s = config.sample
-    n_levels = prior.config.n_levels
+    n_levels = models.n_levels  # slice levels of a subject (a 3D run's latent levels x stride)
     options = SamplingOptions(temperature=s.temperature, top_k=s.top_k, seed=s.seed)
     if prior.config.has_neighbour:  # slices of whole subjects, every level once per subject
         drawn = generate_subjects(models, -(-n // n_levels), options=options)
@@ -207,8 +225,7 @@ def evaluate_prior(
         levels = spread_levels(n, n_levels)
         gen_codes, generated = generate_slices(models, n, levels, options=options)
         volumes = as_stacks(generated, levels, n_levels)  # the floor: independent slices
-    floor_codes = histogram_floor_codes(train.codes, k, n, s.seed)
-    floor = decode_codes(models.vqvae.model, floor_codes)
+    floor = floor_images(models, train.codes, n, s.seed)
     with atomic_path(layout.generated) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,
@@ -245,6 +262,9 @@ def evaluate_prior(
         real_train.images,
         floor,
     )
+    for key in ("level_error", "level_error_real"):
+        error = report.pop(key)
+        report[key.replace("error", "error_mm")] = None if error is None else error * level_mm
     metrics["subjects_from"] = "neighbour" if prior.config.has_neighbour else "independent slices"
     part = sliceset.require_split(sliceset.eval_split())
     rows = complete_subject_rows(part.subject, part.level, n_levels)

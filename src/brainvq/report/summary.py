@@ -122,6 +122,14 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
             ),
             Row(
                 sec,
+                "level error",
+                f"{_f(pr.get('level_error_mm'), 2)} mm",
+                f"real slices {_f(pr.get('level_error_mm_real'), 2)} mm",
+                "mean distance between the level the classifier sees in a sample and the level "
+                "asked for; lower is better",
+            ),
+            Row(
+                sec,
                 "sharpness ratio",
                 _f(pr.get("sharpness_ratio")),
                 "real slices 1",

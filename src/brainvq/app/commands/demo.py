@@ -14,6 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quick", action="store_true", help="a smoke run of about a minute (tiny models)"
     )
+    p.add_argument(
+        "--whole-brain",
+        action="store_true",
+        help="the cohort over the whole brain, brain stem to vertex (configs/whole_brain.yaml)",
+    )
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=run)
 
@@ -23,5 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from brainvq.app.pipeline import run_demo
 
     say_resume(args.out, args.resume)
-    show_trained(run_demo(args.out, quick=args.quick, resume=args.resume), args.out)
+    show_trained(
+        run_demo(args.out, quick=args.quick, resume=args.resume, whole_brain=args.whole_brain),
+        args.out,
+    )
     return 0

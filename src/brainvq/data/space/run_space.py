@@ -2,9 +2,11 @@
 
 Saved as RUN/space.json (brainvq.run.RunLayout.space). The frame depends on the kind of source
 (`frame_for_source`): measured for OASIS, by construction for the demo cohort, by registration for
-NIfTI volumes (the OASIS grid over `z_range_mm`), and assumed for PNG slices of unknown geometry
-(OASIS's band; said so in `frame_source`). The landmarks are learned from the run's training
-slices on the frame (brainvq.data.space.intensity).
+NIfTI volumes, and assumed for PNG slices of unknown geometry (OASIS's band; said so in
+`frame_source`). Volumes and the demo cohort may instead cover any range of heights on OASIS's
+grid (`z_range_mm`, `spanning_frame`: e.g. the whole brain, configs/whole_brain.yaml), as long as
+the range lies in the template and holds some of its brain. The landmarks are learned from the
+run's training slices on the frame (brainvq.data.space.intensity).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import numpy as np
 from brainvq.data.space.align import template_depth, template_on_frame
 from brainvq.data.space.frame import Frame, oasis_frame
 from brainvq.data.space.intensity import Landmarks, learn_landmarks
+from brainvq.data.space.template import load_reference
 
 REFERENCE = "MNI152 2009 T1 template and brain mask, 1 mm (nilearn)"
 FRAME_SOURCES = {
     "oasis": "measured: OASIS-1's 32 levels registered to MNI152 (measure_oasis_frame.py)",
-    "demo": "by construction: the demo cohort is rendered on OASIS's frame",
+    "demo": "by construction: the demo cohort is rendered on OASIS's grid",
     "nifti": "by registration: every volume registered to MNI152 and sliced on OASIS's grid",
     "folder": "assumed: PNG/JPEG slices of unknown geometry, taken to lie on OASIS's band",
 }
+RANGED_KINDS = ("nifti", "demo")  # the kinds sliced at any heights (z_range_mm)
 
 
 @dataclass(frozen=True)
@@ -70,10 +74,34 @@ def frame_for_source(
     """(frame, how it is known) for a source kind ("demo", "oasis", "nifti", "folder")."""
     if kind not in FRAME_SOURCES:
         raise ValueError(f"source kind: expected one of {sorted(FRAME_SOURCES)}, got {kind!r}")
-    frame = oasis_frame()
-    if kind == "nifti" and z_range_mm is not None:
-        return frame.spanning(*z_range_mm), FRAME_SOURCES[kind]
-    return frame.resampled(max(n_levels, 1)), FRAME_SOURCES[kind]
+    if z_range_mm is None:
+        return oasis_frame().resampled(max(n_levels, 1)), FRAME_SOURCES[kind]
+    if kind not in RANGED_KINDS:
+        raise ValueError(
+            f"z_range_mm {list(z_range_mm)}: a {kind} source's slices lie on OASIS's band; only "
+            "volumes and the demo cohort are sliced at chosen heights (set it to null)"
+        )
+    return spanning_frame(z_range_mm), FRAME_SOURCES[kind]
+
+
+def spanning_frame(z_range_mm: tuple[float, float]) -> Frame:
+    """OASIS's grid over every level whose centre lies in [low, high] MNI mm; ValueError when
+    the range leaves the template's field of view (no anatomy to render or to register to
+    there) or holds none of its brain."""
+    low, high = (float(v) for v in z_range_mm)
+    reference = load_reference()
+    fov, brain = reference.z_extent_mm(), reference.brain_z_extent_mm()
+    if low < fov[0] or high > fov[1]:
+        raise ValueError(
+            f"z_range_mm [{low:g}, {high:g}]: outside the MNI152 template, which spans z "
+            f"{fov[0]:g} to {fov[1]:g} mm (its brain {brain[0]:g} to {brain[1]:g} mm)"
+        )
+    if high < brain[0] or low > brain[1]:
+        raise ValueError(
+            f"z_range_mm [{low:g}, {high:g}]: no brain there; the template's brain spans z "
+            f"{brain[0]:g} to {brain[1]:g} mm"
+        )
+    return oasis_frame().spanning(low, high)
 
 
 def learn_run_landmarks(

@@ -30,6 +30,18 @@ class Reference:
         """(X, Y, Z) float32 millimetres from the brain mask's outline, > 0 outside."""
         return _signed_distance(self)
 
+    def z_extent_mm(self) -> tuple[float, float]:
+        """(lowest, highest) MNI z (mm) of the template's field of view."""
+        z = self.affine[2, 2] * np.array([0, self.t1.shape[2] - 1]) + self.affine[2, 3]
+        return float(z.min()), float(z.max())
+
+    def brain_z_extent_mm(self) -> tuple[float, float]:
+        """(lowest, highest) MNI z (mm) of a brain-mask voxel: -72 (the brain stem, cut by the
+        field of view) to +82 (the vertex) for nilearn's MNI152 2009 template."""
+        k = np.flatnonzero(self.mask.any(axis=(0, 1)))
+        z = self.affine[2, 2] * k[[0, -1]] + self.affine[2, 3]
+        return float(z.min()), float(z.max())
+
     def to_voxels(self, points_mm: np.ndarray) -> np.ndarray:
         """(3, ...) MNI millimetres -> (3, ...) continuous voxel indices of the template."""
         inv = np.linalg.inv(self.affine)
