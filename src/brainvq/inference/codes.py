@@ -11,7 +11,14 @@ again. `load_codes` maps the files (read only where used).
 
 `write_codes_file` is the same streaming for `brainvq encode`: the code maps of any number of
 slices go into one compressed `.npz` (codes, names, levels) a batch at a time, each array
-written into its zip member as it is made."""
+written into its zip member as it is made.
+
+A 3D VQ-VAE codes whole subjects (brainvq.data.subject_volumes): `encode_images` and
+`decode_codes` take and give volumes (S, D, H, W) <-> code volumes (S, D', h, w), one volume
+at a time; a run's split is stored as the latent levels of its code volumes, each a map
+(h, w) with its subject and latent level (its first slice's level // level_downsample + k),
+so the prior of whole subjects (`neighbour: previous`) learns each latent level given the one
+below as it learns a slice given the slice below, and needs nothing of its own for 3D."""
 
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import torch
 from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.data.store import RowReader
+from brainvq.data.subject_volumes import subject_volumes
 from brainvq.io.bundle import WEIGHTS_FILE, Bundle
 from brainvq.models.eval_mode import eval_mode
 from brainvq.models.vqvae import VQVAE
@@ -88,10 +96,34 @@ def _run(
     return [np.concatenate(column) for column in zip(*parts, strict=True)] if parts else []
 
 
+def _check_volumes(array: np.ndarray | torch.Tensor, what: str) -> None:
+    """ValueError unless `array` is a batch (S, D, H, W) for a 3D model (what: "volumes" or
+    "code volumes")."""
+    if array.ndim != 4:
+        raise ValueError(
+            f"a 3D VQ-VAE takes {what} (S, D, H, W), one per subject; "
+            f"got shape {tuple(array.shape)}"
+        )
+
+
+def _volumes_in(volume: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """uint8 (D, H, W) -> (1, 1, D, H, W) float in [0, 1] on `device`."""
+    return torch.from_numpy(np.array(volume)).to(device).float().div(255)[None, None]
+
+
 def encode_images(
     model: VQVAE, images: np.ndarray, batch_size: int = BATCH, device: str = "cpu"
 ) -> np.ndarray:
-    """uint8 images (N, H, W) -> code maps (N, h, w) int16. Never changes the model."""
+    """uint8 images (N, H, W) -> code maps (N, h, w) int16. Never changes the model.
+    A 3D model: uint8 volumes (S, D, H, W) -> code volumes (S, D', h, w) int16."""
+    if model.config.dims == 3:
+        _check_volumes(images, "volumes")
+        with eval_mode(model.to(device)), torch.inference_mode():
+            codes = [model.encode(_volumes_in(v, device))[0].cpu().numpy() for v in images]
+        if not codes:
+            side, depth = model.config.latent_size, images.shape[1] // model.config.level_downsample
+            return np.zeros((0, depth, side, side), dtype=np.int16)
+        return np.stack(codes).astype(np.int16)
     if len(images) == 0:
         h = model.config.image_size // model.config.downsample
         return np.zeros((0, h, h), dtype=np.int16)
@@ -106,8 +138,19 @@ def encode_images(
 def decode_codes(
     model: VQVAE, codes: np.ndarray | torch.Tensor, batch_size: int = BATCH, device: str = "cpu"
 ) -> np.ndarray:
-    """Code maps (N, h, w) -> uint8 images (N, H, W)."""
+    """Code maps (N, h, w) -> uint8 images (N, H, W). A 3D model: code volumes
+    (S, D', h, w) -> uint8 volumes (S, D, H, W)."""
     codes = torch.as_tensor(np.asarray(codes), dtype=torch.long)
+    if model.config.dims == 3:
+        _check_volumes(codes, "code volumes")
+        with eval_mode(model.to(device)), torch.inference_mode():
+            volumes = [
+                to_uint8(_images_out(model.decode_indices(c[None].to(device)))[0]) for c in codes
+            ]
+        if not volumes:
+            side, depth = model.config.image_size, codes.shape[1] * model.config.level_downsample
+            return np.zeros((0, depth, side, side), dtype=np.uint8)
+        return np.stack(volumes)
     if len(codes) == 0:
         side = model.config.image_size
         return np.zeros((0, side, side), dtype=np.uint8)
@@ -174,7 +217,11 @@ def encode_split(
     batch_size: int = BATCH,
 ) -> None:
     """Encode the slices of `split` a batch at a time into codes_dir/<split>.npy (and their
-    levels into <split>.level.npy), each renamed into place when complete."""
+    levels into <split>.level.npy), each renamed into place when complete. A 3D model encodes
+    the split's subjects a volume at a time (`_encode_volume_split`)."""
+    if model.config.dims == 3:
+        _encode_volume_split(model, sliceset, split, codes_dir, device)
+        return
     rows = np.flatnonzero(sliceset.split == split)
     h = model.config.image_size // model.config.downsample
     codes_path, level_path, subject_path = _paths(codes_dir, split)
@@ -192,6 +239,34 @@ def encode_split(
         np.save(f, np.asarray(sliceset.level[rows], dtype=np.int16))
     with atomic_path(subject_path) as tmp, open(tmp, "wb") as f:
         np.save(f, np.asarray(sliceset.subject[rows]).astype(str))
+
+
+def _encode_volume_split(
+    model: VQVAE, sliceset: SliceSet, split: str, codes_dir: Path, device: str
+) -> None:
+    """encode_split for a 3D model: the latent levels of each subject's code volume, subject by
+    subject, with their latent levels and subjects (see the module docstring)."""
+    config = model.config
+    volumes = subject_volumes(sliceset, split, config.level_downsample)
+    d, h = config.latent_depth(volumes.depth), config.latent_size
+    codes_path, level_path, subject_path = _paths(codes_dir, split)
+    reader = RowReader(sliceset.images)
+    with atomic_path(codes_path) as tmp:
+        codes = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.int16, shape=(len(volumes) * d, h, h)
+        )
+        with eval_mode(model.to(device)), torch.inference_mode():
+            for i, rows in enumerate(volumes.rows):
+                x = _volumes_in(reader.read(rows), device)  # (1, 1, D, H, W)
+                codes[i * d : (i + 1) * d] = model.encode(x)[0].cpu().numpy()  # (d, h, w)
+        codes.flush()
+        del codes
+    first = volumes.first_level // config.level_downsample  # (S,)
+    level = (first[:, None] + np.arange(d)[None, :]).ravel()  # (S*d,)
+    with atomic_path(level_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, level.astype(np.int16))
+    with atomic_path(subject_path) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.repeat(volumes.subject, d).astype(str))
 
 
 def encode_splits(

@@ -9,6 +9,11 @@ seeded generator draws every chunk's uniforms in turn, which is the stream one d
 takes (torch's CPU generator fills a tensor in order), so the maps are those of one draw. How
 codes are drawn (temperature, top-k, seed, sampler) comes as one SamplingOptions
 (brainvq.inference.sampling_options), handed on to the samplers as it came.
+
+A 3D run's subjects are drawn the same way, latent level by latent level (its prior's levels,
+brainvq.inference.run_models), and each subject's code volume is decoded whole by the 3D
+VQ-VAE; the levels and images returned are the volume's slices (`level_downsample` a latent
+level). Single slices (`generate_slices`, completions) are 2D only.
 """
 
 from __future__ import annotations
@@ -159,12 +164,18 @@ def iter_subjects(
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """`generate_subjects` a chunk of subjects at a time (chunk subjects, default
     `chunk_size`): yields (start, codes (b, L, h, w) int64, images (b, L, H, W) uint8, levels
-    (L,) int64) for subjects start .. start + b - 1, those one draw of n gives."""
+    (L,) int64) for subjects start .. start + b - 1, those one draw of n gives. A 3D run:
+    codes (b, L', h, w) of L' latent levels, images (b, L, H, W) and levels (L,) of the
+    L = L' x level_downsample slices (first_level and n_slices in slices, multiples of it)."""
     prior = models.prior.model
     check_subject_prior(prior)
     COUNT.check("n", n)
+    first_level, n_slices = _latent(models, first_level, n_slices)
     levels = np.asarray(subject_levels(prior, n_slices, first_level), dtype=np.int64)
     (h, w), size, depth = models.latent_hw, models.vqvae.config.image_size, len(levels)
+    stride = models.level_stride
+    slice_levels = levels[:, None] * stride + np.arange(stride)[None, :]  # (L', stride)
+    slice_levels = np.where(levels[:, None] < 0, -1, slice_levels).ravel()  # (L,), -1 unknown
     chunk = chunk or chunk_size(models, depth)
     generator = torch.Generator().manual_seed(options.seed)  # one draw's uniforms, chunk by chunk
     for start in range(0, n, chunk):
@@ -180,8 +191,27 @@ def iter_subjects(
             uniforms=torch.rand(b, depth, h, w, generator=generator, dtype=torch.float64),
             **options.as_keywords(),
         )  # (b, L, h, w)
-        images = decode_codes(models.vqvae.model, codes.reshape(-1, h, w))  # (b * L, H, W)
-        yield start, codes.cpu().numpy(), images.reshape(b, depth, size, size), levels
+        if models.dims == 3:
+            images = decode_codes(models.vqvae.model, codes)  # (b, L, H, W)
+        else:
+            images = decode_codes(models.vqvae.model, codes.reshape(-1, h, w))  # (b * L, H, W)
+        images = images.reshape(b, len(slice_levels), size, size)  # (b, L, H, W)
+        yield start, codes.cpu().numpy(), images, slice_levels
+
+
+def _latent(models: RunModels, first_level: int, n_slices: int | None) -> tuple[int, int | None]:
+    """first_level and n_slices in the prior's levels: themselves for a 2D run, divided by the
+    level stride for a 3D one (ValueError naming the argument when it does not divide them)."""
+    stride = models.level_stride
+    if stride == 1:
+        return first_level, n_slices
+    for name, value in (("first_level", first_level), ("n_slices", n_slices)):
+        if isinstance(value, int) and value % stride:
+            raise ValueError(
+                f"{name}: a 3D run draws {stride} slices a latent level; expected a multiple "
+                f"of {stride}, got {value}"
+            )
+    return first_level // stride, None if n_slices is None else n_slices // stride
 
 
 def generate_subjects(
@@ -198,15 +228,19 @@ def generate_subjects(
     a chunk of subjects at a time (`iter_subjects`).
 
     Returns (codes (n, L, h, w) int64, images (n, L, H, W) uint8, levels (L,) int64: slice l's
-    level, -1 for a prior without levels). ValueError for a prior without the neighbour."""
+    level, -1 for a prior without levels). ValueError for a prior without the neighbour. A 3D
+    run: codes (n, L', h, w) of its latent levels (`iter_subjects`)."""
     check_subject_prior(models.prior.model)
     COUNT.check("n", n)
-    levels = np.asarray(subject_levels(models.prior.model, n_slices, first_level), np.int64)
-    what = f"one subject's {len(levels)} code maps and images"
-    check_memory("n", n, result_bytes(models, len(levels)), what)
+    latent_first, latent_n = _latent(models, first_level, n_slices)
+    latent = len(subject_levels(models.prior.model, latent_n, latent_first))
+    depth = latent * models.level_stride
+    what = f"one subject's {depth} code maps and images"
+    check_memory("n", n, result_bytes(models, depth), what)
     size = models.vqvae.config.image_size
-    codes = np.empty((n, len(levels), *models.latent_hw), dtype=np.int64)
-    images = np.empty((n, len(levels), size, size), dtype=np.uint8)
+    codes = np.empty((n, latent, *models.latent_hw), dtype=np.int64)
+    images = np.empty((n, depth, size, size), dtype=np.uint8)
+    levels = np.zeros(depth, dtype=np.int64)
     draws = iter_subjects(
         models,
         n,
@@ -216,8 +250,9 @@ def generate_subjects(
         progress=progress,
         threads=threads,
     )
-    for start, c, im, _ in draws:
+    for start, c, im, lv in draws:
         codes[start : start + len(c)], images[start : start + len(c)] = c, im
+        levels = lv
     return codes, images, levels
 
 

@@ -3,6 +3,12 @@
 Its own module because every workflow that uses a trained run (evaluate, sample, reconstruct,
 encode, anomaly maps and their calibration, predict, the notebook API) asks the run for its models
 through this one interface (`load_run_models`), whatever it then does with them.
+
+A run is 2D (a VQ-VAE of slices) or 3D (of volumes, `dims`). A 3D run's prior models the latent
+levels of its code volumes, each given the one below (brainvq.inference.codes), so its levels
+are latent levels: `latent_levels` of them, and `n_levels` = latent_levels x level_downsample
+slice levels in a generated subject. A workflow a 3D run cannot do yet asks `require_2d`,
+which refuses in one line naming the run.
 """
 
 from __future__ import annotations
@@ -35,8 +41,34 @@ class RunModels:
         return (side, side)
 
     @property
-    def n_levels(self) -> int:
+    def dims(self) -> int:
+        """2: the VQ-VAE codes slices; 3: volumes."""
+        return int(self.vqvae.config.dims)
+
+    @property
+    def latent_levels(self) -> int:
+        """The prior's levels: slice levels (2D) or latent levels of a code volume (3D)."""
         return int(self.prior.config.n_levels)
+
+    @property
+    def level_stride(self) -> int:
+        """Slices a latent level: the 3D VQ-VAE's level_downsample; 1 for a 2D run."""
+        return int(self.vqvae.config.level_stride)
+
+    @property
+    def n_levels(self) -> int:
+        """Slice levels of a whole generated subject (0: the prior knows no levels)."""
+        return self.latent_levels * self.level_stride
+
+    def require_2d(self, workflow: str) -> None:
+        """ValueError in one line, naming the run, when it is 3D and `workflow` takes 2D runs
+        only."""
+        if self.dims == 3:
+            run = self.vqvae.path.parent.parent
+            raise ValueError(
+                f"{workflow} works on 2D runs; the run at {run} has a 3D VQ-VAE "
+                "(vqvae.dims: 3), which it does not take yet"
+            )
 
     @property
     def slice_prior(self) -> Bundle:

@@ -136,6 +136,11 @@ class VQVAEConfig:
         """Side of the square code map: image_size // downsample."""
         return self.image_size // self.downsample
 
+    @property
+    def level_stride(self) -> int:
+        """Slice levels a latent level: level_downsample for a 3D model, 1 for a 2D one."""
+        return self.level_downsample if self.dims == 3 else 1
+
     def latent_depth(self, levels: int) -> int:
         """Latent levels of a volume of `levels` levels (a 3D model): levels // level_downsample.
         ValueError when `levels` is not a positive multiple of level_downsample."""

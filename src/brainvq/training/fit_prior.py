@@ -48,10 +48,12 @@ def _loader(
     )
 
 
-def prior_levels(sliceset: SliceSet) -> int:
-    """Number of conditioning levels: the source's, or 0 (unconditional) when any is unknown."""
+def prior_levels(sliceset: SliceSet, level_stride: int = 1) -> int:
+    """Number of conditioning levels: the source's, or 0 (unconditional) when any is unknown.
+    A 3D VQ-VAE's codes have a latent level every `level_stride` slices (its level_downsample),
+    so its prior has ceil(n_levels / level_stride) of them."""
     if sliceset.n_levels > 0 and (sliceset.level >= 0).all():
-        return int(sliceset.n_levels)
+        return -(-int(sliceset.n_levels) // level_stride)
     return 0
 
 
@@ -79,7 +81,7 @@ def fit_prior(
     model_config = dataclasses.replace(
         config.prior,
         codebook_size=vqvae.config.codebook_size,
-        n_levels=prior_levels(sliceset),
+        n_levels=prior_levels(sliceset, vqvae.config.level_stride),
         map_size=int(codes["train"].codes.shape[1]),
     )
     neighbour = model_config.has_neighbour
