@@ -11,13 +11,14 @@ run's training slices on the frame (brainvq.data.space.intensity).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from brainvq.data.space.align import template_depth, template_on_frame
-from brainvq.data.space.frame import Frame, oasis_frame
+from brainvq.data.space.frame import BASE_SIZE, Frame, oasis_frame
 from brainvq.data.space.intensity import Landmarks, learn_landmarks
 from brainvq.data.space.template import load_reference
 
@@ -52,6 +53,7 @@ class RunSpace:
                 "peak": self.landmarks.peak,
             },
             "outside_profile": [round(v, 5) for v in self.outside_profile],
+            "coverage": coverage(self.frame),
         }
 
     @classmethod
@@ -102,6 +104,24 @@ def spanning_frame(z_range_mm: tuple[float, float]) -> Frame:
             f"{brain[0]:g} to {brain[1]:g} mm"
         )
     return oasis_frame().spanning(low, high)
+
+
+@functools.lru_cache(maxsize=4)
+def coverage(frame: Frame) -> dict[str, Any]:
+    """What of the brain a frame's levels hold: their heights (MNI z of the lowest and highest
+    level's centre, mm) and the share of the template's brain (counted on a 2 mm grid) that lies
+    within half a level of one of them (OASIS's band: 35%; configs/whole_brain.yaml: all)."""
+    reference = load_reference()
+    voxels = 2.0 * np.stack(np.nonzero(reference.mask[::2, ::2, ::2]))  # (3, V) voxel indices
+    mm = reference.affine[:3, :3] @ voxels + reference.affine[:3, 3:4]  # (3, V) MNI mm
+    level = frame.to_grid(mm, BASE_SIZE)[2]  # (V,) continuous frame level
+    inside = (level >= -0.5) & (level <= frame.n_levels - 0.5)
+    z = frame.level_z([0, frame.n_levels - 1])
+    return {
+        "levels": frame.n_levels,
+        "z_mm": [round(float(z[0]), 2), round(float(z[1]), 2)],
+        "template_brain_share": round(float(inside.mean()), 4),
+    }
 
 
 def learn_run_landmarks(
