@@ -8,18 +8,21 @@ config's batch size, on demo-like inputs held in memory:
    AdamW): the share of self CPU time per kind of op (convolution forward, convolution
    backward, matrix products, element-wise, reductions, copies and layout changes, embedding,
    optimiser, other), and user vs system CPU time and minor page faults of the steps;
+   Then the step's wall time by phase and by part of the model (training_phases.py);
 2. variants, each in a fresh process (so that environment variables read at start-up apply):
    intra-op threads 1 vs all cores; OpenMP wait policy passive vs active; the allocator (glibc
    as it is, glibc without trimming or mmap for big blocks, jemalloc or tcmalloc when installed);
    contiguous vs channels_last; torch.compile (inductor), with its compile time;
-3. the data path: seconds per epoch spent drawing batches from brainvq's data loader.
+3. the data path: seconds per epoch spent drawing batches from brainvq's data loader;
+4. with --fit-steps N: a real fit of N steps per stage (Lightning, loggers, checkpoints,
+   validation): ms per step inside Lightning against the bare step, and the validation epoch.
 
 Every number is this machine's: the header names the CPU, its vector ISA, threads, torch and
 the precision.
 
     .venv/bin/python benchmarks/profile_training.py [--config demo] [--steps 20]
         [--stage vqvae|prior|both] [--precision auto|32|bf16-mixed] [--skip-variants]
-        [--variants threads,omp,malloc,layout,compile] [--repeats 1]
+        [--fit-steps 0] [--variants threads,omp,malloc,layout,compile] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -35,15 +38,25 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from training_phases import WARMUP, fit_times, phase_times, profile_shares
 
 from brainvq.hardware import keep_freed_memory, machine, usable_cores
 from brainvq.run_config import PRECISIONS, RunConfig, TrainConfig, load_run_config
 from brainvq.training.trainer import resolve_precision
 
 SEED = 0
-WARMUP = 3
+
+
+class Step(NamedTuple):
+    """A training step to call, and its phase timing (training_phases.phase_times)."""
+
+    run: Callable[[], None]
+    phases: Callable[[int], dict[str, float]]
+
+
 MALLOC_LIBRARIES = {
     "jemalloc": (
         "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -56,53 +69,9 @@ MALLOC_LIBRARIES = {
 }
 # glibc: never give memory back at free, never mmap big blocks (each new one page-faults)
 GLIBC_KEEP = {"MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_MMAP_THRESHOLD_": str(2**40)}
-OP_KINDS = (  # (kind, substrings of aten op names), first match wins
-    ("convolution backward", ("convolution_backward",)),
-    ("convolution forward", ("convolution", "conv2d", "mkldnn_conv")),
-    ("matrix products", ("addmm", "::mm", "bmm", "matmul", "linear", "baddbmm")),
-    ("optimiser", ("_foreach", "adam", "lerp", "addcdiv", "addcmul")),
-    ("embedding / indexing", ("embedding", "index", "gather", "scatter", "take")),
-    ("copies and layout", ("copy_", "contiguous", "clone", "to_copy", "permute", "cat", "stack")),
-    (
-        "reductions",
-        ("sum", "mean", "norm", "argmin", "argmax", "max", "min", "softmax", "nll", "cross"),
-    ),
-    (
-        "element-wise",
-        (
-            "add",
-            "mul",
-            "div",
-            "sub",
-            "relu",
-            "threshold",
-            "clamp",
-            "sigmoid",
-            "tanh",
-            "pow",
-            "sqrt",
-            "exp",
-            "log",
-            "where",
-            "fill",
-            "zero",
-            "mse",
-            "neg",
-            "rsub",
-        ),
-    ),
-)
 
 
-def op_kind(name: str) -> str:
-    lower = name.lower()
-    for kind, keys in OP_KINDS:
-        if any(key in lower for key in keys):
-            return kind
-    return "other"
-
-
-def build_step(stage: str, config: RunConfig, precision: str) -> Callable[[], None]:
+def build_step(stage: str, config: RunConfig, precision: str) -> Step:
     """One training step of `stage` as the trainer runs it, on fixed demo-like inputs."""
     torch.manual_seed(SEED)
     dtype = torch.bfloat16 if precision == "bf16-mixed" else None
@@ -128,9 +97,11 @@ def build_step(stage: str, config: RunConfig, precision: str) -> Callable[[], No
         module = PriorModule(prior, cfg)
         codes = torch.randint(0, prior.codebook_size, (cfg.batch_size, side, side))
         levels = torch.randint(0, 32, (cfg.batch_size,))
+        # the slice below, for a prior of whole subjects: another map, as the loader pairs them
+        batch = (codes, levels, codes.roll(1, 0)) if prior.has_neighbour else (codes, levels)
 
         def loss() -> torch.Tensor:
-            return module._nll_nats((codes, levels))
+            return module._nll_nats(batch)
 
     module.train()
     params = list(module.model.parameters())
@@ -147,7 +118,10 @@ def build_step(stage: str, config: RunConfig, precision: str) -> Callable[[], No
             torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip)
         optimizer.step()
 
-    return step
+    def phases(steps: int) -> dict[str, float]:
+        return phase_times(stage, module.model, loss, optimizer, cfg.gradient_clip, dtype, steps)
+
+    return Step(step, phases)
 
 
 def timed_steps(step: Callable[[], None], steps: int) -> dict[str, float]:
@@ -178,7 +152,7 @@ def worker(spec: dict) -> dict:
     if spec.get("channels_last") is not None:
         for train in (config.vqvae_train, config.prior_train):
             train.channels_last = spec["channels_last"]
-    step = build_step(spec["stage"], config, spec["precision"])
+    step = build_step(spec["stage"], config, spec["precision"]).run
     start = time.perf_counter()
     step()  # the first step includes k-means init (VQ-VAE) and, compiled, the compilation
     first_s = time.perf_counter() - start
@@ -205,27 +179,9 @@ def run_variant(spec: dict, env: dict[str, str]) -> dict | str:
     return json.loads(lines[-1])
 
 
-def profile_shares(step: Callable[[], None], steps: int) -> tuple[dict[str, float], float]:
-    """Share of self CPU time per op kind over `steps` steps, and the profiled total in s."""
-    from torch.profiler import ProfilerActivity, profile
-
-    for _ in range(WARMUP):
-        step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-    totals: dict[str, float] = {}
-    for event in prof.key_averages():
-        if not event.key.startswith("aten::") and "Optimizer" not in event.key:
-            continue
-        kind = op_kind(event.key)
-        totals[kind] = totals.get(kind, 0.0) + event.self_cpu_time_total
-    total = sum(totals.values())
-    return {k: v / total for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}, total / 1e6
-
-
-def data_path_seconds(config: RunConfig) -> tuple[float, int]:
-    """Seconds to draw one epoch of training batches from brainvq's loader, and the batches."""
+def data_path_seconds(config: RunConfig):
+    """The config's slices, the seconds to draw one epoch of training batches from brainvq's
+    loader, and the batches."""
     from brainvq.data import load_slices
     from brainvq.data.dataset import SliceDataModule
 
@@ -236,7 +192,7 @@ def data_path_seconds(config: RunConfig) -> tuple[float, int]:
     loader = SliceDataModule(sliceset, batch_size=config.vqvae_train.batch_size).train_dataloader()
     start = time.perf_counter()
     n = sum(1 for _ in loader)
-    return time.perf_counter() - start, n
+    return sliceset, time.perf_counter() - start, n
 
 
 def variants(selected: set[str]) -> list[tuple[str, str, dict, dict[str, str]]]:
@@ -270,6 +226,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--skip-variants", action="store_true", help="profile and data path only")
+    parser.add_argument(
+        "--fit-steps", type=int, default=0, help="also time a real fit of this many steps"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (median)")
     parser.add_argument(
         "--variants",
@@ -302,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = ("vqvae", "prior") if args.stage == "both" else (args.stage,)
     for stage in stages:
         train = config.vqvae_train if stage == "vqvae" else config.prior_train
-        step = build_step(stage, config, precision)
+        built = build_step(stage, config, precision)
+        step = built.run
         step()
         shares, total = profile_shares(step, args.steps)
         timing = timed_steps(step, args.steps)
@@ -314,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n| op kind | share of self CPU time |\n| --- | ---: |")
         for kind, share in shares.items():
             print(f"| {kind} | {share:.1%} |")
+        phases = built.phases(args.steps)
+        total_ms = sum(phases.values())
+        print("\n| phase of a step | ms / step | share |\n| --- | ---: | ---: |")
+        for phase, ms in phases.items():
+            print(f"| {phase} | {ms:.1f} | {ms / total_ms:.1%} |")
         if args.skip_variants:
             continue
         selected = {v.strip() for v in args.variants.split(",") if v.strip()}
@@ -357,12 +322,21 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.repeats > 1:
             print(f"\n(medians of {args.repeats} runs of each variant, run in turn)")
-    seconds, batches = data_path_seconds(config)
+    sliceset, seconds, batches = data_path_seconds(config)
     print(
         f"\n## data path: one training epoch of {batches} batches of "
         f"{config.vqvae_train.batch_size} drawn in {seconds:.2f} s "
         f"({1000 * seconds / max(batches, 1):.2f} ms per batch)"
     )
+    if args.fit_steps:
+        fits = fit_times(config, sliceset, args.fit_steps)  # Lightning prints as it goes
+        print(
+            f"\n## a real fit ({args.fit_steps} steps of one epoch, then validation)\n\n"
+            "| stage | Lightning ms / step | validation epoch s | epoch end s |\n"
+            "| --- | ---: | ---: | ---: |"
+        )
+        for stage, row in fits.items():
+            print(f"| {stage} | " + " | ".join(f"{v:.1f}" for v in row.values()) + " |")
     return 0
 
 
