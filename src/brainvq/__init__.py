@@ -96,14 +96,16 @@ def _models(run: RunModels | str | Path) -> RunModels:
 
 
 def encode(vqvae: Bundle | str | Path, images: np.ndarray) -> np.ndarray:
-    """uint8 slices (N, H, W) -> code maps (N, h, w) int16."""
+    """uint8 slices (N, H, W) -> code maps (N, h, w) int16; a 3D VQ-VAE: uint8 volumes
+    (S, D, H, W), a subject's slices in level order, -> code volumes (S, D', h, w) int16."""
     from brainvq.inference.codes import encode_images
 
     return encode_images(_vqvae(vqvae).model, images)
 
 
 def decode(vqvae: Bundle | str | Path, codes: np.ndarray) -> np.ndarray:
-    """Code maps (N, h, w) -> uint8 slices (N, H, W)."""
+    """Code maps (N, h, w) -> uint8 slices (N, H, W); a 3D VQ-VAE: code volumes
+    (S, D', h, w) -> uint8 volumes (S, D, H, W)."""
     from brainvq.inference.codes import decode_codes
 
     return decode_codes(_vqvae(vqvae).model, codes)

@@ -39,10 +39,13 @@ def export_run(
     quantize "int8-static" calibrates on `calibration` (default DEFAULT_CALIBRATION) of the
     run's training slices; with_prior also exports the run's prior sampler steps (both need a
     run directory). ImportError when onnx or onnxruntime is missing (checked first)."""
+    from brainvq.inference.run_models import require_2d
+    from brainvq.io.bundle import load_vqvae
     from brainvq.io.onnx import export_onnx, require_onnx
 
     source = Path(source)
     require_onnx()  # before loading any calibration slices
+    require_2d(load_vqvae(source), "export")
     slices = None
     if quantize == "int8-static":
         n = DEFAULT_CALIBRATION if calibration is None else calibration

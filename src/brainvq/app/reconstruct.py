@@ -25,6 +25,7 @@ from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.volumes.discovery import Discovery
 from brainvq.inference.codes import encode_images, reconstruct, to_uint8, write_codes_file
+from brainvq.inference.run_models import require_2d
 from brainvq.io.bundle import Bundle, load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.progress import progress as progress_bar
@@ -141,8 +142,10 @@ def reconstruct_input(
     if found is not None:
         if limit is not None:
             raise ValueError("--limit applies to 2D inputs; a volume gives every covered level")
+        bundle = load_vqvae(model_path)
+        require_2d(bundle, "reconstruct")
         out_dir = output_folder(out_dir)
-        return reconstruct_volumes(model_path, load_vqvae(model_path), found, Path(source), out_dir)
+        return reconstruct_volumes(model_path, bundle, found, Path(source), out_dir)
     return (*reconstruct_to_folder(model_path, source, out_dir, limit=limit), [])
 
 
@@ -153,8 +156,9 @@ def encode_input(
     levels: -1 when unknown); volumes also as code-index volumes in their own space (series:
     the DICOM series to take, `--series`)."""
     found = input_scans(source, series)
-    out_dir = output_folder(out_dir)
     bundle = load_vqvae(model_path)
+    require_2d(bundle, "encode")
+    out_dir = output_folder(out_dir)
     if found is not None:
         return encode_volumes(model_path, bundle, found, Path(source), out_dir)
     path = Path(source)

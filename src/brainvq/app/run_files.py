@@ -15,7 +15,12 @@ from brainvq.atomic import atomic_path, atomic_write_json
 from brainvq.data.slice_names import OASIS_NAME
 from brainvq.data.sliceset import SPLITS, SliceSet
 from brainvq.evaluation.reconstruction import spread_rows
-from brainvq.inference.generate import complete_slices, generate_slices, spread_levels
+from brainvq.inference.generate import (
+    complete_slices,
+    generate_slices,
+    generate_subjects,
+    spread_levels,
+)
 from brainvq.inference.run_models import RunModels
 from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.run import RunLayout
@@ -86,6 +91,23 @@ def write_reconstructions(
     )
 
 
+def _drawn_slices(
+    models: RunModels, n: int, levels: np.ndarray | None, options: SamplingOptions
+) -> np.ndarray:
+    """n drawn slices (n, H, W) uint8 at `levels` (n,) (None: a prior without levels). A 2D
+    run draws them one by one; a 3D run draws whole subjects, as few as give each level its
+    slices (the most any level is asked for), and takes slice i from subject j when it is the
+    j-th asked for at its level (a 3D run's prior always knows levels: its volumes need them)."""
+    if models.dims == 2:
+        return generate_slices(models, n, levels, options=options)[1]
+    _, volumes, subject_levels = generate_subjects(
+        models, int(np.bincount(levels).max()), options=options
+    )  # (S, L, H, W)
+    at = np.searchsorted(subject_levels, levels)  # each level's slice in a subject
+    nth = np.array([int((levels[:i] == levels[i]).sum()) for i in range(n)], dtype=np.int64)
+    return volumes[nth, at]  # (n, H, W)
+
+
 def write_figure_samples(
     layout: RunLayout, models: RunModels, config: SampleConfig, part: SliceSet
 ) -> None:
@@ -109,7 +131,7 @@ def write_figure_samples(
         levels = np.concatenate([grid_levels, np.repeat(row_levels, config.per_level)])
     count = config.n + len(row_levels) * config.per_level
     options = SamplingOptions(temperature=config.temperature, top_k=config.top_k, seed=config.seed)
-    _, images = generate_slices(models, count, levels, options=options)
+    images = _drawn_slices(models, count, levels, options)
     out: dict[str, np.ndarray] = {
         "grid": images[: config.n],
         "grid_levels": np.full(config.n, -1) if grid_levels is None else grid_levels,
@@ -125,7 +147,7 @@ def write_figure_samples(
     rows = np.arange(len(part))  # the slices a completion may start from (columns only)
     if models.n_levels:
         rows = np.flatnonzero((part.level >= 0) & (part.level < models.n_levels))
-    if len(rows):
+    if len(rows) and models.dims == 2:  # a 3D run completes no single slice
         picked = part.subset(rows[spread_rows(part.subject[rows], part.level[rows], N_COMPLETED)])
         levels = picked.level.astype(np.int64) if models.n_levels else None
         _, done = complete_slices(

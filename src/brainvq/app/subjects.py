@@ -32,10 +32,10 @@ from brainvq.data.nifti_codes import XFORM_ALIGNED, XFORM_MNI152, XFORM_UNKNOWN,
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
-from brainvq.inference.generate import iter_subjects
+from brainvq.inference.generate import iter_subjects, subject_slice_levels
 from brainvq.inference.run_models import load_run_models
 from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
-from brainvq.inference.subjects import SUBJECT_SAMPLER, check_subject_prior, subject_levels
+from brainvq.inference.subjects import SUBJECT_SAMPLER, check_subject_prior
 from brainvq.io.images import image_grid, save_png
 from brainvq.run import RunLayout, load_run
 from brainvq.values import COUNT, INDEX, check_disk
@@ -193,7 +193,7 @@ def subjects_to_folder(
     check_subject_prior(models.prior.model)
     out = output_folder(out_dir, "--out")
     size = models.vqvae.config.image_size
-    levels = np.asarray(subject_levels(models.prior.model, n_slices, first_level))
+    levels = subject_slice_levels(models, first_level, n_slices)
     what = "one subject's volume, montage and views"
     check_disk("--subjects", n, subject_bytes(levels, size, 1.0), out, what)  # before any work
     space = subject_space(run_dir, size, first_level)

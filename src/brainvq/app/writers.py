@@ -17,7 +17,7 @@ from brainvq.data.imaging import IMAGE_SUFFIXES, prepare_slice
 from brainvq.data.slice_names import level_from_name
 from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.inference.generate import check_level, iter_completions, iter_slices, spread_levels
-from brainvq.inference.run_models import load_run_models
+from brainvq.inference.run_models import load_run_models, require_2d
 from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
 from brainvq.io.bundle import load_vqvae
 from brainvq.io.images import image_grid, save_png
@@ -94,6 +94,7 @@ def reconstruct_to_folder(
     level). Returns (the files written, the grid path)."""
     out_dir = output_folder(out_dir)
     bundle = load_vqvae(model_path)
+    require_2d(bundle, "reconstruct")
     size = bundle.config.image_size
     path = Path(source)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
@@ -139,6 +140,7 @@ def sample_to_folder(
     row each in the grid), or else at levels spread evenly over its range. Returns the files."""
     out_dir = output_folder(out_dir)
     models = load_run_models(run_dir)
+    models.require_2d("sample --n")
     n_levels = models.n_levels
     level_at: Callable[[int, int], np.ndarray] | None
     if all_levels:
@@ -220,6 +222,7 @@ def complete_to_folder(
     if not input_png.is_file():
         raise FileNotFoundError(f"--input {input_png}: no such image file")
     models = load_run_models(run_dir)
+    models.require_2d("sample --complete")
     size = models.vqvae.config.image_size
     image = prepare_slice(input_png.read_bytes(), str(input_png), size)[0]  # (H, W) uint8
     if models.n_levels and level is None:

@@ -170,12 +170,10 @@ def iter_subjects(
     prior = models.prior.model
     check_subject_prior(prior)
     COUNT.check("n", n)
+    slice_levels = subject_slice_levels(models, first_level, n_slices)  # (L,)
     first_level, n_slices = _latent(models, first_level, n_slices)
-    levels = np.asarray(subject_levels(prior, n_slices, first_level), dtype=np.int64)
-    (h, w), size, depth = models.latent_hw, models.vqvae.config.image_size, len(levels)
-    stride = models.level_stride
-    slice_levels = levels[:, None] * stride + np.arange(stride)[None, :]  # (L', stride)
-    slice_levels = np.where(levels[:, None] < 0, -1, slice_levels).ravel()  # (L,), -1 unknown
+    (h, w), size = models.latent_hw, models.vqvae.config.image_size
+    depth = len(slice_levels) // models.level_stride  # the prior's levels a subject
     chunk = chunk or chunk_size(models, depth)
     generator = torch.Generator().manual_seed(options.seed)  # one draw's uniforms, chunk by chunk
     for start in range(0, n, chunk):
@@ -197,6 +195,19 @@ def iter_subjects(
             images = decode_codes(models.vqvae.model, codes.reshape(-1, h, w))  # (b * L, H, W)
         images = images.reshape(b, len(slice_levels), size, size)  # (b, L, H, W)
         yield start, codes.cpu().numpy(), images, slice_levels
+
+
+def subject_slice_levels(
+    models: RunModels, first_level: int = 0, n_slices: int | None = None
+) -> np.ndarray:
+    """(L,) int64 levels of a drawn subject's slices, bottom to top (-1: a prior without
+    levels; brainvq.inference.subjects.subject_levels). A 3D run: the level_downsample slices
+    of each latent level, first_level and n_slices in slices (multiples of it)."""
+    latent_first, latent_n = _latent(models, first_level, n_slices)
+    levels = np.asarray(subject_levels(models.prior.model, latent_n, latent_first), np.int64)
+    stride = models.level_stride
+    out = levels[:, None] * stride + np.arange(stride)[None, :]  # (L', stride)
+    return np.where(levels[:, None] < 0, -1, out).ravel()  # (L,)
 
 
 def _latent(models: RunModels, first_level: int, n_slices: int | None) -> tuple[int, int | None]:
@@ -232,15 +243,13 @@ def generate_subjects(
     run: codes (n, L', h, w) of its latent levels (`iter_subjects`)."""
     check_subject_prior(models.prior.model)
     COUNT.check("n", n)
-    latent_first, latent_n = _latent(models, first_level, n_slices)
-    latent = len(subject_levels(models.prior.model, latent_n, latent_first))
-    depth = latent * models.level_stride
+    levels = subject_slice_levels(models, first_level, n_slices)  # (L,)
+    depth = len(levels)
     what = f"one subject's {depth} code maps and images"
     check_memory("n", n, result_bytes(models, depth), what)
     size = models.vqvae.config.image_size
-    codes = np.empty((n, latent, *models.latent_hw), dtype=np.int64)
+    codes = np.empty((n, depth // models.level_stride, *models.latent_hw), dtype=np.int64)
     images = np.empty((n, depth, size, size), dtype=np.uint8)
-    levels = np.zeros(depth, dtype=np.int64)
     draws = iter_subjects(
         models,
         n,
@@ -250,9 +259,8 @@ def generate_subjects(
         progress=progress,
         threads=threads,
     )
-    for start, c, im, lv in draws:
+    for start, c, im, _ in draws:
         codes[start : start + len(c)], images[start : start + len(c)] = c, im
-        levels = lv
     return codes, images, levels
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from brainvq.io.bundle import Bundle, load_prior, load_vqvae
-from brainvq.run import RunLayout
+from brainvq.run import VQVAE_FOLDER, RunLayout
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,7 @@ class RunModels:
     def require_2d(self, workflow: str) -> None:
         """ValueError in one line, naming the run, when it is 3D and `workflow` takes 2D runs
         only."""
-        if self.dims == 3:
-            run = self.vqvae.path.parent.parent
-            raise ValueError(
-                f"{workflow} works on 2D runs; the run at {run} has a 3D VQ-VAE "
-                "(vqvae.dims: 3), which it does not take yet"
-            )
+        require_2d(self.vqvae, workflow)
 
     @property
     def slice_prior(self) -> Bundle:
@@ -77,8 +72,25 @@ class RunModels:
         subjects serves this job too when it was trained with half its maps alone
         (`neighbour_dropout: 0.5`, the default): alone it is then about as good as a prior of
         single slices trained as long (measured in docs/subjects.md, "One prior for both
-        jobs"), so a second prior would cost its training minutes for little."""
+        jobs"), so a second prior would cost its training minutes for little. A 3D run's prior
+        models latent levels, not slices: it has none (ValueError, `require_2d`)."""
+        self.require_2d("the slice prior (anomaly maps, healing, single slices)")
         return self.prior
+
+
+def require_2d(vqvae: Bundle, workflow: str) -> None:
+    """ValueError in one line when the VQ-VAE bundle `vqvae` is 3D and `workflow` takes 2D
+    models only, naming the run (or the bundle, when it is not in a run)."""
+    if vqvae.config.dims == 3:
+        folder = Path(vqvae.path)
+        where = (
+            f"the run at {folder.parent.parent}"
+            if folder.name == VQVAE_FOLDER
+            else f"the model at {folder}"
+        )
+        raise ValueError(
+            f"{workflow} works on 2D runs only for now; {where} has a 3D VQ-VAE (vqvae.dims: 3)"
+        )
 
 
 def load_run_models(run_dir: str | Path) -> RunModels:
