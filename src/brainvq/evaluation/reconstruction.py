@@ -17,7 +17,7 @@ import torch
 
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
-from brainvq.evaluation.volume_reconstruction import evaluate_vqvae_3d
+from brainvq.evaluation.volume_reconstruction import evaluate_volumes
 from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.io.bundle import Bundle
 from brainvq.metrics import ReconstructionMetrics, bits_per_pixel, perplexity
@@ -58,7 +58,7 @@ def evaluate_vqvae(
     rows = sliceset.split_rows(split)  # (N,) positions in the set
     shown = spread_rows(sliceset.subject[rows], sliceset.level[rows], n_shown)
     if bundle.config.dims == 3:  # whole volumes, scored on three planes
-        return evaluate_vqvae_3d(bundle, sliceset, split, shown, device)
+        return evaluate_volumes(bundle, sliceset, split, shown, device)
     size = bundle.config.image_size
     if sliceset.size != size:
         raise ValueError(

@@ -1,7 +1,8 @@
-"""How well a 3D VQ-VAE reconstructs a split's volumes: SSIM, PSNR, MAE on all three planes.
+"""How well a VQ-VAE reconstructs a split's volumes: SSIM, PSNR, MAE on all three planes.
 
 Each subject of the split is read as its volume (brainvq.data.subject_volumes), coded and
-decoded whole, and scored slice by slice in the axial, coronal and sagittal planes
+decoded (whole by a 3D model, slice by slice by a 2D one, so the two compare plane by plane),
+and scored slice by slice in the axial, coronal and sagittal planes
 (brainvq.data.planes) with the same per-image metrics as the 2D evaluation
 (brainvq.metrics.ReconstructionMetrics). The top-level ssim/psnr/mae/mse are the axial ones, so
 a 3D run's metrics.json compares with a 2D run's key for key; `planes` holds all three. The
@@ -40,15 +41,15 @@ def bits_per_voxel(
     return math.prod(latent) * math.log2(codebook_size) / math.prod(volume)
 
 
-def evaluate_vqvae_3d(
+def evaluate_volumes(
     bundle: Bundle,
     sliceset: SliceSet,
     split: str,
     shown: np.ndarray,
     device: str = "cpu",
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Metrics of the 3D VQ-VAE on the volumes of `split`, and what the figures need; `shown`
-    (S,) the positions in the split of the axial slices a figure shows.
+    """Metrics of the VQ-VAE (3D, or 2D slice by slice) on the volumes of `split`, and what the
+    figures need; `shown` (S,) the positions in the split of the axial slices a figure shows.
 
     Returns (metrics, arrays) as brainvq.evaluation.reconstruction.evaluate_vqvae does, with
     n_images the axial slices, plus metrics n_volumes, bits_per_voxel and planes ({plane:
@@ -57,8 +58,6 @@ def evaluate_vqvae_3d(
     slices shown, originals and recons (S, H, W) uint8 of those slices.
     """
     config = bundle.config
-    if config.dims != 3:
-        raise ValueError(f"the VQ-VAE at {bundle.path} is 2D; evaluate_vqvae_3d needs a 3D one")
     size = config.image_size
     if sliceset.size != size:
         raise ValueError(
@@ -66,7 +65,7 @@ def evaluate_vqvae_3d(
             f"{sliceset.size}x{sliceset.size}; load them with --size {size}"
         )
     rows = sliceset.split_rows(split)
-    volumes = subject_volumes(sliceset, split, config.level_downsample)
+    volumes = subject_volumes(sliceset, split, config.level_stride)
     position = np.full(len(sliceset), -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))  # set row -> position in the split
     K = config.codebook_size
@@ -80,8 +79,13 @@ def evaluate_vqvae_3d(
         for volume_rows in volumes.rows:
             images = reader.read(volume_rows)  # (D, H, W) uint8
             x = torch.from_numpy(images).to(device).float().div_(255.0)[None, None]
-            codes = model.encode(x)  # (1, D', h, w)
-            y = model.decode_indices(codes).float().clamp(0, 1)[0, 0].cpu().numpy()  # (D, H, W)
+            if config.dims == 3:
+                codes = model.encode(x)  # (1, D', h, w)
+                y = model.decode_indices(codes)[0, 0]  # (D, H, W)
+            else:
+                codes = model.encode(x[0].transpose(0, 1))  # slices (D, 1, H, W) -> (D, h, w)
+                y = model.decode_indices(codes)[:, 0]  # (D, H, W)
+            y = y.float().clamp(0, 1).cpu().numpy()
             counts += np.bincount(codes.cpu().numpy().ravel(), minlength=K)[:K]
             original = images.astype(np.float32) / 255.0
             for plane in PLANES:
@@ -96,7 +100,7 @@ def evaluate_vqvae_3d(
     planes = {plane: scores[plane].compute() for plane in PLANES}
     axial = planes["axial"]
     depth, latent = volumes.depth, config.latent_size
-    rate = bits_per_voxel((config.latent_depth(depth), latent, latent), K, (depth, size, size))
+    rate = bits_per_voxel((depth // config.level_stride, latent, latent), K, (depth, size, size))
     metrics = {
         "split": split,
         "n_images": int(axial["n_images"]),
