@@ -23,13 +23,12 @@ from brainvq.app.anomaly import calibration_store
 from brainvq.app.anomaly.calibration import (
     LEGACY_NOTE,
     anomaly_settings,
-    healthy_slices,
     make_calibration,
     models_fingerprint,
     prior_name,
-    validate_source,
 )
 from brainvq.app.anomaly.find import find_anomalies
+from brainvq.app.anomaly.healthy_pool import healthy_slices, validate_source
 from brainvq.app.run_data import run_slices
 from brainvq.config import to_dict
 from brainvq.evaluation.anomaly_decisions import LEGACY_SCORE

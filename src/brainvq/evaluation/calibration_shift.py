@@ -15,7 +15,9 @@ than the calibration allows. The check, per scan (its slices on the run's frame)
      sqrt(pi / 2) / 6; `noise_levels`), as a ratio to the calibration slices' median;
    - likelihood: the median over slices of each slice's median code NLL over its brain codes
      (latent cells at least half brain; `slice_nll_medians`), with a two-sided conformal
-     p-value against the calibration slices';
+     p-value against the calibration slices' at the same levels (a whole-brain run's levels
+     differ: the cerebellum's codes are not the vertex's, and a scan cut to part of the brain
+     is compared with that part);
    - flagging: the share of each slice's brain pixels above the pixel threshold.
    (The scan's voxel size against the run's frame is the app's to add: it knows the scan.)
 2. The warning, only where the stated rate is at risk. A slice "flags more than the calibration
@@ -179,9 +181,12 @@ def shift_check(
     over = int(np.sum(flagged > limit))
     m = len(flagged)
     warn = bool(m > 0 and over > WARN_SHARE * m)
+    same = np.isin(calibration.levels, scan.levels)
+    same = same if same.any() else np.ones(len(same), bool)
     nll = _median(scan.nll_medians)
-    p_nll = p_value(calibration.nll_medians, nll, two_sided=True) if np.isfinite(nll) else 1.0
-    cal_nll = _median(calibration.nll_medians)
+    cal_nlls = calibration.nll_medians[same]
+    p_nll = p_value(cal_nlls, nll, two_sided=True) if np.isfinite(nll) else 1.0
+    cal_nll = _median(cal_nlls)
     if p_nll < SHIFT_P and not warn:
         if nll < cal_nll:
             notes.append(
@@ -213,8 +218,7 @@ def shift_check(
         },
     }
     if calibration.histograms is not None and scan.histograms is not None:
-        same = np.isin(calibration.levels, scan.levels)
-        reference = calibration.histograms[same if same.any() else slice(None)].sum(axis=0)
+        reference = calibration.histograms[same].sum(axis=0)
         result["contrast"] = {
             "distance": round(histogram_distance(scan.histograms.sum(axis=0), reference), 4)
         }

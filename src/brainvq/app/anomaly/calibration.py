@@ -6,6 +6,8 @@ own healthy scans (`calibrate_run(healthy=PATH)`, `brainvq anomaly calibrate --h
 their site, their scanner, the standard answer to a site shift). What it stores is keyed by
 the models, the slice prior, the settings and the source, not by alpha: another alpha is a
 re-threshold of the stored maps (brainvq.app.anomaly.calibration_store says where they live).
+The healthy slices are drawn by brainvq.app.anomaly.healthy_pool (a pool of bounded size, however
+many volumes and levels the source has).
 
 - `calibrate_run` (`brainvq anomaly calibrate`) writes into the run: the stored maps under
   their key and RUN/anomaly/calibration.json, which makes it the run's own calibration (a user's
@@ -24,11 +26,13 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from brainvq.app.anomaly import calibration_store as store
-from brainvq.app.anomaly.inputs import Inputs, load_inputs, resolve_levels
-from brainvq.app.run_data import run_slices
+from brainvq.app.anomaly.healthy_pool import (
+    USER_SOURCE,
+    HealthySlices,
+    healthy_slices,
+    validate_source,
+)
 from brainvq.atomic import atomic_write_json
 from brainvq.config import to_dict
 from brainvq.evaluation.anomaly_calibration import (
@@ -42,12 +46,9 @@ from brainvq.evaluation.conformal import check_rate
 from brainvq.inference.anomaly_maps import anomaly_maps
 from brainvq.inference.codes import load_codes
 from brainvq.inference.run_models import RunModels, load_run_models
-from brainvq.inference.slice_below import below_rows
 from brainvq.io.bundle import WEIGHTS_FILE
 from brainvq.run import RunLayout, load_run
 from brainvq.run_config import AnomalyConfig, RunConfig
-
-USER_SOURCE = "healthy scans"  # how a calibration on the user's scans names its source
 
 
 def models_fingerprint(models: RunModels) -> str:
@@ -69,70 +70,6 @@ def prior_name(run_dir: str | Path, models: RunModels) -> str:
 def anomaly_settings(config: RunConfig, n_heal: int | None = None) -> AnomalyConfig:
     """The run config's `anomaly:` section, with `n_heal` (--n-heal) over it when given."""
     return config.anomaly if n_heal is None else replace(config.anomaly, n_heal=n_heal)
-
-
-def validate_source(config: RunConfig) -> str:
-    return f"{config.data.source} (validate split)"
-
-
-def _whole_groups(group: np.ndarray, most: int, rng: np.random.Generator) -> np.ndarray:
-    """Sorted rows of whole groups (subjects, volumes) in a random order, as many as fit in
-    `most` slices (at least one group)."""
-    names = rng.permutation(np.unique(group))
-    sizes = np.array([(group == g).sum() for g in names])
-    keep = max(1, int((np.cumsum(sizes) <= most).sum()))
-    return np.flatnonzero(np.isin(group, names[:keep]))
-
-
-@dataclass(frozen=True)
-class HealthySlices:
-    """The calibration slices: images (n, H, W) uint8, levels (n,) or None, foreground
-    (n, H, W) bool or None, source (how the key names them), below_of (n,) or None (3D
-    context: each slice's slice below among them)."""
-
-    images: np.ndarray
-    levels: np.ndarray | None
-    foreground: np.ndarray | None
-    source: str
-    below_of: np.ndarray | None
-
-
-def healthy_slices(
-    run_dir, config, settings, models, healthy, threads, progress, series=None
-) -> HealthySlices:
-    """At most calibration_slices healthy slices, a seeded random subset: of the run's
-    validate split, or of the user's healthy scans `healthy`. In 3D context (a slice prior with
-    the neighbour, settings.context) whole subjects or volumes, each slice with its slice
-    below, as the maps are made. series: the DICOM series of `healthy` to take (`--series`)."""
-    layout = RunLayout(run_dir)
-    rng = np.random.default_rng(settings.seed)
-    context = settings.context and models.slice_prior.config.has_neighbour
-    most = settings.calibration_slices
-    if healthy is None:
-        validate = run_slices(config, progress=progress).require_split("validate")
-        if context:
-            pick = _whole_groups(validate.subject, most, rng)
-        else:
-            pick = np.sort(rng.permutation(len(validate))[:most])
-        chosen = validate.subset(pick)
-        inputs = Inputs(chosen.images, [str(f) for f in chosen.filename], chosen.level, layout.root)
-        group, source = chosen.subject, validate_source(config)
-    else:
-        inputs = load_inputs(run_dir, healthy, threads=threads, progress=progress, series=series)
-        if context and inputs.volumes:
-            pick = _whole_groups(inputs.volume_of, most, rng)
-        else:
-            pick = np.sort(rng.permutation(len(inputs.images))[:most])
-        inputs = inputs.subset(pick)
-        group = inputs.volume_of if inputs.volumes else None
-        what = f"{len(inputs.volumes)} volumes, " if inputs.volumes else ""
-        picked = f" --series {series}" if series is not None else ""
-        source = f"{USER_SOURCE} {healthy}{picked} ({what}{len(pick)} slices)"
-    levels, _, _ = resolve_levels(models, layout, inputs, None)
-    below_of = None
-    if context and group is not None and levels is not None:
-        below_of = below_rows(group, levels)
-    return HealthySlices(inputs.images, levels, inputs.foreground, source, below_of)
 
 
 def make_calibration(
