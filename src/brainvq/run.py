@@ -246,11 +246,23 @@ def prepare_run(
     config = load_run_config(base, overrides)
     z_range = tuple(config.data.z_range_mm) if config.data.z_range_mm else None
     if z_range is not None:  # a range outside the template fails before any write
-        spanning_frame(z_range)
+        check_level_stride(spanning_frame(z_range).n_levels, config)
     if config.data.source != DEMO:  # a missing or unreadable source fails before any write
         resolve_source(config.data.source, config.data.n_levels, z_range)
     save_run_config(config, layout.config)
     return config
+
+
+def check_level_stride(n_levels: int, config: RunConfig) -> None:
+    """ValueError unless a frame of n_levels levels fits the VQ-VAE's stride through the levels
+    (a 3D model codes a volume's levels in groups of vqvae.level_downsample; a 2D one: 1)."""
+    stride = config.vqvae.level_stride
+    if n_levels % stride:
+        raise ValueError(
+            f"data.z_range_mm {list(config.data.z_range_mm or [])} gives {n_levels} levels, "
+            f"expected a positive multiple of the 3D VQ-VAE's level stride {stride} "
+            "(vqvae.level_downsample): widen or narrow the range"
+        )
 
 
 def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
