@@ -34,6 +34,7 @@ from typing import Any
 from brainvq.atomic import atomic_write_json, output_folder
 from brainvq.config import to_dict
 from brainvq.data.loader import DEMO, resolve_source
+from brainvq.data.mixed import level_offsets
 from brainvq.data.space.run_space import spanning_frame
 from brainvq.run_config import PresetInfo, RunConfig, load_run_config, merge, save_run_config
 
@@ -249,6 +250,8 @@ def prepare_run(
         check_level_stride(spanning_frame(z_range).n_levels, config)
     if config.data.source != DEMO:  # a missing or unreadable source fails before any write
         resolve_source(config.data.source, config.data.n_levels, z_range)
+    if config.data.sources:  # as does a source whose frame is not a range of the run's
+        level_offsets((config.data.source, *config.data.sources), config.data.source_options())
     save_run_config(config, layout.config)
     return config
 

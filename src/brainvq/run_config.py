@@ -16,6 +16,7 @@ import yaml
 from brainvq.atomic import atomic_write_text
 from brainvq.config import from_dict, read_yaml, require, to_dict
 from brainvq.data.augment import AugmentConfig
+from brainvq.data.mixed import SourceOptions
 from brainvq.models.discriminator import AdversarialConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
@@ -29,6 +30,9 @@ class DataConfig:
     """Where the slices come from and how they are prepared."""
 
     source: str = "demo"
+    # more sources trained with `source`, on its frame (e.g. OASIS's band beside whole-brain
+    # volumes): each keeps its levels, moved onto the frame, and its split (brainvq.data.mixed)
+    sources: tuple[str, ...] = ()
     size: int = 128
     cache_dir: str | None = None
     n_levels: int = 32
@@ -39,6 +43,17 @@ class DataConfig:
     z_range_mm: tuple[float, ...] | None = None
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def source_options(self) -> SourceOptions:
+        """How each of the run's sources is loaded (brainvq.data.mixed)."""
+        return SourceOptions(
+            self.size,
+            Path(self.cache_dir) if self.cache_dir else None,
+            self.n_levels,
+            (self.z_range_mm[0], self.z_range_mm[1]) if self.z_range_mm else None,
+            self.seed,
+            (self.demo_subjects[0], self.demo_subjects[1], self.demo_subjects[2]),
+        )
 
     def validate(self) -> None:
         require(

@@ -80,3 +80,17 @@ def test_a_range_is_refused_for_sources_with_their_own_band(tmp_path: Path) -> N
         resolve_source(tmp_path / "pngs", z_range_mm=WHOLE)
     with pytest.raises(ValueError, match="only volumes and the demo cohort"):
         frame_for_source("oasis", 32, WHOLE)
+
+
+def test_the_band_s_levels_map_onto_the_whole_brain_s_matching_levels() -> None:
+    """Mixed sources: OASIS's level k is the whole-brain run's level k + offset, the same
+    anatomy (the same MNI points at every pixel)."""
+    whole, band = spanning_frame(WHOLE), oasis_frame()
+    offset = whole.level_offset(band)
+    k = np.arange(band.n_levels)
+    np.testing.assert_allclose(whole.points(16, k + offset), band.points(16, k), atol=1e-6)
+    assert whole.level_offset(whole) == 0
+    with pytest.raises(ValueError, match="frames disagree: .* is not on the grid of"):
+        whole.level_offset(band.resampled(16))  # the band in 16 levels: another spacing
+    with pytest.raises(ValueError, match=r"frames disagree: the levels of .* \(-3 to 28 here\)"):
+        spanning_frame((0.0, 20.0)).level_offset(band)

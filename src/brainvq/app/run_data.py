@@ -17,6 +17,7 @@ from pathlib import Path
 from brainvq.atomic import atomic_write_json
 from brainvq.data import load_slices
 from brainvq.data.loader import DEMO, resolve_source
+from brainvq.data.mixed import load_mixed
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.space.frame import Frame
 from brainvq.data.space.run_space import (
@@ -30,15 +31,18 @@ from brainvq.run_config import RunConfig
 
 
 def source_kind(config: RunConfig) -> str:
-    """The kind of the run's data source: demo, oasis, nifti or folder."""
+    """The kind of the run's data source: demo, oasis, nifti or images (a folder of slices)."""
     if config.data.source == DEMO:
         return DEMO
     return resolve_source(config.data.source, config.data.n_levels).kind
 
 
 def run_slices(config: RunConfig, source: str | None = None, progress: bool = True) -> SliceSet:
-    """The slices of the run's data source (or of `source`), at the run's working size."""
+    """The slices of the run's data source (or of `source`), at the run's working size; with
+    `data.sources`, of all its sources on its frame (brainvq.data.mixed)."""
     d = config.data
+    if d.sources and source is None:
+        return load_mixed((d.source, *d.sources), d.source_options(), progress)
     return load_slices(
         source or d.source,
         size=d.size,

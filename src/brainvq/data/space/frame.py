@@ -141,6 +141,33 @@ class Frame:
         m[:3, 3] += first * m[:3, 2]
         return Frame(_tuple(m), last - first + 1, f"{self.source}, z {z_low} to {z_high} mm")
 
+    def level_offset(self, inner: Frame) -> int:
+        """The level of this frame that `inner`'s level 0 is, where `inner` is the same grid
+        over a range inside this one (OASIS's band in a whole-brain frame: band level k is
+        level k + offset here), so that sources sliced on either can train one run.
+
+        ValueError, naming both frames, when they are not one grid (another pixel square,
+        level direction or spacing, or a shift that is not a whole number of levels) or when
+        `inner`'s levels do not all lie within this frame's."""
+        outer, mine = self.matrix, inner.matrix
+        shift = np.linalg.lstsq(outer[:3, 2:3], (mine - outer)[:3, 3], rcond=None)[0][0]
+        offset = round(float(shift))
+        same = np.allclose(mine[:3, :3], outer[:3, :3], atol=1e-6) and np.allclose(
+            mine[:3, 3], outer[:3, 3] + offset * outer[:3, 2], atol=1e-3
+        )
+        if not same:
+            raise ValueError(
+                f"frames disagree: {inner.source!r} is not on the grid of {self.source!r} "
+                "(expected the same pixels and levels, shifted by a whole number of levels)"
+            )
+        if offset < 0 or offset + inner.n_levels > self.n_levels:
+            raise ValueError(
+                f"frames disagree: the levels of {inner.source!r} ({offset} to "
+                f"{offset + inner.n_levels - 1} here) leave {self.source!r} (0 to "
+                f"{self.n_levels - 1})"
+            )
+        return offset
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "affine": [list(row) for row in self.affine],

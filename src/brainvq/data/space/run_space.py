@@ -27,7 +27,7 @@ FRAME_SOURCES = {
     "oasis": "measured: OASIS-1's 32 levels registered to MNI152 (measure_oasis_frame.py)",
     "demo": "by construction: the demo cohort is rendered on OASIS's grid",
     "nifti": "by registration: every volume registered to MNI152 and sliced on OASIS's grid",
-    "folder": "assumed: PNG/JPEG slices of unknown geometry, taken to lie on OASIS's band",
+    "images": "assumed: PNG/JPEG slices of unknown geometry, taken to lie on OASIS's band",
 }
 RANGED_KINDS = ("nifti", "demo")  # the kinds sliced at any heights (z_range_mm)
 
@@ -73,7 +73,7 @@ class RunSpace:
 def frame_for_source(
     kind: str, n_levels: int, z_range_mm: tuple[float, float] | None = None
 ) -> tuple[Frame, str]:
-    """(frame, how it is known) for a source kind ("demo", "oasis", "nifti", "folder")."""
+    """(frame, how it is known) for a source kind ("demo", "oasis", "nifti", "images")."""
     if kind not in FRAME_SOURCES:
         raise ValueError(f"source kind: expected one of {sorted(FRAME_SOURCES)}, got {kind!r}")
     if z_range_mm is None:
