@@ -70,7 +70,7 @@ def _nearest(flat: Tensor, codebook: Tensor) -> Tensor:
     # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2, and ||x||^2 is the same for every code.
     # On a CPU, scored in blocks of rows, so that each (rows, K) block of scores is still in
     # the cache when argmin reads it: the same scores, row by row, as one (N, K) product, in
-    # about half the CPU time (docs/speed.md). A GPU takes them in one product.
+    # less time (docs/speed.md, "Speed paths"). A GPU takes them in one product.
     n = flat.shape[0]
     rows = NEAREST_BLOCK_ROWS if flat.device.type == "cpu" else max(n, 1)
     norms = codebook.pow(2).sum(1)[None, :]  # (1, K)
