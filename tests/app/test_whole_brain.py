@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from data.files import brain_scan
+from PIL import Image
 from tiny import TINY_CONFIG
 
 from brainvq.app.cli import main
@@ -84,6 +85,11 @@ def test_samples_far_below_the_band_and_whole_subjects(whole_run: Path, tmp_path
     volumes = list((tmp_path / "subjects").rglob("*.nii.gz"))
     assert volumes
     assert nib.load(volumes[0]).shape[2] == len(z)  # every level, brain stem to vertex
+    argv = ["sample", "--run", str(whole_run), "--levels", "all", "--n", "1"]
+    assert main([*argv, "--out", str(tmp_path / "all")]) == 0
+    assert len(list((tmp_path / "all").glob("sample_*_level_*.png"))) == len(z)
+    with Image.open(tmp_path / "all" / "grid.png") as grid:
+        assert grid.height == 32 * (32 + 12 + 2) + 2  # 32 rows (32 px, label, pad), not 152
 
 
 def test_reconstructs_a_scan_over_the_whole_brain(whole_run: Path, tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ MANIFEST = "manifest.csv"
 GRID = "grid.png"
 RECONSTRUCT_CHUNK = 256  # slices read, reconstructed and written at once
 GRID_MAX = 1024  # images a grid.png shows at most
+GRID_ROWS = 32  # levels a --levels all grid shows at most, spread over the range (152 rows of a
+# whole-brain run would not be read)
 GRID_ROW = 18  # a completion grid's images per row (the original, its reconstruction, 16)
 PNG_OVERHEAD = 1024  # signature, chunk headers and zlib's worst-case growth of a PNG, bytes
 MANIFEST_CHUNK = 4096  # manifest rows made at once
@@ -136,8 +138,9 @@ def sample_to_folder(
     """Generate slices with the run's prior, drawn as `options` says, and write
     `sample_XXX_level_K.png` (8-bit), `grid.png` (labelled with the levels) and `manifest.csv`.
 
-    A conditional prior samples at `level`, or with `all_levels` n slices at every level (one
-    row each in the grid), or else at levels spread evenly over its range. Returns the files."""
+    A conditional prior samples at `level`, or with `all_levels` n slices at every level (in
+    the grid, a row for each of at most GRID_ROWS levels spread over the range), or else at
+    levels spread evenly over its range. Returns the files."""
     out_dir = output_folder(out_dir)
     models = load_run_models(run_dir)
     models.require_2d("sample --n")
@@ -151,8 +154,9 @@ def sample_to_folder(
         def level_at(a: int, b: int) -> np.ndarray:
             return np.arange(a, b) // n
 
-        ncols = min(n, max(1, GRID_MAX // n_levels))  # the grid: a row per level
-        shown = (np.arange(n_levels)[:, None] * n + np.arange(ncols)).ravel()
+        row_levels = np.unique(spread_levels(min(n_levels, GRID_ROWS), n_levels))
+        ncols = min(n, max(1, GRID_MAX // len(row_levels)))  # the grid: a row per level shown
+        shown = (row_levels[:, None] * n + np.arange(ncols)).ravel()
     else:
         count, per_sample = n, 1
         lvl = check_level(models, level) if level is not None or n_levels == 0 else None
