@@ -70,11 +70,16 @@ def _nearest(flat: Tensor, codebook: Tensor) -> Tensor:
     # ||x - e||^2 = ||x||^2 - 2 x.e + ||e||^2, and ||x||^2 is the same for every code.
     # On a CPU, scored in blocks of rows, so that each (rows, K) block of scores is still in
     # the cache when argmin reads it: the same scores, row by row, as one (N, K) product, in
-    # less time (docs/speed.md, "Speed paths"). A GPU takes them in one product.
+    # less time (docs/speed.md, "Speed paths"). A GPU takes them in one product, and so does
+    # a trace (ONNX export): a traced loop would fix the block count to the example's batch and
+    # drop the writes into `out`.
     n = flat.shape[0]
-    rows = NEAREST_BLOCK_ROWS if flat.device.type == "cpu" else max(n, 1)
+    blocked = flat.device.type == "cpu" and not torch.jit.is_tracing()
+    rows = NEAREST_BLOCK_ROWS if blocked else max(n, 1)
     norms = codebook.pow(2).sum(1)[None, :]  # (1, K)
     codes_t = codebook.t()  # (D, K)
+    if rows >= n:
+        return torch.argmin(torch.addmm(norms, flat, codes_t, alpha=-2), 1)  # (N,)
     out = torch.empty(n, dtype=torch.long, device=flat.device)
     for start in range(0, n, rows):
         scores = torch.addmm(norms, flat[start : start + rows], codes_t, alpha=-2)  # (rows, K)
