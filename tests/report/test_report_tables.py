@@ -106,3 +106,18 @@ def test_summary_prints_values_literally() -> None:
     text = console.export_text()
     for expected in ("Run [bold]x[/bold]", "0.9561", "31.46 dB", "2.381", "uniform 9.00"):
         assert expected in text, expected
+
+
+def test_summary_of_a_3d_run_says_volumes_voxels_and_every_plane() -> None:
+    planes = {
+        plane: {"ssim": value, "ssim_min": value - 0.1, "n_images": 64}
+        for plane, value in (("axial", 0.91), ("coronal", 0.9), ("sagittal", 0.89))
+    }
+    vq = dict(RUN_METRICS["vqvae"], n_volumes=2, n_images=64, planes=planes)
+    vq.update(bits_per_voxel=0.28125, bits_per_pixel=0.28125)
+    rows = {row.metric: row for row in summary_rows({"vqvae": vq})}
+    assert rows["rate"].value == "0.2812 bits per voxel"
+    assert rows["SSIM, coronal slices"].value == "0.9000"
+    assert rows["SSIM, sagittal slices"].reference == "min 0.7900"
+    assert "SSIM, axial slices" not in rows  # the SSIM row is the axial one
+    assert summary_rows({"vqvae": vq})[0].section.startswith("Reconstruction (test, 2 volumes, 64")

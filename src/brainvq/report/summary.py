@@ -33,7 +33,13 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
     rows: list[Row] = []
     vq = metrics.get("vqvae") or {}
     if "ssim" in vq:
-        sec = f"Reconstruction ({vq.get('split', '?')}, {vq.get('n_images', '?')} slices)"
+        volumes = "n_volumes" in vq  # a 3D run: whole volumes coded, scored on three planes
+        items = (
+            f"{vq['n_volumes']} volumes, {vq.get('n_images', '?')} axial slices"
+            if volumes
+            else f"{vq.get('n_images', '?')} slices"
+        )
+        sec = f"Reconstruction ({vq.get('split', '?')}, {items})"
         rows += [
             Row(
                 sec,
@@ -67,10 +73,23 @@ def summary_rows(metrics: Mapping[str, Any]) -> list[Row]:
             Row(
                 sec,
                 "rate",
-                f"{_f(vq.get('bits_per_pixel'), 4)} bits per pixel",
+                f"{_f(vq.get('bits_per_voxel' if volumes else 'bits_per_pixel'), 4)} bits per "
+                + ("voxel" if volumes else "pixel"),
                 "",
-                "size of the code: latent positions x log2(codebook size) / pixels",
+                "size of the code: latent positions x log2(codebook size) / "
+                + ("voxels" if volumes else "pixels"),
             ),
+        ]
+        rows += [
+            Row(
+                sec,
+                f"SSIM, {plane} slices",
+                _f(scores.get("ssim"), 4),
+                f"min {_f(scores.get('ssim_min'), 4)}",
+                f"every {plane} slice of each reconstructed volume (the SSIM row: axial)",
+            )
+            for plane, scores in (vq.get("planes") or {}).items()
+            if plane != "axial"
         ]
     pr = metrics.get("prior") or {}
     nlls = {
