@@ -14,6 +14,8 @@ import pytest
 
 import brainvq
 from brainvq.app.cli import main
+from brainvq.run_config import load_run_config
+from brainvq.training.trainer import batch_item_bytes
 
 BILLION = "1000000000"
 
@@ -92,3 +94,10 @@ def test_the_api_refuses_the_same_way(fake_run: Path, fake_subject_run: Path) ->
         brainvq.anomaly(fake_run, fake_run, n_heal=10**9)
     codes, images = brainvq.sample(fake_run, n=3)  # what fits is drawn
     assert codes.shape[0] == images.shape[0] == 3
+
+
+def test_a_3d_items_memory_counts_its_levels() -> None:
+    flat = load_run_config(None, {"vqvae": {"dims": 2}})
+    deep = load_run_config(None, {"vqvae": {"dims": 3}, "data": {"n_levels": 32}})
+    assert batch_item_bytes(deep, "vqvae") == 32 * batch_item_bytes(flat, "vqvae")
+    assert batch_item_bytes(deep, "prior") == batch_item_bytes(flat, "prior")

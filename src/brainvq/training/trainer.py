@@ -55,10 +55,12 @@ def resolve_precision(cfg: TrainConfig) -> str:
 def batch_item_bytes(config: RunConfig, stage: str) -> int:
     """The least memory one training item of `stage` takes: for the VQ-VAE its input and
     reconstruction and its first layer's activations (float32 a pixel), for the prior its
-    logits and its first layer's activations (float32 a code), each with its gradient."""
+    logits and its first layer's activations (float32 a code), each with its gradient. A 3D
+    VQ-VAE's item is a volume: data.n_levels slices at the least (a z range has more)."""
     if stage == "vqvae":
         side = config.vqvae.image_size
-        return 2 * 4 * side * side * (2 + config.vqvae.channels[0])
+        levels = config.data.n_levels if config.vqvae.dims == 3 else 1
+        return 2 * 4 * side * side * levels * (2 + config.vqvae.channels[0])
     side = config.vqvae.latent_size
     return 2 * 4 * side * side * (config.vqvae.codebook_size + config.prior.channels)
 
