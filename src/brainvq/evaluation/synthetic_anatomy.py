@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,17 +224,24 @@ class Lesion:
 
 
 def random_lesions(
-    rng: np.random.Generator, n: int, z_range_mm: tuple[float, float] = (-4.0, 32.0)
+    rng: np.random.Generator,
+    n: int,
+    z_range_mm: tuple[float, float] = (-4.0, 32.0),
+    where: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Lesion]:
     """n lesions of random kinds, 3-15 mm radius, hypo- or hyperintense, centred inside the brain
-    (at least 3 mm from its edge) between the given heights."""
+    (at least 3 mm from its edge) between the given heights and, when given, where `where`
+    (MNI mm (3, M) -> (M,) bool: a region such as the cerebellum) says."""
     reference = load_reference()
     depth = reference.signed_distance()
     inside = np.argwhere(depth < -3.0)
     mm = reference.affine[:3, :3] @ inside.T + reference.affine[:3, 3:4]  # (3, M)
-    inside = inside[(mm[2] >= z_range_mm[0]) & (mm[2] <= z_range_mm[1])]
+    keep = (mm[2] >= z_range_mm[0]) & (mm[2] <= z_range_mm[1])
+    if where is not None:
+        keep &= where(mm)
+    inside = inside[keep]
     if len(inside) == 0:
-        raise ValueError(f"z_range_mm {z_range_mm}: no brain between these heights")
+        raise ValueError(f"z_range_mm {z_range_mm}: no brain between these heights (and there)")
     out = []
     for _ in range(n):
         voxel = inside[rng.integers(len(inside))]
