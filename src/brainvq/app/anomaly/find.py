@@ -131,6 +131,7 @@ def find_anomalies(
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
     models = load_run_models(run_dir)
+    models.require_2d("anomaly")  # before any input is read or aligned
     inputs = load_inputs(
         run_dir,
         source,
