@@ -51,7 +51,7 @@ from brainvq.evaluation.generation_metrics import (
     sharpness_ratio,
 )
 from brainvq.evaluation.level_classifier import train_level_classifier
-from brainvq.evaluation.prior import CLASSIFIER_PRESENTATIONS, CLASSIFIER_SIZE, reference_sets
+from brainvq.evaluation.prior import CLASSIFIER_SIZE, reference_sets
 from brainvq.evaluation.reconstruction import evaluate_vqvae
 from brainvq.hardware import machine
 from brainvq.inference.generate import generate_slices, spread_levels
@@ -60,7 +60,7 @@ from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.io.bundle import load_vqvae
 from brainvq.models.level_classifier import LevelClassifier, LevelClassifierConfig
 from brainvq.run import RunLayout, packaged_config, prepare_run
-from brainvq.run_config import RunConfig, merge
+from brainvq.run_config import RunConfig, SampleConfig, merge
 from brainvq.training.fit_prior import fit_prior
 from brainvq.training.fit_vqvae import fit_vqvae
 from brainvq.training.trainer import resolve_precision
@@ -153,7 +153,7 @@ def level_classifier(sliceset: SliceSet, seed: int) -> LevelClassifier:
         LevelClassifierConfig(
             image_size=min(CLASSIFIER_SIZE, sliceset.size),
             n_levels=int(sliceset.n_levels),
-            epochs=max(4, math.ceil(CLASSIFIER_PRESENTATIONS / len(train))),
+            epochs=max(4, math.ceil(SampleConfig().classifier_presentations / len(train))),
             seed=seed,
         ),
         progress=False,

@@ -60,7 +60,7 @@ from brainvq.evaluation.consistency import (
 )
 from brainvq.evaluation.generation_metrics import generation_report
 from brainvq.evaluation.level_classifier import train_level_classifier
-from brainvq.evaluation.prior import CLASSIFIER_PRESENTATIONS, code_nll_bits, reference_sets
+from brainvq.evaluation.prior import code_nll_bits, reference_sets
 from brainvq.hardware import machine
 from brainvq.inference.codes import load_codes
 from brainvq.inference.generate import generate_slices, generate_subjects
@@ -71,7 +71,7 @@ from brainvq.models.level_classifier import LevelClassifierConfig
 from brainvq.models.pair_classifier import PairClassifierConfig
 from brainvq.report.plots import plot_subject_planes
 from brainvq.run import RunLayout, load_run
-from brainvq.run_config import save_run_config
+from brainvq.run_config import SampleConfig, save_run_config
 from brainvq.training.fit_prior import fit_prior
 
 # variant -> its prior section; every variant but `none` knows the slice below
@@ -225,7 +225,7 @@ def measure(args: argparse.Namespace, trained: dict[str, Any]) -> dict[str, Any]
         LevelClassifierConfig(
             image_size=min(64, sliceset.size),
             n_levels=n_levels,
-            epochs=max(4, math.ceil(CLASSIFIER_PRESENTATIONS / len(train_set))),
+            epochs=max(4, math.ceil(SampleConfig().classifier_presentations / len(train_set))),
             seed=seed,
         ),
         progress=False,

@@ -161,6 +161,10 @@ class SampleConfig:
     n_levels_shown: int = 8
     keep_rows: int = 12
     n_generation_eval: int = 256
+    # slices the level classifier (whose features the generation metrics use) is trained on,
+    # counted with repeats (at least 4 epochs): a fixed cost of every prior evaluation, whatever
+    # the cohort's size (about 4 epochs of ../shared/oasis's 4,800 training slices)
+    classifier_presentations: int = 20_000
 
     def validate(self) -> None:
         require(self.n >= 1, "n", f"must be >= 1, got {self.n}")
@@ -170,6 +174,11 @@ class SampleConfig:
         require(self.n_levels_shown >= 1, "n_levels_shown", "must be >= 1")
         require(self.keep_rows >= 0, "keep_rows", "must be >= 0")
         require(self.n_generation_eval >= 0, "n_generation_eval", "must be >= 0")
+        require(
+            self.classifier_presentations >= 1,
+            "classifier_presentations",
+            f"must be >= 1, got {self.classifier_presentations}",
+        )
 
 
 def _default_prior_train() -> TrainConfig:

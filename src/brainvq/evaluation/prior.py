@@ -40,9 +40,6 @@ from brainvq.models.pixelcnn import nll_bits_per_code
 from brainvq.run import RunLayout
 from brainvq.run_config import RunConfig
 
-# The level classifier sees about this many slices whatever the cohort size (4 epochs of the
-# 4,800 OASIS training slices in ../shared/oasis).
-CLASSIFIER_PRESENTATIONS = 20_000
 CLASSIFIER_SIZE = 64
 # at most this many training slices (a seeded sample) train it: more than OASIS's 9,664, and
 # their classifier inputs (64x64 float32) take 164 MB whatever the cohort
@@ -245,7 +242,7 @@ def evaluate_prior(
         LevelClassifierConfig(
             image_size=size,
             n_levels=int(sliceset.n_levels),
-            epochs=max(4, math.ceil(CLASSIFIER_PRESENTATIONS / len(train_x))),
+            epochs=max(4, math.ceil(s.classifier_presentations / len(train_x))),
             seed=s.seed,
         ),
         progress=True,
