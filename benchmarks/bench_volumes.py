@@ -34,13 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from brainvq.app.pipeline import train_all
 from brainvq.app.run_data import run_slices
+from brainvq.app.subjects import orthogonal_views, subject_space
+from brainvq.data.subject_volumes import subject_volumes
 from brainvq.evaluation.volume_reconstruction import evaluate_volumes
 from brainvq.hardware import machine
+from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.generate import generate_subjects
 from brainvq.inference.run_models import load_run_models
+from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.run import RunLayout, prepare_run
 from brainvq.run_config import load_run_config
 
@@ -102,6 +107,43 @@ def measure(kind: str, run: Path, subjects: int) -> dict[str, Any]:
     }
 
 
+def figure(runs: dict[str, Path], path: Path, seed: int = 0) -> Path:
+    """One validate subject and its reconstruction by each kind, then a subject each kind drew:
+    every column the middle axial slice above the coronal and sagittal planes through the middle,
+    the level axis at its true spacing (brainvq.app.subjects.orthogonal_views)."""
+    first = next(iter(runs.values()))
+    sliceset = run_slices(load_run_config(RunLayout(first).config), progress=False)
+    volumes = subject_volumes(sliceset, "validate")
+    real = np.asarray(sliceset.images[volumes.rows[0]])  # (D, H, W) uint8
+    stretch = subject_space(first, sliceset.size, 0).stretch
+    columns, titles = [real], ["real (validate)"]
+    drawn = []
+    for kind, run in runs.items():
+        models = load_run_models(run)
+        model = models.vqvae.model
+        if models.dims == 3:
+            recon = decode_codes(model, encode_images(model, real[None]))[0]
+        else:
+            recon = decode_codes(model, encode_images(model, real))
+        columns.append(recon)
+        titles.append(f"{kind} reconstruction")
+        options = SamplingOptions(seed=seed)
+        drawn.append(generate_subjects(models, 1, options=options, progress=False)[1][0])
+        titles.append(f"{kind} generated")
+    columns += drawn
+    titles = titles[:1] + titles[1::2] + titles[2::2]
+    views = [orthogonal_views(volume, stretch, zoom=2) for volume in columns]
+    height, width = views[0].shape
+    fig = Figure(figsize=(2.6 * len(views), 2.6 * height / width + 0.6), layout="constrained")
+    for ax, view, title in zip(fig.subplots(1, len(views)), views, titles, strict=True):
+        ax.imshow(view, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.suptitle("axial (middle level), coronal and sagittal planes, levels at true spacing")
+    fig.savefig(path, format="png", dpi=110)
+    return path
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     kinds = list(results)
     rows = [f"{'row':<28}" + "".join(f"{k:>14}" for k in kinds)]
@@ -122,19 +164,27 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=4, help="subjects timed per kind")
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--quick", action="store_true", help="a tiny demo run: checks, not numbers")
+    parser.add_argument(
+        "--trained",
+        action="store_true",
+        help="measure the runs already trained under OUT/<kind> (their training seconds from "
+        "their timings.json) instead of training them again",
+    )
     args = parser.parse_args()
     minutes = 0.3 if args.quick else args.minutes
     results: dict[str, dict[str, Any]] = {}
     for kind in args.kinds:
         run = args.out / kind
-        overrides = kind_overrides("demo" if args.quick else args.data, minutes, args.quick)
-        config = prepare_run(run, CONFIGS / KINDS[kind], overrides)
-        start = time.perf_counter()
-        train_all(run, config)
-        results[kind] = {
-            "train_all_s": time.perf_counter() - start,
-            **measure(kind, run, args.subjects),
-        }
+        if args.trained:
+            timings = json.loads(RunLayout(run).timings.read_text(encoding="utf-8"))
+            seconds = sum(timings.values())
+        else:
+            overrides = kind_overrides("demo" if args.quick else args.data, minutes, args.quick)
+            config = prepare_run(run, CONFIGS / KINDS[kind], overrides)
+            start = time.perf_counter()
+            train_all(run, config)
+            seconds = time.perf_counter() - start
+        results[kind] = {"train_all_s": seconds, **measure(kind, run, args.subjects)}
     doc = {
         "machine": machine().describe(),
         "load_average": os.getloadavg(),
@@ -146,6 +196,8 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(doc, indent=2), encoding="utf-8")
     print(f"{doc['machine']}, load {doc['load_average']}, {minutes} minutes each")
     print(table(results))
+    runs = {kind: args.out / kind for kind in args.kinds}
+    print(f"figure: {figure(runs, args.out / 'volumes_three_planes.png')}")
 
 
 if __name__ == "__main__":
