@@ -81,14 +81,15 @@ def subject_nifti(volume: np.ndarray, space: SubjectSpace, description: str) -> 
 
 def orthogonal_views(volume: np.ndarray, stretch: float, zoom: int = VIEW_ZOOM) -> np.ndarray:
     """volume: (L, H, W) uint8 slices bottom to top -> one uint8 image: the middle axial slice,
-    then the coronal (through the middle row) and sagittal (the middle column) reformats with
-    the highest level on top, the level axis scaled by `stretch` (its spacing in pixels), all
-    enlarged `zoom` times and centred in one column, 2 black pixels apart."""
+    then the coronal (through the middle column: rows run left-right, brainvq.data.planes) and
+    sagittal (through the middle row) planes with the highest level on top, the level axis
+    scaled by `stretch` (its spacing in pixels), all enlarged `zoom` times and centred in one
+    column, 2 black pixels apart."""
     vol = np.asarray(volume, dtype=np.float32)
     n, h, w = vol.shape
     axial = vol[n // 2]  # (H, W)
-    coronal = vol[::-1, h // 2, :]  # (L, W), top level first
-    sagittal = vol[::-1, :, w // 2]  # (L, H)
+    coronal = vol[::-1, :, w // 2]  # (L, H), top level first
+    sagittal = vol[::-1, h // 2, :]  # (L, W)
     views = [ndimage.zoom(axial, zoom, order=1)]
     views += [ndimage.zoom(v, (stretch * zoom, zoom), order=1) for v in (coronal, sagittal)]
     width = max(v.shape[1] for v in views)

@@ -378,7 +378,9 @@ def plot_subject_planes(
     for row, (name, volume) in enumerate(subjects):
         vol = _stack(name, volume)  # (L, H, W) float in [0, 1]
         n, h, w = vol.shape
-        planes = (vol[n // 2], vol[::-1, h // 2, :], vol[::-1, :, w // 2])
+        # rows run left-right, columns posterior-anterior (brainvq.data.planes): a coronal
+        # plane fixes a column, a sagittal plane a row
+        planes = (vol[n // 2], vol[::-1, :, w // 2], vol[::-1, h // 2, :])
         for col, (plane, title) in enumerate(
             zip(planes, ("axial", "coronal", "sagittal"), strict=True)
         ):
