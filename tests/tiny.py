@@ -7,8 +7,9 @@ TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
 
 
-def train_cmd(run: Path, *flags: str) -> list[str]:
-    """The command line of `brainvq train vqvae` on the tiny demo config, for a subprocess."""
+def train_cmd(run: Path, *flags: str, config: Path = TINY_CONFIG) -> list[str]:
+    """The command line of `brainvq train vqvae` on the demo cohort with `config` (default the
+    tiny config), for a subprocess."""
     return [
         sys.executable,
         "-m",
@@ -18,7 +19,7 @@ def train_cmd(run: Path, *flags: str) -> list[str]:
         "--data",
         "demo",
         "--config",
-        str(TINY_CONFIG),
+        str(config),
         "--out",
         str(run),
         "--accelerator",

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.tiny import TESTS
+from tests.tiny import TESTS, train_cmd
 
 TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
 
@@ -21,21 +20,7 @@ def train_with(tmp_path: Path, changes: dict) -> subprocess.CompletedProcess:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "brainvq.app.cli",
-            "train",
-            "vqvae",
-            "--data",
-            "demo",
-            "--config",
-            str(path),
-            "--out",
-            str(tmp_path / "run"),
-            "--accelerator",
-            "cpu",
-        ],
+        train_cmd(tmp_path / "run", config=path),
         capture_output=True,
         text=True,
         encoding="utf-8",
