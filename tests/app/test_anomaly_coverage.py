@@ -20,12 +20,13 @@ from data.files import brain_scan, write_nifti
 from tiny import TINY_CONFIG
 
 from app.test_anomaly_cli import cli, scores
-from brainvq.app.anomaly.coverage import WHOLE_BRAIN_CONFIG, run_brain_share
+from brainvq.app.anomaly.coverage import WHOLE_BRAIN_CONFIG
 from brainvq.app.anomaly.healthy_pool import _Pool
 from brainvq.app.anomaly.inputs import Inputs
 from brainvq.app.cli import main
 from brainvq.data.space.check_figure import mark_levels, within_levels
 from brainvq.data.space.frame import oasis_frame
+from brainvq.data.space.run_space import coverage
 from brainvq.inference.run_models import load_run_models
 
 WHOLE_BRAIN_MM = [-72.0, 85.0]  # as configs/whole_brain.yaml
@@ -193,4 +194,8 @@ def test_the_check_figure_dims_what_the_run_does_not_judge() -> None:
     marked = mark_levels(gray, inside)
     outside = marked[~inside]
     assert (outside[:, 2] > outside[:, 0]).all() and (outside.mean(axis=1) < 150).all()
-    assert run_brain_share(whole) > 0.99 and 0.25 < run_brain_share(band) < 0.5
+    share = {
+        name: coverage(frame)["template_brain_share"]
+        for name, frame in (("whole", whole), ("band", band))
+    }
+    assert share["whole"] > 0.99 and 0.25 < share["band"] < 0.5

@@ -9,21 +9,21 @@ maps are carried back to the scan's voxels between them (brainvq.data.space.resa
 
 A voxel of the scan's brain mask (on its own voxels, the mask the answers are given inside) is
 **judged** when the maps reach it, and **not judged** (NaN in every map, never scored) otherwise.
-`Coverage` counts both; `run_brain_share` says which share of the template's brain the run's
-levels hold, so that a run that cannot judge the rest of any brain says so once
-(`WHOLE_BRAIN_NOTE`), while a whole-brain run on a cropped scan does not.
+`Coverage` counts both; the run's frame says which share of the template's brain its levels
+hold (brainvq.data.space.run_space.coverage, the figure RUN/space.json records), so that a run
+that cannot judge the rest of any brain says so once (`whole_brain_note`), while a whole-brain
+run on a cropped scan does not.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from brainvq.data.space.align import AlignedScan
-from brainvq.data.space.frame import BASE_SIZE, Frame
-from brainvq.data.space.template import load_reference
+from brainvq.data.space.frame import Frame
+from brainvq.data.space.run_space import coverage
 
 WHOLE_BRAIN_SHARE = 0.99  # a run whose levels hold this share of the template's brain is whole
 WHOLE_BRAIN_CONFIG = "configs/whole_brain.yaml"
@@ -82,21 +82,10 @@ def scan_coverage(aligned: AlignedScan) -> Coverage:
     )
 
 
-@functools.lru_cache(maxsize=8)
-def run_brain_share(frame: Frame) -> float:
-    """The share of the template's brain voxels that lie within the frame's levels (half a level
-    beyond the first and last included, as the maps reach): about 0.4 for OASIS's band."""
-    reference = load_reference()
-    ijk = np.argwhere(reference.mask).T.astype(np.float64)  # (3, V)
-    mm = reference.affine[:3, :3] @ ijk + reference.affine[:3, 3:4]
-    level = frame.to_grid(mm, BASE_SIZE)[2]
-    return float(((level >= -0.5) & (level <= frame.n_levels - 0.5)).mean())
-
-
 def whole_brain_note(frame: Frame, coverages: list[Coverage]) -> str | None:
     """The note that a whole-brain run would judge the rest, for a run whose levels miss part of
     every brain; None for a whole-brain run (a scan's own field of view is its to say)."""
-    share = run_brain_share(frame)
+    share = coverage(frame)["template_brain_share"]
     if share >= WHOLE_BRAIN_SHARE or not coverages:
         return None
     low, high = run_levels_mm(frame)
