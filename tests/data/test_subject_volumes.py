@@ -14,7 +14,7 @@ from brainvq.data.dataset import VolumeDataModule
 from brainvq.data.demo import build_demo
 from brainvq.data.loader import load_slices
 from brainvq.data.sliceset import SliceSet
-from brainvq.data.subject_volumes import VolumeDataset, subject_volumes
+from brainvq.data.subject_volumes import VolumeDataset, subject_stacks, subject_volumes
 
 from .files import OASIS_SLICES, OASIS_SUBJECTS
 
@@ -90,6 +90,30 @@ def test_levels_not_divisible_by_the_level_stride_are_refused(demo: SliceSet) ->
 def test_a_missing_split_names_it(demo: SliceSet) -> None:
     with pytest.raises(ValueError, match="no 'test' split"):
         subject_volumes(demo.require_split("train"), "test")
+
+
+def test_every_subject_of_every_split_is_a_stack_of_its_own_depth(demo: SliceSet) -> None:
+    keep = ~((demo.subject == "demo_001") & (demo.level >= 6))  # demo_001: levels 0..5
+    sliceset = demo.subset(keep)
+    stacks = subject_stacks(sliceset, level_stride=2)
+    assert [s.subject for s in stacks] == ["demo_000", "demo_001", "demo_002", "demo_003"]
+    assert [len(s.rows) for s in stacks] == [8, 6, 8, 8]
+    for stack in stacks:
+        assert (sliceset.subject[stack.rows] == stack.subject).all()
+        assert sliceset.level[stack.rows].tolist() == list(range(len(stack.rows)))
+        assert stack.first_level == 0
+
+
+def test_a_stack_of_a_depth_the_stride_does_not_divide_names_its_subject(demo: SliceSet) -> None:
+    keep = ~((demo.subject == "demo_002") & (demo.level == 7))  # demo_002: levels 0..6
+    with pytest.raises(ValueError, match=r"'demo_002' .* 7 levels \(0 to 6\), not a multiple"):
+        subject_stacks(demo.subset(keep), level_stride=2)
+
+
+def test_a_stack_with_a_gap_names_its_subject(demo: SliceSet) -> None:
+    keep = ~((demo.subject == "demo_003") & (demo.level == 4))
+    with pytest.raises(ValueError, match=r"'demo_003' .* has levels \[0, 1, 2, 3, 5, 6, 7\]"):
+        subject_stacks(demo.subset(keep), level_stride=1)
 
 
 def test_3d_augmentation_moves_every_slice_of_a_volume_alike() -> None:

@@ -14,6 +14,7 @@ on slices does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset
 from brainvq.data.sliceset import SliceSet
 from brainvq.data.store import RowReader
 
-__all__ = ["SubjectVolumes", "VolumeDataset", "subject_volumes"]
+__all__ = ["SubjectStack", "SubjectVolumes", "VolumeDataset", "subject_stacks", "subject_volumes"]
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,14 @@ class SubjectVolumes:
         return len(self.subject)
 
 
-def subject_volumes(sliceset: SliceSet, split: str, level_stride: int = 1) -> SubjectVolumes:
-    """The subjects of `split` as volumes.
-
-    ValueError, naming the subject and the source, when a slice has no level (-1), a subject's
-    levels have a gap or a repeat, subjects differ in their number of levels, or that number
-    is not a multiple of `level_stride` (a 3D model's level_downsample).
-    """
-    rows = sliceset.split_rows(split)
+def _subjects(sliceset: SliceSet, rows: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """(subject, its positions among `rows` in level order) for each subject of the slices at
+    `rows`, in the order the SliceSet holds them. ValueError, naming the subject and the
+    source, when a slice has no level (-1) or the subject's levels have a gap or a repeat."""
     subjects = np.asarray(sliceset.subject[rows]).astype(str)
     levels = np.asarray(sliceset.level[rows], dtype=np.int64)
     names, first_seen, inverse = np.unique(subjects, return_index=True, return_inverse=True)
-    order = np.argsort(first_seen, kind="stable")  # subjects in the order the split holds them
-    volumes, firsts = [], []
-    for k in order:
+    for k in np.argsort(first_seen, kind="stable"):
         name = str(names[k])
         mine = np.flatnonzero(inverse == k)
         mine = mine[np.argsort(levels[mine], kind="stable")]
@@ -73,14 +68,29 @@ def subject_volumes(sliceset: SliceSet, split: str, level_stride: int = 1) -> Su
                 f"subject {name!r} of {sliceset.source} has levels {lv.tolist()}: a volume "
                 "needs consecutive levels, each once"
             )
+        yield name, mine
+
+
+def subject_volumes(sliceset: SliceSet, split: str, level_stride: int = 1) -> SubjectVolumes:
+    """The subjects of `split` as volumes.
+
+    ValueError, naming the subject and the source, when a slice has no level (-1), a subject's
+    levels have a gap or a repeat, subjects differ in their number of levels, or that number
+    is not a multiple of `level_stride` (a 3D model's level_downsample).
+    """
+    rows = sliceset.split_rows(split)
+    levels = np.asarray(sliceset.level[rows], dtype=np.int64)
+    names, volumes, firsts = [], [], []
+    for name, mine in _subjects(sliceset, rows):
         if volumes and len(mine) != len(volumes[0]):
             raise ValueError(
                 f"subject {name!r} of {sliceset.source} has {len(mine)} levels but "
-                f"{str(names[order[0]])!r} has {len(volumes[0])}: volumes of one run need the same "
+                f"{names[0]!r} has {len(volumes[0])}: volumes of one run need the same "
                 "number of levels"
             )
+        names.append(name)
         volumes.append(rows[mine])
-        firsts.append(lv[0])
+        firsts.append(levels[mine[0]])
     depth = len(volumes[0])
     if depth % level_stride:
         raise ValueError(
@@ -89,10 +99,39 @@ def subject_volumes(sliceset: SliceSet, split: str, level_stride: int = 1) -> Su
             f"{depth}, or a data.z_range_mm whose number of levels it divides"
         )
     return SubjectVolumes(
-        subject=names[order],
+        subject=np.asarray(names),
         rows=np.stack(volumes),  # (S, D)
         first_level=np.asarray(firsts, dtype=np.int64),
     )
+
+
+@dataclass(frozen=True)
+class SubjectStack:
+    """One subject's slices: rows (D,) int64, their positions in the SliceSet in level order;
+    first_level, the level of its lowest slice."""
+
+    subject: str
+    rows: np.ndarray
+    first_level: int
+
+
+def subject_stacks(sliceset: SliceSet, level_stride: int = 1) -> list[SubjectStack]:
+    """Every subject of `sliceset`, whatever its split, as its slices in level order (a folder
+    of slices reconstructed or encoded by a 3D model, one subject at a time, so subjects may
+    differ in depth). ValueError, naming the subject and the source, as `subject_volumes`, or
+    when a subject's number of levels is not a multiple of `level_stride`."""
+    rows = np.arange(len(sliceset))
+    stacks = []
+    for name, mine in _subjects(sliceset, rows):
+        level = int(sliceset.level[mine[0]])
+        if len(mine) % level_stride:
+            raise ValueError(
+                f"subject {name!r} of {sliceset.source} has {len(mine)} levels ({level} to "
+                f"{level + len(mine) - 1}), not a multiple of the 3D VQ-VAE's level stride "
+                f"{level_stride}: a 3D model codes whole latent levels of {level_stride} slices"
+            )
+        stacks.append(SubjectStack(name, rows[mine], level))
+    return stacks
 
 
 class VolumeDataset(Dataset):
