@@ -103,3 +103,4 @@ def test_a_code_file_written_a_batch_at_a_time_equals_encoding_at_once(
         np.testing.assert_array_equal(f["codes"], encode_images(models.vqvae.model, images))
         assert f["codes"].dtype == np.int16 and f["levels"].dtype == np.int64
         assert f["names"].tolist() == names.tolist() and f["levels"].tolist() == levels.tolist()
+        assert int(f["dims"]) == 2

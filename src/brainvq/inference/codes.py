@@ -10,8 +10,8 @@ is renamed into place when complete, and a folder whose index.json does not matc
 again. `load_codes` maps the files (read only where used).
 
 `write_codes_file` is the same streaming for `brainvq encode`: the code maps of any number of
-slices go into one compressed `.npz` (codes, names, levels) a batch at a time, each array
-written into its zip member as it is made.
+slices go into one compressed `.npz` (codes, names, levels, dims) a batch at a time, each array
+written into its zip member (`npz_member`) as it is made.
 
 A 3D VQ-VAE codes whole subjects (brainvq.data.subject_volumes): `encode_images` and
 `decode_codes` take and give volumes (S, D, H, W) <-> code volumes (S, D', h, w), one volume
@@ -294,7 +294,7 @@ def encode_splits(
     return {s: load_codes(codes_dir, s) for s in present}
 
 
-def _npz_member(
+def npz_member(
     archive: zipfile.ZipFile, name: str, shape: tuple[int, ...], dtype: np.dtype, parts: Iterable
 ) -> None:
     """Write `name`.npy into `archive` from `parts`, C-order chunks of an array of `shape` and
@@ -317,7 +317,8 @@ def write_codes_file(
 ) -> Path:
     """`path` (.npz, compressed, atomic): codes (N, h, w) int16 of uint8 images (N, H, W), read
     a batch at a time (they may be a memory map), names (N,) str and levels (N,) int64 of the
-    slices; what np.savez_compressed would write, made without holding the code maps."""
+    slices, and dims () 2 (a 3D model's code volumes: brainvq.inference.level_stacks); what
+    np.savez_compressed would write, made without holding the code maps."""
     n, h = len(images), model.config.latent_size
     names = np.asarray(names)  # a store's column stays mapped: written a chunk at a time
     if names.dtype.kind != "U":
@@ -335,9 +336,10 @@ def write_codes_file(
         return (column[start : start + HASH_CHUNK] for start in range(0, n, HASH_CHUNK))
 
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        _npz_member(archive, "codes", (n, h, h), np.dtype(np.int16), encoded())
-        _npz_member(archive, "names", (n,), names.dtype, chunks(names))
-        _npz_member(archive, "levels", (n,), np.dtype(np.int64), chunks(np.asarray(levels)))
+        npz_member(archive, "codes", (n, h, h), np.dtype(np.int16), encoded())
+        npz_member(archive, "names", (n,), names.dtype, chunks(names))
+        npz_member(archive, "levels", (n,), np.dtype(np.int64), chunks(np.asarray(levels)))
+        npz_member(archive, "dims", (), np.dtype(np.int64), [np.int64(2)])
     return path
 
 
