@@ -1,7 +1,9 @@
 """`brainvq reconstruct` and `brainvq encode`: a VQ-VAE's reconstructions and code maps of any
 input. 2D inputs go through brainvq.app.writers; volumes (NIfTI, MGZ, NRRD/MHA, DICOM series,
 BIDS trees: brainvq.data.volumes) are computed on every covered level of the scan on the model's
-frame and written in the scan's own space as well (brainvq.app.volume_files).
+frame and written in the scan's own space as well (brainvq.app.volume_files). A 3D model codes
+a folder's subjects and a scan's covered levels as volumes (brainvq.app.reconstruct_3d), and
+writes the same files.
 
 A VQ-VAE inside a run uses the run's frame and intensity scale (brainvq.app.run_data.run_space); a
 bundle on its own falls back to OASIS's frame and intensities, and says so.
@@ -13,8 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from brainvq.app.reconstruct_3d import (
+    encode_subjects,
+    reconstruct_subjects,
+    scan_first_level,
+)
 from brainvq.app.run_data import run_space
-from brainvq.app.scans import input_scans, slice_names
+from brainvq.app.scans import input_name, input_scans, slice_names
 from brainvq.app.volume_files import write_volume_outputs
 from brainvq.app.writers import GRID, output_names, reconstruct_to_folder, write_manifest
 from brainvq.atomic import atomic_path, output_folder
@@ -25,7 +32,13 @@ from brainvq.data.space.align import AlignedScan, align_scan
 from brainvq.data.space.run_space import frame_for_source
 from brainvq.data.volumes.discovery import Discovery
 from brainvq.inference.codes import encode_images, reconstruct, to_uint8, write_codes_file
-from brainvq.inference.run_models import require_2d
+from brainvq.inference.level_stacks import (
+    CodeVolume,
+    code_cells,
+    encode_stack,
+    reconstruct_stack,
+    write_code_volumes,
+)
 from brainvq.io.bundle import Bundle, load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.progress import progress as progress_bar
@@ -76,7 +89,10 @@ def reconstruct_volumes(
     aligned, notes = align_for_model(model_path, bundle, found)
     written, originals, recons, filenames, levels = [], [], [], [], []
     for a in aligned:
-        recon = to_uint8(reconstruct(bundle.model, a.images)[0])  # (L, H, W)
+        if bundle.config.dims == 3:  # the covered levels as one volume
+            recon = reconstruct_stack(bundle.model, a.images, scan_first_level(a))[0]
+        else:
+            recon = to_uint8(reconstruct(bundle.model, a.images)[0])  # (L, H, W)
         in_scan = a.to_scan(a.to_scan_units(recon))
         scan_space = {"reconstruction": (in_scan, "brainvq VQ-VAE reconstruction")}
         on_frame = {
@@ -101,29 +117,42 @@ def reconstruct_volumes(
 def encode_volumes(
     model_path: Path, bundle: Bundle, found: Discovery, root: Path, out_dir: Path
 ) -> tuple[list[Path], list[str]]:
-    """codes.npz (codes (N, h, w) int16, names, levels of every covered level of every volume)
-    and, per volume, <scan>_codes.nii.gz: each voxel's code index (nearest latent cell; -1 where
-    not covered) in the scan's space, its aligned version, the transform and the registration
+    """codes.npz (codes (N, h, w) int16, names, levels of every covered level of every volume,
+    dims 2; a 3D model: each volume's code volume, brainvq.inference.level_stacks) and, per
+    volume, <scan>_codes.nii.gz: each voxel's code index (nearest latent cell; -1 where not
+    covered) in the scan's space, its aligned version, the transform and the registration
     check. Returns (files, notes)."""
     aligned, notes = align_for_model(model_path, bundle, found)
-    written, all_codes, names, levels = [], [], [], []
+    model, dims = bundle.model, bundle.config.dims
+    written, all_codes, names, levels, volumes = [], [], [], [], []
     d = bundle.config.downsample
     for a in aligned:
-        codes = encode_images(bundle.model, a.images)  # (L, h, w)
-        cells = np.repeat(np.repeat(codes, d, axis=1), d, axis=2).astype(np.float32)
+        if dims == 3:
+            first = scan_first_level(a)
+            codes, first_latent = encode_stack(model, a.images, first)  # (L', h, w)
+            cells = code_cells(model, codes, first, len(a.levels)).astype(np.float32)
+            volumes.append(CodeVolume(input_name(a, root), first_latent, len(codes)))
+        else:
+            codes = encode_images(model, a.images)  # (L, h, w)
+            cells = np.repeat(np.repeat(codes, d, axis=1), d, axis=2).astype(np.float32)
+            names += slice_names(a, root)
+            levels += a.levels.tolist()
         in_scan = a.to_scan(cells, fill=-1.0, order=0)
         scan_space = {"codes": (np.round(in_scan).astype(np.int16), "brainvq code indices")}
         on_frame = {"codes": (cells, "brainvq code indices on the frame")}
         written += write_volume_outputs(out_dir, a, scan_space, on_frame)[0]
         all_codes.append(codes)
-        names += slice_names(a, root)
-        levels += a.levels.tolist()
+    if dims == 3:
+        stride, side = bundle.config.level_stride, bundle.config.latent_size
+        write_code_volumes(out_dir / CODES_FILE, volumes, all_codes, stride, side)
+        return [*written, out_dir / CODES_FILE], notes
     with atomic_path(out_dir / CODES_FILE) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(
             f,
             codes=np.concatenate(all_codes).astype(np.int16),
             names=np.array(names, dtype=str),
             levels=np.array(levels, dtype=np.int64),
+            dims=np.int64(2),
         )
     return [*written, out_dir / CODES_FILE], notes
 
@@ -136,16 +165,19 @@ def reconstruct_input(
     series: str | None = None,
 ) -> tuple[list[Path], Path, list[str]]:
     """`brainvq reconstruct`: volumes as above (series: the DICOM series to take, `--series`),
-    2D inputs as reconstruct_to_folder (limit: at most this many slices, 2D inputs only).
+    2D inputs as reconstruct_to_folder (limit: at most this many slices, 2D inputs only), or
+    with a 3D model as reconstruct_subjects (limit: the whole subjects within it).
     Returns (files, grid, notes)."""
     found = input_scans(source, series)
     if found is not None:
         if limit is not None:
             raise ValueError("--limit applies to 2D inputs; a volume gives every covered level")
         bundle = load_vqvae(model_path)
-        require_2d(bundle, "reconstruct")
         out_dir = output_folder(out_dir)
         return reconstruct_volumes(model_path, bundle, found, Path(source), out_dir)
+    bundle = load_vqvae(model_path)
+    if bundle.config.dims == 3:
+        return (*reconstruct_subjects(bundle, source, out_dir, limit=limit), [])
     return (*reconstruct_to_folder(model_path, source, out_dir, limit=limit), [])
 
 
@@ -153,11 +185,13 @@ def encode_input(
     model_path: Path, source: str | Path, out_dir: Path, series: str | None = None
 ) -> tuple[list[Path], list[str]]:
     """`brainvq encode`: codes.npz of every slice of `source` (codes (N, h, w) int16, names,
-    levels: -1 when unknown); volumes also as code-index volumes in their own space (series:
-    the DICOM series to take, `--series`)."""
+    levels: -1 when unknown, dims 2; a 3D model: every subject's or volume's code volume,
+    brainvq.inference.level_stacks); volumes also as code-index volumes in their own space
+    (series: the DICOM series to take, `--series`)."""
     found = input_scans(source, series)
     bundle = load_vqvae(model_path)
-    require_2d(bundle, "encode")
+    if found is None and bundle.config.dims == 3:
+        return [encode_subjects(bundle, source, Path(out_dir) / CODES_FILE)], []
     out_dir = output_folder(out_dir)
     if found is not None:
         return encode_volumes(model_path, bundle, found, Path(source), out_dir)

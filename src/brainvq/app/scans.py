@@ -101,14 +101,18 @@ def inspect_volumes(scans: list[ScanRecord], out_dir: Path, progress: bool = Tru
     return lines
 
 
-def slice_names(aligned: AlignedScan, root: Path) -> list[str]:
-    """`<scan>#level<k>` for each covered level: a file's path relative to the input `root`
-    (its name when root is the file), a DICOM series' name."""
+def input_name(aligned: AlignedScan, root: Path) -> str:
+    """The scan as the input names it: a file's path relative to the input `root` (its name
+    when root is the file), a DICOM series' name."""
     path = aligned.scan.path
     if path.is_dir():
-        rel = aligned.scan.name
-    else:
-        rel = path.name if root.is_file() else path.relative_to(root).as_posix()
+        return aligned.scan.name
+    return path.name if root.is_file() else path.relative_to(root).as_posix()
+
+
+def slice_names(aligned: AlignedScan, root: Path) -> list[str]:
+    """`<scan>#level<k>` for each covered level (<scan>: `input_name`)."""
+    rel = input_name(aligned, root)
     return [f"{rel}#level{int(k)}" for k in aligned.levels]
 
 

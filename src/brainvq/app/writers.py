@@ -89,7 +89,8 @@ def reconstruct_to_folder(
     model_path: Path, source: str | Path, out_dir: Path, limit: int | None = None
 ) -> tuple[list[Path], Path]:
     """Reconstruct every slice of `source` (a PNG/JPEG, a folder, NIfTI volumes, an OASIS set)
-    at the model's working size.
+    at the model's working size, slice by slice: a 2D model (a 3D model reconstructs a folder's
+    subjects whole: brainvq.app.reconstruct_3d).
 
     Writes one 8-bit PNG per slice under `out_dir` (named by `output_names`), `grid.png`
     (originals above reconstructions, at most 8 pairs) and `manifest.csv` (output, input,
