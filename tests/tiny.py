@@ -56,8 +56,8 @@ PRIOR_KEYS = (
 
 
 def assert_codes_agree(got, model, x, rel_margin: float = 1e-4) -> None:
-    """`got` (B, h, w) code indices from another runtime (ONNX, another layout) must equal
-    model.encode(x) wherever the nearest code is clearly nearest.
+    """`got` (B, h, w) code indices (a 3D model: (B, d, h, w)) from another runtime (ONNX,
+    another layout) must equal model.encode(x) wherever the nearest code is clearly nearest.
 
     Two kernels that round differently can only swap codes that tie: where the two smallest
     squared distances of an encoder output differ by less than rel_margin of their size.
@@ -69,10 +69,10 @@ def assert_codes_agree(got, model, x, rel_margin: float = 1e-4) -> None:
     got = np.asarray(got)
     assert got.shape == expected.shape, (got.shape, expected.shape)
     with torch.no_grad():
-        z = model.eval().encoder(x).permute(0, 2, 3, 1).double()  # (B, h, w, D)
+        z = model.eval().encoder(x).movedim(1, -1).double()  # (B, [d,] h, w, D)
         codebook = model.quantizer.embedding.double()  # (K, D)
-        dist = ((z[..., None, :] - codebook) ** 2).sum(-1)  # (B, h, w, K)
-        two = dist.topk(2, dim=-1, largest=False).values  # (B, h, w, 2)
+        dist = ((z[..., None, :] - codebook) ** 2).sum(-1)  # (B, [d,] h, w, K)
+        two = dist.topk(2, dim=-1, largest=False).values  # (B, [d,] h, w, 2)
         tie = ((two[..., 1] - two[..., 0]) <= rel_margin * two[..., 1].clamp_min(1e-12)).numpy()
     differ = got != expected
     assert not (differ & ~tie).any(), (

@@ -39,7 +39,7 @@ import onnxruntime as ort
 
 MANIFEST_FILE = "export.json"
 MANIFEST_FORMAT = "brainvq-onnx"
-MANIFEST_VERSIONS = (1, 2, 3)
+MANIFEST_VERSIONS = (1, 2, 3, 4)
 PARTS = ("encoder", "decoder")
 PRIOR_ROW_FILE = "prior_row.onnx"
 PRIOR_POSITION_FILE = "prior_position.onnx"
@@ -257,6 +257,11 @@ class EdgeModel:
             raise ValueError(
                 f"{path}: format_version {doc.get('format_version')!r}, expected one of "
                 f"{list(MANIFEST_VERSIONS)}"
+            )
+        if doc.get("dims", 2) != 2:
+            raise ValueError(
+                f"{path}: a 3D VQ-VAE's export (dims {doc.get('dims')}); this runtime codes and "
+                "draws 2D code maps only: run its encoder.onnx and decoder.onnx with onnxruntime"
             )
         unknown = set(int8) - set(PARTS)
         if isinstance(int8, str) or unknown:

@@ -38,14 +38,16 @@ def export_run(
 
     quantize "int8-static" calibrates on `calibration` (default DEFAULT_CALIBRATION) of the
     run's training slices; with_prior also exports the run's prior sampler steps (both need a
-    run directory). ImportError when onnx or onnxruntime is missing (checked first)."""
-    from brainvq.inference.run_models import require_2d
+    run directory). A 3D run exports its encoder and decoder only: ValueError for quantize or
+    with_prior (brainvq.io.onnx.check_3d_export), before anything is loaded or written.
+    ImportError when onnx or onnxruntime is missing (checked first)."""
     from brainvq.io.bundle import load_vqvae
-    from brainvq.io.onnx import export_onnx, require_onnx
+    from brainvq.io.onnx import check_3d_export, export_onnx, require_onnx
 
     source = Path(source)
     require_onnx()  # before loading any calibration slices
-    require_2d(load_vqvae(source), "export")
+    prior = RunLayout(source).bundle("prior") if with_prior else None
+    check_3d_export(load_vqvae(source).config, quantize, prior)
     slices = None
     if quantize == "int8-static":
         n = DEFAULT_CALIBRATION if calibration is None else calibration
@@ -55,5 +57,5 @@ def export_run(
         out,
         quantize=quantize,
         calibration=slices,
-        prior=RunLayout(source).bundle("prior") if with_prior else None,
+        prior=prior,
     )

@@ -9,7 +9,12 @@
 
 with a dynamic batch size and a fixed working size, plus `export.json` describing everything
 and `brainvq_edge.py`, a copy of brainvq.edge (numpy + onnxruntime only), so that the folder
-runs on its own. Optionally also:
+runs on its own. A 3D VQ-VAE (`dims: 3`) exports the same two graphs over volumes: images
+(B, 1, D, H, W) -> indices (B, D / level_stride, h, w) and back, the batch and the number of
+levels D (a multiple of the level stride) dynamic; its export has no int8 versions, no prior
+and no edge runtime (`check_3d_export`: the edge runtime codes, draws and decodes 2D code
+maps, and int8 calibration takes slices), so the graphs run with onnxruntime directly.
+Optionally (2D) also:
 
 - int8 versions (brainvq.io.onnx_quantize): "int8", onnxruntime's dynamic quantization (int8
   weights, activations quantized at run time), or "int8-static", QDQ static quantization
@@ -44,8 +49,9 @@ from brainvq.models.vqvae import VQVAE
 MANIFEST_FILE = "export.json"
 MANIFEST_FORMAT = "brainvq-onnx"
 # 2: int8.mode (dynamic or static), the prior's graphs, the edge runtime's copy; 3: the
-# prior's neighbour graph (a prior of whole subjects), which a version-2 runtime would ignore
-MANIFEST_VERSION = 3
+# prior's neighbour graph (a prior of whole subjects), which a version-2 runtime would ignore;
+# 4: dims and level_stride (a 3D model's graphs, which a version-3 runtime would misread)
+MANIFEST_VERSION = 4
 EXPORT_EXTRA = "pip install 'brainvq[export]'"
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
@@ -57,6 +63,18 @@ CHECK_BATCH = 2
 CHECK_SEED = 0
 # Lowest resolution of the smooth random images the export check feeds the encoder.
 CHECK_COARSE = 8
+# Latent levels of the smooth random volumes a 3D export is checked on (any number works).
+CHECK_LATENT_LEVELS = 2
+# The graphs' dynamic axes: the batch; a 3D model's levels (images (B, C, D, H, W)) and latent
+# levels (indices (B, d, h, w)) too.
+DYNAMIC_AXES = {
+    2: {"images": {0: "batch"}, "indices": {0: "batch"}, "reconstruction": {0: "batch"}},
+    3: {
+        "images": {0: "batch", 2: "levels"},
+        "indices": {0: "batch", 1: "latent_levels"},
+        "reconstruction": {0: "batch", 2: "levels"},
+    },
+}
 
 
 def require_onnx() -> tuple[Any, Any]:
@@ -73,23 +91,31 @@ def require_onnx() -> tuple[Any, Any]:
 
 
 class OnnxEncoder(nn.Module):
-    """The exported encoder: images (B, C, H, W) float in [0, 1] -> indices (B, h, w) int64.
+    """The exported encoder: images (B, C, H, W) float in [0, 1] -> indices (B, h, w) int64;
+    3D: volumes (B, C, D, H, W) -> indices (B, d, h, w).
 
-    The same computation as VQVAE.encode (eval-mode layers, squared-distance argmin), so the
-    graph gives the indices PyTorch gives.
+    The same computation as VQVAE.encode (eval-mode layers, squared-distance argmin; a 3D
+    latent's levels stacked along the rows for the lookup), so the graph gives the indices
+    PyTorch gives.
     """
 
     def __init__(self, model: VQVAE) -> None:
         super().__init__()
         self.encoder = model.encoder
         self.quantizer = model.quantizer
+        self.dims = model.config.dims
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.quantizer.lookup(self.encoder(images))
+        z = self.encoder(images)  # (B, D, h, w) or (B, D, d, h, w)
+        if self.dims == 2:
+            return self.quantizer.lookup(z)
+        codes = self.quantizer.lookup(z.flatten(2, 3))  # (B, d*h, w)
+        return codes.unflatten(1, (z.shape[2], z.shape[3]))  # (B, d, h, w)
 
 
 class OnnxDecoder(nn.Module):
-    """The exported decoder: indices (B, h, w) int64 in [0, K) -> images (B, C, H, W) in (0, 1).
+    """The exported decoder: indices (B, h, w) int64 in [0, K) -> images (B, C, H, W) in (0, 1);
+    3D: indices (B, d, h, w) -> volumes (B, C, D, H, W).
 
     The value checks of VQVAE.decode_indices are data-dependent Python and cannot be traced.
     In the graph an index >= K makes the runtime's Gather fail, but a negative one counts from
@@ -102,8 +128,9 @@ class OnnxDecoder(nn.Module):
         self.decoder = model.decoder
 
     def forward(self, indices: Tensor) -> Tensor:
-        codes = F.embedding(indices, self.codebook).permute(0, 3, 1, 2)  # (B, D, h, w)
-        return self.decoder(codes)
+        codes = F.embedding(indices, self.codebook)  # (B, [d,] h, w, D)
+        last = codes.ndim - 1  # a negative axis would reach the graph as a negative perm
+        return self.decoder(codes.permute(0, last, *range(1, last)))  # (B, D, [d,] h, w)
 
 
 def edge_runtime_source() -> Path:
@@ -114,9 +141,25 @@ def edge_runtime_source() -> Path:
     return Path(brainvq.edge.__file__)
 
 
-def _trace_pair_part(module: nn.Module, example: Tensor, path: Path, names: tuple[str, str]):
-    """Encoder or decoder: one input, one output, batch axis dynamic."""
-    axes = {name: {0: "batch"} for name in names}
+def check_3d_export(config: Any, quantize: str | None, prior: object | None) -> None:
+    """ValueError in one line when a 3D VQ-VAE's export asks for what only a 2D one has: int8
+    versions (calibrated and checked on slices) or the prior's sampler steps (the edge runtime
+    draws and decodes 2D code maps, not code volumes)."""
+    if config.dims != 3:
+        return
+    for asked, what in ((quantize, f"int8 quantization ({quantize})"), (prior, "the prior")):
+        if asked is not None:
+            raise ValueError(
+                f"ONNX export of a 3D VQ-VAE (vqvae.dims: 3) has no {what}: the encoder and "
+                "decoder are exported in fp32 only, without the prior or the edge runtime"
+            )
+
+
+def _trace_pair_part(
+    module: nn.Module, example: Tensor, path: Path, names: tuple[str, str], dims: int
+) -> None:
+    """Encoder or decoder: one input, one output, batch axis dynamic (3D: the levels too)."""
+    axes = {name: dict(DYNAMIC_AXES[dims][name]) for name in names}
     trace_to_onnx(module, (example,), path, [names[0]], [names[1]], axes)
 
 
@@ -126,8 +169,16 @@ def _session(path: Path) -> Any:
 
 
 def _check_images(config: Any) -> Tensor:
-    """Smooth random images for the export check: (CHECK_BATCH, C, S, S) float in [0, 1]."""
+    """Smooth random images for the export check: (CHECK_BATCH, C, S, S) float in [0, 1];
+    3D: volumes (CHECK_BATCH, C, CHECK_LATENT_LEVELS * level_stride, S, S)."""
     g = torch.Generator().manual_seed(CHECK_SEED)
+    if config.dims == 3:
+        depth = CHECK_LATENT_LEVELS * config.level_stride
+        coarse = torch.rand(
+            CHECK_BATCH, config.in_channels, depth, CHECK_COARSE, CHECK_COARSE, generator=g
+        )
+        size = (depth, config.image_size, config.image_size)
+        return F.interpolate(coarse, size=size, mode="trilinear", align_corners=False)
     coarse = torch.rand(CHECK_BATCH, config.in_channels, CHECK_COARSE, CHECK_COARSE, generator=g)
     size = (config.image_size, config.image_size)
     return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
@@ -160,8 +211,10 @@ def _manifest(bundle: Bundle, files: dict[str, int], checks: dict, int8: dict | 
     """The content of export.json: sizes, tensor names/shapes/ranges, files and checks."""
     cfg = bundle.config
     size, latent, k = cfg.image_size, cfg.latent_size, cfg.codebook_size
-    images = _tensor_doc("images", "float32", ["batch", cfg.in_channels, size, size], [0, 1])
-    indices = _tensor_doc("indices", "int64", ["batch", latent, latent], [0, k - 1])
+    levels, latent_levels = (["levels"], ["latent_levels"]) if cfg.dims == 3 else ([], [])
+    image_shape = ["batch", cfg.in_channels, *levels, size, size]
+    images = _tensor_doc("images", "float32", image_shape, [0, 1])
+    indices = _tensor_doc("indices", "int64", ["batch", *latent_levels, latent, latent], [0, k - 1])
     reconstruction = {**images, "name": "reconstruction"}
     return {
         "format": MANIFEST_FORMAT,
@@ -173,6 +226,9 @@ def _manifest(bundle: Bundle, files: dict[str, int], checks: dict, int8: dict | 
         "image_size": size,
         "latent_size": latent,
         "downsample": cfg.downsample,
+        "dims": cfg.dims,
+        # slices a latent level (3D: levels = latent_levels * level_stride); 1 in 2D
+        "level_stride": cfg.level_stride,
         "in_channels": cfg.in_channels,
         "codebook_size": k,
         "code_dim": cfg.code_dim,
@@ -184,7 +240,7 @@ def _manifest(bundle: Bundle, files: dict[str, int], checks: dict, int8: dict | 
         "decoder": {"file": DECODER_FILE, "input": indices, "output": reconstruction},
         "int8": int8,
         "prior": None,
-        "edge_runtime": EDGE_RUNTIME_FILE,
+        "edge_runtime": EDGE_RUNTIME_FILE if cfg.dims == 2 else None,
         "file_bytes": files,
         "checks": checks,
     }
@@ -200,10 +256,10 @@ def _write_models(
 ) -> list[str]:
     """Export encoder and decoder (and their int8 versions) into `folder`; returns the names."""
     onnx, _ = require_onnx()
-    _trace_pair_part(OnnxEncoder(model), images, folder / ENCODER_FILE, ("images", "indices"))
-    _trace_pair_part(
-        OnnxDecoder(model), indices, folder / DECODER_FILE, ("indices", "reconstruction")
-    )
+    dims = model.config.dims
+    encoder, decoder = OnnxEncoder(model), OnnxDecoder(model)
+    _trace_pair_part(encoder, images, folder / ENCODER_FILE, ("images", "indices"), dims)
+    _trace_pair_part(decoder, indices, folder / DECODER_FILE, ("indices", "reconstruction"), dims)
     names = [ENCODER_FILE, DECODER_FILE]
     if quantize is not None:
         names += quantize_pair(model, folder, (ENCODER_FILE, DECODER_FILE), quantize, calibration)
@@ -273,18 +329,20 @@ def export_onnx(
         raise ValueError(
             f"{bundle.path}: expected a VQ-VAE bundle, got {type(bundle.model).__name__}"
         )
+    check_3d_export(bundle.config, quantize, prior)
     _check_calibration(calibration, quantize, bundle.config.image_size)
     prior_bundle = None if prior is None else _load_prior(prior, bundle)
     model = copy.deepcopy(bundle.model).cpu().eval()
     images = _check_images(bundle.config)
-    indices = model.encode(images)  # (B, h, w)
+    indices = model.encode(images)  # (B, h, w); 3D (B, d, h, w)
     reference = (indices.numpy(), model.decode_indices(indices).numpy())
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
     try:
         names = _write_models(model, images, indices, scratch, quantize, calibration)
+        what = "images" if bundle.config.dims == 2 else f"volumes of {images.shape[2]} levels"
         checks: dict[str, Any] = {
-            "images": f"{CHECK_BATCH} smooth random images, seed {CHECK_SEED}"
+            "images": f"{CHECK_BATCH} smooth random {what}, seed {CHECK_SEED}"
         }
         fp32 = _run_pair(scratch, (ENCODER_FILE, DECODER_FILE), images, reference[0])
         checks["fp32_vs_pytorch"] = _agreement(fp32, reference)
@@ -315,8 +373,9 @@ def export_onnx(
             names += [prior_entry["row"]["file"], prior_entry["position"]["file"]]
             if prior_entry["neighbour"]:
                 names.append(prior_entry["neighbour"]["file"])
-        shutil.copyfile(edge_runtime_source(), scratch / EDGE_RUNTIME_FILE)
-        names.append(EDGE_RUNTIME_FILE)
+        if bundle.config.dims == 2:  # the edge runtime codes and draws 2D code maps
+            shutil.copyfile(edge_runtime_source(), scratch / EDGE_RUNTIME_FILE)
+            names.append(EDGE_RUNTIME_FILE)
         files = {name: (scratch / name).stat().st_size for name in names}
         manifest = _manifest(bundle, files, checks, int8)
         manifest["prior"] = prior_entry
@@ -327,7 +386,9 @@ def export_onnx(
             os.replace(scratch / name, out / name)
         from brainvq.io.onnx_prior import PRIOR_FILES
 
-        for stale in {*sum(QUANTIZED_FILES.values(), ()), *PRIOR_FILES} - set(names):
+        for stale in {*sum(QUANTIZED_FILES.values(), ()), *PRIOR_FILES, EDGE_RUNTIME_FILE} - set(
+            names
+        ):
             (out / stale).unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
