@@ -59,7 +59,12 @@ def evaluate_run(run_dir: Path, sliceset: SliceSet, split: str | None = None) ->
     metrics, arrays = evaluate_vqvae(bundle, sliceset, split)
     write_data_summary(layout, sliceset, split)
     codebook = bundle.model.quantizer.codebook.detach().cpu().numpy()
-    write_reconstructions(layout, sliceset, split, arrays, codebook)
+    stretch = None
+    if bundle.config.dims == 3:  # whole volumes for the three-plane figure, at true spacing
+        from brainvq.app.subjects import subject_space
+
+        stretch = subject_space(run_dir, sliceset.size, 0).stretch
+    write_reconstructions(layout, sliceset, split, arrays, codebook, stretch)
     return update_metrics(run_dir, "vqvae", metrics)
 
 
@@ -105,7 +110,7 @@ def train_prior(
     if models.n_levels > 1:
         from brainvq.app.subjects import write_run_subjects
 
-        write_run_subjects(run_dir, part, models.n_levels)
+        write_run_subjects(run_dir, part, models, config.sample)
     record_timing(run_dir, "report_samples_s", time.perf_counter() - start)
     return update_metrics(run_dir, "prior", metrics)
 

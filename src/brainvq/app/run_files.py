@@ -29,6 +29,7 @@ from brainvq.run_config import SampleConfig
 N_PER_SPLIT = 8  # dataset slices shown per split
 N_COMPLETED = 3  # real slices completed by the prior
 N_COMPLETIONS = 3  # completions drawn per slice
+VOLUME_KEYS = ("volume_subjects", "volume_originals", "volume_recons")  # 3D: whole volumes
 
 
 def _save_npz(path, **arrays: np.ndarray) -> None:
@@ -75,10 +76,17 @@ def write_reconstructions(
     split: str,
     arrays: dict[str, np.ndarray],
     codebook: np.ndarray,
+    stretch: float | None = None,
 ) -> None:
     """RUN/evaluation/reconstructions.npz from `evaluate_vqvae`'s arrays: per-image SSIM and
     code counts of the whole split, the slices it kept (spread over the levels) with their
-    reconstructions, and the codebook (K, D)."""
+    reconstructions, and the codebook (K, D). A 3D evaluation's whole volumes (volume_subjects,
+    volume_originals, volume_recons) are kept too when `stretch`, the frame's level spacing in
+    pixels, is given (for the report's three-plane figure at true spacing)."""
+    volumes = {}
+    if stretch is not None and "volume_originals" in arrays:
+        volumes = {key: arrays[key] for key in VOLUME_KEYS}
+        volumes["volume_stretch"] = np.float64(stretch)
     _save_npz(
         layout.reconstructions,
         split=np.str_(split),
@@ -88,6 +96,7 @@ def write_reconstructions(
         originals=arrays["originals"],
         recons=arrays["recons"],
         shown_ssim=arrays["ssim"][arrays["shown"]].astype(np.float32),
+        **volumes,
     )
 
 

@@ -32,12 +32,13 @@ from brainvq.data.nifti_codes import XFORM_ALIGNED, XFORM_MNI152, XFORM_UNKNOWN,
 from brainvq.data.sliceset import SliceSet
 from brainvq.evaluation.consistency import subject_volumes
 from brainvq.evaluation.prior import complete_subject_rows
-from brainvq.inference.generate import iter_subjects, subject_slice_levels
-from brainvq.inference.run_models import load_run_models
+from brainvq.inference.generate import generate_subjects, iter_subjects, subject_slice_levels
+from brainvq.inference.run_models import RunModels, load_run_models
 from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
 from brainvq.inference.subjects import SUBJECT_SAMPLER, check_subject_prior
 from brainvq.io.images import image_grid, save_png
-from brainvq.run import RunLayout, load_run
+from brainvq.run import RunLayout
+from brainvq.run_config import SampleConfig
 from brainvq.values import COUNT, INDEX, check_disk
 
 VIEW_ZOOM = 2  # the orthogonal views are enlarged this many times
@@ -221,25 +222,34 @@ def subjects_to_folder(
 REPORT_SUBJECTS = 2  # generated subjects the report shows
 
 
-def write_run_subjects(run_dir: str | Path, part: SliceSet, n_levels: int) -> Path | None:
+def write_run_subjects(
+    run_dir: str | Path, part: SliceSet, models: RunModels, config: SampleConfig
+) -> Path | None:
     """RUN/samples/subjects.npz for the report: the first REPORT_SUBJECTS of the volumes the
     evaluation generated (RUN/samples/generated.npz `subjects`: whole subjects for a prior with
-    the neighbour, else stacks of independent slices, one per level), a real subject of `part`
-    (the evaluation split) and the frame's level spacing in pixels. None (nothing written)
-    when there is no real subject with every level or nothing was generated."""
+    the neighbour, else stacks of independent slices, one per level), or, when it generated
+    none (no generation metrics) and the prior draws whole subjects, REPORT_SUBJECTS drawn here
+    with the report's sampling settings (`config`); a real subject of `part` (the evaluation
+    split) and the frame's level spacing in pixels. None (nothing written) when there is no
+    real subject with every level or nothing was generated."""
     layout = RunLayout(run_dir)
-    if not layout.generated.is_file():
-        return None
-    with np.load(layout.generated, allow_pickle=False) as f:
-        if "subjects" not in f.files:
-            return None
-        volumes = f["subjects"][:REPORT_SUBJECTS]
+    n_levels = models.n_levels
+    neighbour = models.prior.config.has_neighbour
+    volumes = np.zeros((0, n_levels, part.size, part.size), dtype=np.uint8)
+    if layout.generated.is_file():
+        with np.load(layout.generated, allow_pickle=False) as f:
+            if "subjects" in f.files:
+                volumes = f["subjects"][:REPORT_SUBJECTS]
+    elif neighbour:
+        options = SamplingOptions(
+            temperature=config.temperature, top_k=config.top_k, seed=config.seed
+        )
+        volumes = generate_subjects(models, REPORT_SUBJECTS, options=options, progress=False)[1]
     rows = complete_subject_rows(part.subject, part.level, n_levels, most=n_levels)  # one
     real = subject_volumes(part.images[rows], part.subject[rows], part.level[rows], n_levels)
     if not len(real) or not len(volumes):
         return None
     space = subject_space(run_dir, part.size, 0)
-    neighbour = load_run(run_dir).prior.has_neighbour
     with atomic_path(layout.subjects) as tmp, open(tmp, "wb") as f:
         np.savez(
             f,

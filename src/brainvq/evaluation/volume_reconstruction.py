@@ -8,7 +8,7 @@ and scored slice by slice in the axial, coronal and sagittal planes
 a 3D run's metrics.json compares with a 2D run's key for key; `planes` holds all three. The
 rate is `bits_per_voxel`: D' h w log2(K) / (D H W), the same number as bits per pixel of an
 axial slice (`bits_per_pixel` carries it too, for what reads that key). One volume is in
-memory at a time, with the few axial slices a figure shows.
+memory at a time, with the few axial slices and the REPORT_VOLUMES volumes a figure shows.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from brainvq.inference.codes import to_uint8
 from brainvq.io.bundle import Bundle
 from brainvq.metrics import ReconstructionMetrics, perplexity
 from brainvq.models.eval_mode import eval_mode
+
+REPORT_VOLUMES = 2  # the split's first volumes kept whole, with their reconstructions
 
 
 def bits_per_voxel(
@@ -55,7 +57,9 @@ def evaluate_volumes(
     n_images the axial slices, plus metrics n_volumes, bits_per_voxel and planes ({plane:
     {ssim, ssim_min, psnr, mae, mse, n_images}}). arrays: ssim (N,) per axial slice in the
     split's order, counts (K,), shown (S,) positions in the split of the axial
-    slices shown, originals and recons (S, H, W) uint8 of those slices.
+    slices shown, originals and recons (S, H, W) uint8 of those slices, and the first
+    REPORT_VOLUMES volumes whole: volume_subjects (V,) str, volume_originals and volume_recons
+    (V, D, H, W) uint8.
     """
     config = bundle.config
     size = config.image_size
@@ -74,9 +78,12 @@ def evaluate_volumes(
     originals = np.zeros((len(shown), size, size), dtype=np.uint8)
     recons = np.zeros_like(originals)
     reader = RowReader(sliceset.images)
+    kept = min(REPORT_VOLUMES, len(volumes))
+    volume_originals = np.zeros((kept, volumes.depth, size, size), dtype=np.uint8)
+    volume_recons = np.zeros_like(volume_originals)
     model = bundle.model.to(device)
     with eval_mode(model), torch.inference_mode():
-        for volume_rows in volumes.rows:
+        for v, volume_rows in enumerate(volumes.rows):
             images = reader.read(volume_rows)  # (D, H, W) uint8
             x = torch.from_numpy(images).to(device).float().div_(255.0)[None, None]
             if config.dims == 3:
@@ -88,6 +95,8 @@ def evaluate_volumes(
             y = y.float().clamp(0, 1).cpu().numpy()
             counts += np.bincount(codes.cpu().numpy().ravel(), minlength=K)[:K]
             original = images.astype(np.float32) / 255.0
+            if v < kept:
+                volume_originals[v], volume_recons[v] = images, to_uint8(y)
             for plane in PLANES:
                 a = torch.from_numpy(np.ascontiguousarray(plane_slices(original, plane)))
                 b = torch.from_numpy(np.ascontiguousarray(plane_slices(y, plane)))
@@ -133,5 +142,8 @@ def evaluate_volumes(
         "shown": shown,
         "originals": originals,
         "recons": recons,
+        "volume_subjects": np.asarray(volumes.subject[:kept], dtype=str),
+        "volume_originals": volume_originals,
+        "volume_recons": volume_recons,
     }
     return metrics, arrays

@@ -155,6 +155,32 @@ def sample_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     return figures
 
 
+def volume_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
+    """From RUN/evaluation/reconstructions.npz of a 3D run: real subjects of the evaluation
+    split above their reconstructions, in three planes at true spacing."""
+    rec = _npz(layout.reconstructions)
+    if rec is None or "volume_originals" not in rec:
+        return []
+    rows = []
+    for subject, real, recon in zip(
+        rec["volume_subjects"], rec["volume_originals"], rec["volume_recons"], strict=True
+    ):
+        rows += [(f"{subject}, real", real), (f"{subject}, reconstructed", recon)]
+    path = plots.plot_subject_planes(
+        rows,
+        float(rec["volume_stretch"]),
+        fig_dir / "volume_reconstructions.png",
+        "Real subjects and their reconstructions in three planes",
+    )
+    n, depth = len(rec["volume_originals"]), rec["volume_originals"].shape[1]
+    caption = (
+        f"{n} real {rec['split']} subject{'' if n == 1 else 's'} of {depth} levels, each above "
+        "its reconstruction by the 3D VQ-VAE (coded whole): the middle axial slice, the coronal "
+        "and sagittal planes through the middle (levels at their true spacing)"
+    )
+    return [(path, caption)]
+
+
 def subject_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     """From RUN/samples/subjects.npz: generated subjects next to a real one, in three planes."""
     shown = _npz(layout.subjects)
@@ -164,13 +190,21 @@ def subject_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     kind = "generated subject" if neighbour else "independent slices"
     rows = [(f"{kind} {i + 1}", v) for i, v in enumerate(shown["generated"])]
     rows.append(("real subject", shown["real"]))
-    how = (
-        "drawn slice by slice from the lowest level up, each slice given the one below "
-        "(prior.neighbour: previous)"
-        if neighbour
-        else "stacks of slices drawn one level at a time by a prior without the neighbour (no "
-        "two of a stack belong together; `prior: {neighbour: previous}` draws whole subjects)"
-    )
+    if not neighbour:
+        how = (
+            "stacks of slices drawn one level at a time by a prior without the neighbour (no "
+            "two of a stack belong together; `prior: {neighbour: previous}` draws whole subjects)"
+        )
+    elif _vqvae_config(layout).get("dims") == 3:
+        how = (
+            "drawn as code volumes, latent level by latent level from the lowest up, each "
+            "given the one below, and decoded whole by the 3D VQ-VAE"
+        )
+    else:
+        how = (
+            "drawn slice by slice from the lowest level up, each slice given the one below "
+            "(prior.neighbour: previous)"
+        )
     path = plots.plot_subject_planes(rows, float(shown["stretch"]), fig_dir / "subjects.png")
     caption = (
         f"{len(shown['generated'])} generated volumes of {shown['real'].shape[0]} slices, {how}, "
@@ -249,11 +283,16 @@ def training_gif(layout: RunLayout, fig_dir: Path) -> list[Figure]:
         return []
     epochs = sorted(frames)
     gif = make_training_gif([frames[e] for e in epochs], fig_dir / "training.gif", epochs=epochs)
+    shown = (
+        "Two validation volumes' middle axial, coronal and sagittal slices, each original above "
+        "its reconstruction (one pixel row per level: through-plane views not to scale),"
+        if _vqvae_config(layout).get("dims") == 3
+        else "Fixed validation slices (top) and their reconstructions (bottom)"
+    )
     return [
         (
             gif,
-            f"Fixed validation slices (top) and their reconstructions (bottom) after each "
-            f"of the {len(epochs)} epochs (numbered from 0, as in the curves)",
+            f"{shown} after each of the {len(epochs)} epochs (numbered from 0, as in the curves)",
         )
     ]
 
@@ -263,6 +302,7 @@ def draw_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     fig_dir = Path(fig_dir)
     figures = dataset_figure(layout, fig_dir)
     figures += reconstruction_figures(layout, fig_dir)
+    figures += volume_figures(layout, fig_dir)
     figures += sample_figures(layout, fig_dir)
     figures += subject_figures(layout, fig_dir)
     figures += curve_figures(layout, fig_dir)
@@ -271,9 +311,47 @@ def draw_figures(layout: RunLayout, fig_dir: Path) -> list[Figure]:
     return figures
 
 
+def _vqvae_config(layout: RunLayout) -> dict[str, Any]:
+    """The `vqvae` section of RUN/config.yaml ({} when it has none)."""
+    config = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
+    return config.get("vqvae") or {}
+
+
+def volume_note(vqvae: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+    """What a 3D run is, in one line: its latent grid, rate and per-plane SSIM (from the
+    config's `vqvae` section and metrics.json's); None for a 2D run."""
+    if vqvae.get("dims") != 3:
+        return None
+    size, f, s = vqvae["image_size"], vqvae["downsample"], vqvae["level_downsample"]
+    k = vqvae["codebook_size"]
+    scores = metrics.get("vqvae") or {}
+    line = (
+        f"A 3D run (vqvae.dims: 3): each subject's volume is coded whole, the level axis "
+        f"strided {s}x and the slice {f}x"
+    )
+    if scores.get("n_volumes"):
+        depth = scores["n_images"] // scores["n_volumes"]
+        line += (
+            f": {depth} levels of {size}x{size} -> a {depth // s}x{size // f}x{size // f} grid "
+            f"of {k} codes"
+        )
+    else:
+        line += f" ({size}x{size} slices -> {size // f}x{size // f} codes of {k} a latent level)"
+    if "bits_per_voxel" in scores:
+        line += f", {scores['bits_per_voxel']:.4f} bits per voxel"
+    planes = scores.get("planes") or {}
+    if planes:
+        ssim = ", ".join(f"{plane} {v['ssim']:.4f}" for plane, v in planes.items())
+        line += f"; reconstruction SSIM by plane ({scores.get('split', '?')}): {ssim}"
+    return line + "."
+
+
 def _notes(layout: RunLayout, metrics: dict[str, Any]) -> list[str]:
     summary = read_json(layout.data_summary)
     notes = []
+    volume = volume_note(_vqvae_config(layout), metrics)
+    if volume:
+        notes.append(volume)
     if summary:
         split = summary["eval_split"]
         counts = summary["splits"].get(split, {})
@@ -314,9 +392,10 @@ def build_report(run_dir: str | Path) -> Path:
             f"{layout.root} is not a brainvq run: {layout.config} is missing (train one first)"
         )
     metrics = read_json(layout.metrics)
+    kind = " (3D VQ-VAE)" if _vqvae_config(layout).get("dims") == 3 else ""
     return write_report(
         layout.report,
-        title=f"brainvq run {layout.root.resolve().name}",
+        title=f"brainvq run {layout.root.resolve().name}{kind}",
         metrics=metrics,
         config=yaml.safe_load(layout.config.read_text(encoding="utf-8")),
         figures=draw_figures(layout, layout.figures),

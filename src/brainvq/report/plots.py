@@ -366,14 +366,13 @@ def plot_codebook_pca(codebook: np.ndarray, counts: np.ndarray, out: str | Path)
     return _save(fig, out)
 
 
-def plot_subject_planes(
-    subjects: list[tuple[str, np.ndarray]], stretch: float, out: str | Path
-) -> Path:
-    """One row per subject (name, (L, H, W) slices bottom to top): the middle axial slice, then
-    the coronal and sagittal planes through the middle, highest level on top, the level axis
-    drawn `stretch` pixels per level (its spacing in pixels) so the anatomy keeps its shape."""
-    fig = Figure(figsize=(11.0, 2.0 * len(subjects) + 0.4), layout="constrained")
-    fig.suptitle("Whole subjects in three planes", fontsize=13)
+def draw_subject_planes(
+    fig: Figure, subjects: list[tuple[str, np.ndarray]], stretch: float
+) -> np.ndarray:
+    """Into `fig`, one row per subject (name, (L, H, W) slices bottom to top): the middle axial
+    slice, then the coronal and sagittal planes through the middle, highest level on top, the
+    level axis drawn `stretch` pixels per level (the level spacing over the pixel size) so that
+    millimetres are square and the anatomy keeps its shape. Returns the axes (rows, 3)."""
     axes = fig.subplots(len(subjects), 3, squeeze=False, width_ratios=[1, 2.2, 2.2])
     for row, (name, volume) in enumerate(subjects):
         vol = _stack(name, volume)  # (L, H, W) float in [0, 1]
@@ -389,4 +388,17 @@ def plot_subject_planes(
             if row == 0:
                 axes[row, col].set_title(title, fontsize=10)
         axes[row, 0].set_ylabel(name, fontsize=9)
+    return axes
+
+
+def plot_subject_planes(
+    subjects: list[tuple[str, np.ndarray]],
+    stretch: float,
+    out: str | Path,
+    title: str = "Whole subjects in three planes",
+) -> Path:
+    """`draw_subject_planes` as one figure titled `title`, written to `out`."""
+    fig = Figure(figsize=(11.0, 2.0 * len(subjects) + 0.4), layout="constrained")
+    fig.suptitle(title, fontsize=13)
+    draw_subject_planes(fig, subjects, stretch)
     return _save(fig, out)
