@@ -22,7 +22,9 @@ brainvq uses. The recipe:
 5. when that fits poorly (mutual information above `wide_search_above_mi`) or finds no brain
    (above FOUND_BRAIN_MI), a wide search: every translation over the foreground's bounding box
    in 15 mm steps, each with the head pitched -20, 0 and +20 degrees (heads lie tilted in
-   sagittal acquisitions with the neck), then steps 3-4 from its best starts; the better fit
+   sagittal acquisitions with the neck; thousands of starts, ranked first by a vectorised
+   histogram MI, the best `exact_starts` of them scored by the same Mattes MI as step 2: ~10 s
+   where scoring all by SimpleITK took ~150), then steps 3-4 from its best starts; the better fit
    stands. Only when no search finds a brain is the volume refused, and the refusal names what
    was tried (`Registration.tried`).
 
@@ -67,6 +69,9 @@ class RegistrationSettings:
     top_slab_mm: float = 60.0  # the foreground below the top whose centre gives x and y
     wide_step_mm: float = 15.0  # the wide search's translation grid (step 5)
     wide_pitch_deg: tuple[float, ...] = (-20.0, 0.0, 20.0)
+    # more starts than this are ranked by a vectorised histogram MI first, and only this many
+    # best scored by SimpleITK's Mattes MI (its ~10 ms a start made the wide search minutes)
+    exact_starts: int = 400
     # a fit this poor searches widely too (step 5); a T1 that fits scores -0.9 to -1.8 here
     wide_search_above_mi: float = -0.5
     mask_margin_mm: float = 3.0  # the metric's region: the template brain mask dilated by this
@@ -223,8 +228,9 @@ def register_volume(
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
-def _register(data, affine, settings: RegistrationSettings, start_time: float) -> Registration:
-    reference = load_reference()
+def _pyramid(data, affine, settings: RegistrationSettings) -> tuple[dict, np.ndarray]:
+    """Step 1: the volume at 1x, 2x and 4x working_mm as SimpleITK images (scaled by its 99th
+    percentile, the coarser ones blurred), and the world mm (3, M) of its foreground at 4x."""
     small, small_affine = block_average(data, affine, settings.working_mm)
     positive = small[small > 0]
     if positive.size == 0:
@@ -241,6 +247,12 @@ def _register(data, affine, settings: RegistrationSettings, start_time: float) -
     if len(foreground) == 0:
         raise ValueError("the volume has no foreground to register")
     points = coarse_affine[:3, :3] @ foreground.T + coarse_affine[:3, 3:4]  # (3, M) world mm
+    return moving, points
+
+
+def _register(data, affine, settings: RegistrationSettings, start_time: float) -> Registration:
+    reference = load_reference()
+    moving, points = _pyramid(data, affine, settings)
     f = int(round(settings.working_mm))
     fixed8, mask8 = _fixed(reference, 4 * f, 8.0, settings.mask_margin_mm)
 
@@ -266,7 +278,8 @@ def _register(data, affine, settings: RegistrationSettings, start_time: float) -
         wide = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
         wide = wide - np.asarray(BRAIN_CENTRE_MM)
         scored = _score_starts(fixed8, mask8, moving[4], settings, wide, settings.wide_pitch_deg)
-        tried.append(f"a wide search over the field of view: {len(scored)} starts")
+        n_wide = len(wide) * len(settings.wide_pitch_deg)
+        tried.append(f"a wide search over the field of view: {n_wide} starts")
         again = _refine(reference, fixed8, mask8, moving, settings, scored, f)
         best = min(best, again, key=lambda b: b[0])
     metric, to_scan = best
@@ -296,15 +309,76 @@ def _pitched(pitch_deg: float, shift: np.ndarray):
 
 
 def _score_starts(fixed, mask, moving, settings, shifts: np.ndarray, pitches) -> list:
-    """[(metric, pitch, shift)] of every start, best (lowest) first."""
+    """[(metric, pitch, shift)] of every start, best (lowest) first: SimpleITK's Mattes mutual
+    information of each. Beyond `settings.exact_starts` starts (the wide search's thousands),
+    all are ranked by `_histogram_mi` first (vectorised, ~50x faster) and only its best
+    `exact_starts` are scored by SimpleITK, so what steps 3-4 refine is chosen by the same
+    metric as before."""
+    starts = [(pitch, shift) for pitch in pitches for shift in shifts]
+    if len(starts) > settings.exact_starts:
+        ranked = _histogram_mi(fixed, mask, moving, settings, shifts, pitches)
+        starts = [starts[i] for i in np.argsort(ranked, kind="stable")[: settings.exact_starts]]
     scorer = _method(settings, mask, 1.0)
     scored = []
-    for pitch in pitches:
-        for shift in shifts:
-            scorer.SetInitialTransform(_pitched(pitch, shift))
-            scored.append((scorer.MetricEvaluate(fixed, moving), pitch, shift))
+    for pitch, shift in starts:
+        scorer.SetInitialTransform(_pitched(pitch, shift))
+        scored.append((scorer.MetricEvaluate(fixed, moving), pitch, shift))
     scored.sort(key=lambda s: s[0])
     return scored
+
+
+def _voxels(image) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(array (X, Y, Z), origin, spacing, direction (3, 3)) of a SimpleITK image."""
+    sitk = _sitk()
+    array = sitk.GetArrayFromImage(image).T
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return array, np.array(image.GetOrigin()), np.array(image.GetSpacing()), direction
+
+
+def _histogram_mi(fixed, mask, moving, settings, shifts: np.ndarray, pitches) -> np.ndarray:
+    """An approximation of `_score_starts`' metric for every (pitch, shift) in its order: minus
+    the mutual information of the joint histogram (settings.histogram_bins) of the template's
+    values inside `mask` and the moving image's values there (linear interpolation; points
+    outside the moving image left out), for all shifts at once. Mattes' is the same quantity
+    with smooth (B-spline) histogram bins: the two rank starts alike."""
+    bins = settings.histogram_bins
+    f, f_origin, f_spacing, f_direction = _voxels(fixed)
+    inside = _voxels(mask)[0] > 0
+    index = np.argwhere(inside).astype(np.float64)
+    points = f_origin + (index * f_spacing) @ f_direction.T  # (N, 3) world mm
+    values = f[inside]
+    span = max(float(values.max() - values.min()), 1e-12)
+    f_bin = np.clip(((values - values.min()) / span * bins).astype(np.int64), 0, bins - 1)
+    m, m_origin, m_spacing, m_direction = _voxels(moving)
+    m_low, m_span = float(m.min()), max(float(m.max() - m.min()), 1e-12)
+    centre = np.asarray(BRAIN_CENTRE_MM, dtype=np.float64)
+    to_index = m_direction.T / m_spacing[:, None]  # world offset -> moving index offset
+    out = []
+    chunk = max(1, 2_000_000 // max(len(points), 1))
+    for pitch in pitches:
+        a = np.radians(pitch)
+        rotation = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+        base = ((points - centre) @ rotation.T + centre - m_origin) @ to_index.T  # (N, 3)
+        offsets = np.asarray(shifts, dtype=np.float64) @ to_index.T  # (S, 3)
+        for start in range(0, len(offsets), chunk):
+            where = base[None] + offsets[start : start + chunk, None]  # (s, N, 3)
+            sampled = ndimage.map_coordinates(
+                m, where.reshape(-1, 3).T, order=1, mode="constant", cval=np.nan
+            ).reshape(len(where), len(points))
+            valid = ~np.isnan(sampled)
+            m_bin = np.clip(
+                ((np.nan_to_num(sampled) - m_low) / m_span * bins).astype(np.int64), 0, bins - 1
+            )
+            which = np.arange(len(where))[:, None] * bins * bins + f_bin[None] * bins + m_bin
+            joint = np.bincount(which[valid], minlength=len(where) * bins * bins)
+            joint = joint.reshape(len(where), bins, bins).astype(np.float64)
+            total = np.maximum(joint.sum(axis=(1, 2), keepdims=True), 1.0)
+            p = joint / total
+            px, py = p.sum(axis=2, keepdims=True), p.sum(axis=1, keepdims=True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                terms = np.where(p > 0, p * np.log(p / (px * py)), 0.0)
+            out.append(-terms.sum(axis=(1, 2)))
+    return np.concatenate(out)
 
 
 def _distinct(scored: list, n: int, separation_mm: float) -> list:
