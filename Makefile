@@ -30,11 +30,14 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/brainvq demo --out runs/demo
 
-# TESTS: what `make test` runs (default: the whole suite)
+# TESTS: what `make test` runs (default: the whole suite), on one pytest-xdist worker per core
+# (at most TEST_WORKERS; each test file stays on one worker, so a module's trained fixture
+# is trained once). TEST_WORKERS=0 runs the suite in this one process.
 TESTS ?= tests
+TEST_WORKERS ?= 4
 
 test: install
-	$(PY) -m pytest -q $(TESTS)
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n auto --maxprocesses $(TEST_WORKERS) --dist loadfile) $(TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks train.py predict.py

@@ -4,11 +4,18 @@ the tiny trained run the anomaly tests share."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from anomaly_run import train_tiny_run
+# Under pytest-xdist (`make test` runs one worker per core) each worker computes on one thread,
+# and so do the commands it starts: two workers of two threads each on two cores would wait on
+# each other. Set before torch is imported (anomaly_run imports it).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+from anomaly_run import train_tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
