@@ -51,12 +51,14 @@ def brain_mask(images: np.ndarray, level: float) -> np.ndarray:
     return np.stack([ndimage.binary_fill_holes(m) for m in bright]) if len(bright) else bright
 
 
-def smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    """(N, H, W) float -> the same, each slice Gaussian-smoothed with sigma pixels (0: a copy)."""
+def smooth(x: np.ndarray, sigma: float, level_sigma: float = 0.0) -> np.ndarray:
+    """(N, H, W) float -> the same, each slice Gaussian-smoothed with sigma pixels and, when
+    the N slices are consecutive levels of one volume, through them with level_sigma levels
+    (0: every slice on its own; both 0: a copy)."""
     x = np.asarray(x, dtype=np.float32)
-    if sigma == 0:
+    if sigma == 0 and level_sigma == 0:
         return x.copy()
-    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode="nearest")
+    return ndimage.gaussian_filter(x, sigma=(level_sigma, sigma, sigma), mode="nearest")
 
 
 def upsample(cells: np.ndarray, factor: int) -> np.ndarray:
@@ -71,19 +73,32 @@ def residual_map(
     foreground: np.ndarray,
     downsample: int,
     config: AnomalyConfig,
+    level_stride: int = 0,
 ) -> np.ndarray:
     """The anomaly map (step 3 of the module docstring).
 
     images: (N, H, W) uint8; healed: (N, R, H, W) uint8, R healings each; resampled:
-    (N, R, h, w) bool; foreground: (N, H, W) bool; downsample: pixels per latent cell.
-    Returns (N, H, W) float32 >= 0."""
+    (N, R, h, w) bool, the redrawn cells over each slice; foreground: (N, H, W) bool;
+    downsample: pixels per latent cell. level_stride: 0, the slices on their own; s > 0, the N
+    slices are consecutive levels of one volume coded s levels a latent cell, and the residuals
+    and the redrawn cells are smoothed through the levels too, by the same sigmas in cells
+    (brainvq.inference.volume_anomaly). Returns (N, H, W) float32 >= 0."""
     n, r, side_h, side_w = healed.shape
     x = np.asarray(images, dtype=np.float32)[:, None] / 255.0  # (N, 1, H, W)
-    residual = np.abs(x - healed.astype(np.float32) / 255.0).reshape(n * r, side_h, side_w)
-    residual = smooth(residual, config.smooth_sigma * downsample)  # (N * R, H, W)
+    residual = np.abs(x - healed.astype(np.float32) / 255.0)  # (N, R, H, W)
     weight = upsample(resampled.reshape(n * r, *resampled.shape[2:]), downsample)
-    weight = np.clip(smooth(weight.astype(np.float32), config.mask_sigma * downsample), 0, 1)
-    maps = (residual * weight).reshape(n, r, side_h, side_w).mean(axis=1)  # (N, H, W)
+    weight = weight.reshape(n, r, side_h, side_w).astype(np.float32)  # (N, R, H, W)
+
+    def smoothed(v: np.ndarray, cells: float) -> np.ndarray:  # (N, R, H, W), each healing
+        if level_stride == 0:
+            flat = smooth(v.reshape(n * r, side_h, side_w), cells * downsample)  # (N * R, H, W)
+            return flat.reshape(n, r, side_h, side_w)
+        parts = [smooth(v[:, k], cells * downsample, cells * level_stride) for k in range(r)]
+        return np.stack(parts, axis=1)  # (N, R, H, W)
+
+    residual = smoothed(residual, config.smooth_sigma)
+    weight = np.clip(smoothed(weight, config.mask_sigma), 0, 1)
+    maps = (residual * weight).mean(axis=1)  # (N, H, W)
     return (maps * foreground).astype(np.float32)
 
 

@@ -7,8 +7,9 @@ through this one interface (`load_run_models`), whatever it then does with them.
 A run is 2D (a VQ-VAE of slices) or 3D (of volumes, `dims`). A 3D run's prior models the latent
 levels of its code volumes, each given the one below (brainvq.inference.codes), so its levels
 are latent levels: `latent_levels` of them, and `n_levels` = latent_levels x level_downsample
-slice levels in a generated subject. A workflow a 3D run cannot do yet asks `require_2d`,
-which refuses in one line naming the run.
+slice levels in a generated subject, and it has no slice prior: its anomaly maps judge code
+volumes with the prior of latent levels (`anomaly_prior`). A workflow a 3D run cannot do yet
+asks `require_2d`, which refuses in one line naming the run.
 """
 
 from __future__ import annotations
@@ -74,8 +75,16 @@ class RunModels:
         single slices trained as long (measured in docs/subjects.md, "One prior for both
         jobs"), so a second prior would cost its training minutes for little. A 3D run's prior
         models latent levels, not slices: it has none (ValueError, `require_2d`)."""
-        self.require_2d("the slice prior (anomaly maps, healing, single slices)")
+        self.require_2d("the slice prior (healing and drawing single slices)")
         return self.prior
+
+    @property
+    def anomaly_prior(self) -> Bundle:
+        """The prior whose NLL and draws make the anomaly maps (and key their calibrations):
+        a 2D run's slice prior, which judges a slice on its own; a 3D run's prior of latent
+        levels, which judges each latent level of a code volume given the one below
+        (brainvq.inference.volume_anomaly)."""
+        return self.prior if self.dims == 3 else self.slice_prior
 
 
 def require_2d(vqvae: Bundle, workflow: str) -> None:
