@@ -1,7 +1,8 @@
 """A tiny 3D run end to end: both stages through the CLI on the demo cohort's volumes, its codes
 as latent levels, evaluation on three planes, whole subjects drawn and decoded, the Python API
 on volumes, and the workflows a 3D run refuses in one line with exit 2 (reconstruct and encode
-take it: tests/app/test_reconstruct_3d.py; export: tests/io/test_export_3d.py)."""
+take it: tests/app/test_reconstruct_3d.py; export: tests/io/test_export_3d.py; anomaly takes
+scans and refuses slices: tests/app/test_anomaly_3d.py)."""
 
 from __future__ import annotations
 
@@ -128,9 +129,8 @@ def test_evaluate_gives_the_three_planes(run_3d: Path) -> None:
     [
         ("sample", "--run", "{run}", "--n", "2", "--out", "{out}"),
         ("complete", "--run", "{run}", "--input", "{png}", "--keep-rows", "2", "--out", "{out}"),
-        ("anomaly", "--run", "{run}", "--input", "{png}", "--out", "{out}"),
     ],
-    ids=["sample-n", "complete", "anomaly"],
+    ids=["sample-n", "complete"],
 )
 def test_2d_workflows_refuse_a_3d_run_in_one_line(
     run_3d: Path, tmp_path: Path, args: tuple[str, ...]

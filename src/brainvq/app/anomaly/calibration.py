@@ -4,10 +4,12 @@ written into the run by a plain `brainvq anomaly`.
 A calibration is made from the healthy slices of the run's validate split, or from the user's
 own healthy scans (`calibrate_run(healthy=PATH)`, `brainvq anomaly calibrate --healthy PATH`:
 their site, their scanner, the standard answer to a site shift). What it stores is keyed by
-the models, the slice prior, the settings and the source, not by alpha: another alpha is a
+the models, the anomaly prior, the settings and the source, not by alpha: another alpha is a
 re-threshold of the stored maps (brainvq.app.anomaly.calibration_store says where they live).
 The healthy slices are drawn by brainvq.app.anomaly.healthy_pool (a pool of bounded size, however
-many volumes and levels the source has).
+many volumes and levels the source has). A 3D run's maps are made the way its answers are
+(`run_maps`): whole subjects or volumes, each coded, healed and decoded whole; their slices
+are the calibration slices.
 
 - `calibrate_run` (`brainvq anomaly calibrate`) writes into the run: the stored maps under
   their key and RUN/anomaly/calibration.json, which makes it the run's own calibration (a user's
@@ -26,6 +28,8 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from brainvq.app.anomaly import calibration_store as store
 from brainvq.app.anomaly.healthy_pool import (
     USER_SOURCE,
@@ -43,26 +47,28 @@ from brainvq.evaluation.anomaly_calibration import (
 )
 from brainvq.evaluation.calibration_shift import SliceStatistics
 from brainvq.evaluation.conformal import check_rate
-from brainvq.inference.anomaly_maps import anomaly_maps
+from brainvq.inference.anomaly_maps import MapSet, anomaly_maps
 from brainvq.inference.codes import load_codes
 from brainvq.inference.run_models import RunModels, load_run_models
+from brainvq.inference.volume_anomaly import volume_anomaly_maps
 from brainvq.io.bundle import WEIGHTS_FILE
 from brainvq.run import RunLayout, load_run
 from brainvq.run_config import AnomalyConfig, RunConfig
 
 
 def models_fingerprint(models: RunModels) -> str:
-    """A short hash of the VQ-VAE's and the slice prior's weights: a calibration holds only for
+    """A short hash of the VQ-VAE's and the anomaly prior's weights (RunModels.anomaly_prior:
+    a 2D run's slice prior, a 3D run's prior of latent levels): a calibration holds only for
     these (the same hash as before for a run whose slice prior is its only prior)."""
     h = hashlib.sha256()
-    for bundle in (models.vqvae, models.slice_prior):
+    for bundle in (models.vqvae, models.anomaly_prior):
         h.update((bundle.path / WEIGHTS_FILE).read_bytes())
     return h.hexdigest()[:16]
 
 
 def prior_name(run_dir: str | Path, models: RunModels) -> str:
-    """The slice prior's bundle as a path inside the run (its absolute path when outside)."""
-    path = Path(models.slice_prior.path).resolve()
+    """The anomaly prior's bundle as a path inside the run (its absolute path when outside)."""
+    path = Path(models.anomaly_prior.path).resolve()
     root = Path(run_dir).resolve()
     return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
@@ -70,6 +76,44 @@ def prior_name(run_dir: str | Path, models: RunModels) -> str:
 def anomaly_settings(config: RunConfig, n_heal: int | None = None) -> AnomalyConfig:
     """The run config's `anomaly:` section, with `n_heal` (--n-heal) over it when given."""
     return config.anomaly if n_heal is None else replace(config.anomaly, n_heal=n_heal)
+
+
+def run_maps(
+    models: RunModels,
+    images: np.ndarray,
+    levels: np.ndarray | None,
+    code_thr: float,
+    settings: AnomalyConfig,
+    *,
+    group: np.ndarray | None = None,
+    below_of: np.ndarray | None = None,
+    foreground: np.ndarray | None = None,
+    seed: int = 0,
+    sampler: str = "cached",
+    threads: int | None = None,
+    progress: bool = True,
+) -> MapSet:
+    """The anomaly maps of slices (N, H, W) uint8 as the run's kind makes them: a 3D run codes,
+    heals and decodes each volume whole (group: (N,) the volume of each slice, levels their
+    frame levels; brainvq.inference.volume_anomaly), a 2D run judges slices (below_of: in 3D
+    context, each slice's slice below; brainvq.inference.anomaly_maps)."""
+    common = dict(seed=seed, sampler=sampler, progress=progress, threads=threads)
+    if models.dims == 3:
+        if group is None or levels is None:
+            raise ValueError("a 3D run's anomaly maps need each slice's volume and frame level")
+        return volume_anomaly_maps(
+            models, images, levels, group, code_thr, settings, foreground=foreground, **common
+        )
+    return anomaly_maps(
+        models,
+        images,
+        levels,
+        code_thr,
+        settings,
+        foreground=foreground,
+        below_of=below_of,
+        **common,
+    )
 
 
 def make_calibration(
@@ -85,19 +129,20 @@ def make_calibration(
     """Heal and map the calibration slices (nothing is written)."""
     settings = key.settings
     train_codes = load_codes(RunLayout(run_dir).codes, "train")
-    code_thr = code_threshold(models.slice_prior.model, train_codes, settings)
-    maps = anomaly_maps(
+    code_thr = code_threshold(models.anomaly_prior.model, train_codes, settings)
+    maps = run_maps(
         models,
         slices.images,
         slices.levels,
         code_thr,
         settings,
+        group=slices.group,
+        below_of=slices.below_of,
+        foreground=slices.foreground,
         seed=settings.seed,
         sampler=sampler,
-        progress=progress,
         threads=threads,
-        foreground=slices.foreground,
-        below_of=slices.below_of,
+        progress=progress,
     )
     return store.StoredCalibration(
         key=key,

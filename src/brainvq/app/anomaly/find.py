@@ -1,4 +1,4 @@
-"""Anomaly maps of user slices and scans with a run's VQ-VAE and slice prior, and the slice and
+"""Anomaly maps of user slices and scans with a run's VQ-VAE and its prior, and the slice and
 scan decisions that follow them, thresholded by the run's calibration.
 
 `find_anomalies` loads the input at the model's working size (brainvq.app.anomaly.inputs: NIfTI
@@ -14,6 +14,9 @@ combination at scan_alpha. For each scan it also says what differs from the cali
 and whether the stated rates are at risk for it, and which share of its brain the run judges
 (brainvq.app.anomaly.scan_answers; a run that misses part of every brain says once that a
 whole-brain run would judge the rest: brainvq.app.anomaly.coverage).
+A 3D run takes volumes only: each is coded, judged with its prior of latent levels, healed and
+decoded whole (brainvq.inference.volume_anomaly), and its slices are then decided, calibrated
+and checked for shift as a 2D run's.
 `write_anomalies` (brainvq.app.anomaly.files) writes the results, volumes in their own space.
 The settings are the run config's `anomaly:` section (`anomaly_settings`), with --n-heal over
 it.
@@ -26,19 +29,21 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.anomaly.calibration import anomaly_settings, resolve_calibration
+from brainvq.app.anomaly.calibration import anomaly_settings, resolve_calibration, run_maps
 from brainvq.app.anomaly.calibration_store import StoredCalibration
 from brainvq.app.anomaly.coverage import whole_brain_note
 from brainvq.app.anomaly.inputs import load_inputs, resolve_levels
 from brainvq.app.anomaly.scan_answers import SHIFT_WARNING, ScanAnswer, answer_scans
+from brainvq.app.reconstruct_3d import scan_first_level
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.anomaly_calibration import Calibration, calibration_scores
 from brainvq.evaluation.anomaly_decisions import slice_scores
 from brainvq.evaluation.conformal import conformal_p_values
-from brainvq.inference.anomaly_maps import MapSet, anomaly_maps
+from brainvq.inference.anomaly_maps import MapSet
 from brainvq.inference.codes import decode_codes
 from brainvq.inference.run_models import load_run_models
 from brainvq.inference.slice_below import below_rows
+from brainvq.inference.volume_anomaly import volume_reconstructions
 from brainvq.run import RunLayout, load_run
 from brainvq.values import HEALINGS, RATE, SEED
 
@@ -131,7 +136,7 @@ def find_anomalies(
     layout = RunLayout(run_dir)
     config = load_run(run_dir)
     models = load_run_models(run_dir)
-    models.require_2d("anomaly")  # before any input is read or aligned
+    volumetric = models.dims == 3
     inputs = load_inputs(
         run_dir,
         source,
@@ -140,7 +145,11 @@ def find_anomalies(
         threads=threads,
         progress=progress,
         series=series,
+        volumes_only=volumetric,  # a 3D run refuses slices before any is read
     )
+    if volumetric:
+        for aligned in inputs.volumes:
+            scan_first_level(aligned)  # refuses covered levels with a gap, naming the scan
     levels, level_from, notes = resolve_levels(models, layout, inputs, level)
     notes = [*inputs.notes, *notes]
     for aligned in inputs.volumes:
@@ -159,20 +168,26 @@ def find_anomalies(
     calibration, stored = resolved.calibration, resolved.stored
     notes += resolved.notes
     below_of = None
-    if inputs.volumes and levels is not None and models.slice_prior.config.has_neighbour:
+    if (
+        not volumetric
+        and inputs.volumes
+        and levels is not None
+        and models.slice_prior.config.has_neighbour
+    ):
         below_of = below_rows(inputs.volume_of, levels)  # each slice's slice below, in context
-    details = anomaly_maps(
+    details = run_maps(
         models,
         inputs.images,
-        levels,
+        inputs.levels if volumetric else levels,
         calibration.code_threshold,
         settings,
+        group=inputs.volume_of,
+        below_of=below_of,
+        foreground=inputs.foreground,
         seed=seed,
         sampler=sampler,
-        progress=progress,
         threads=threads,
-        foreground=inputs.foreground,
-        below_of=below_of,
+        progress=progress,
     )
     pixel = calibration.pixel_threshold
     scores = slice_scores(
@@ -200,7 +215,12 @@ def find_anomalies(
         note = whole_brain_note(inputs.volumes[0].frame, coverages)
         notes += [note] if note else []
     reconstructions = None
-    if inputs.volumes:
+    if volumetric:  # each volume coded whole, as its maps were
+        model = models.vqvae.model
+        reconstructions = volume_reconstructions(
+            model, inputs.images, inputs.levels, inputs.volume_of
+        )
+    elif inputs.volumes:
         reconstructions = decode_codes(models.vqvae.model, details.codes)
     return AnomalyResult(
         names=inputs.names,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.app.anomaly.inputs import Inputs, load_inputs, resolve_levels
+from brainvq.app.anomaly.inputs import Inputs, load_inputs, refuse_slices, resolve_levels
 from brainvq.app.run_data import run_slices
 from brainvq.app.scans import align_inputs, input_scans, slice_names
 from brainvq.inference.run_models import RunModels
@@ -51,13 +51,15 @@ def whole_groups(group: np.ndarray, most: int, rng: np.random.Generator) -> np.n
 class HealthySlices:
     """The calibration slices: images (n, H, W) uint8, levels (n,) or None, foreground
     (n, H, W) bool or None, source (how the key names them), below_of (n,) or None (3D
-    context: each slice's slice below among them)."""
+    context: each slice's slice below among them), group (n,) or None (a 3D run: the subject
+    or volume of each slice, whole volumes drawn; levels are then their frame levels)."""
 
     images: np.ndarray
     levels: np.ndarray | None
     foreground: np.ndarray | None
     source: str
     below_of: np.ndarray | None
+    group: np.ndarray | None = None
 
 
 class _Pool:
@@ -145,10 +147,12 @@ def healthy_slices(
     validate split, or of the user's healthy scans `healthy` (volumes as in the module
     docstring; 2D slices all read, then drawn). In 3D context (a slice prior with the
     neighbour, settings.context) whole subjects or volumes, each slice with its slice below, as
-    the maps are made. series: the DICOM series of `healthy` to take (`--series`)."""
+    the maps are made; a 3D run takes whole subjects or volumes always (it codes them whole),
+    and no slices. series: the DICOM series of `healthy` to take (`--series`)."""
     layout = RunLayout(run_dir)
     rng = np.random.default_rng(settings.seed)
-    context = settings.context and models.slice_prior.config.has_neighbour
+    whole = models.dims == 3
+    context = whole or (settings.context and models.anomaly_prior.config.has_neighbour)
     most = settings.calibration_slices
     found = None if healthy is None else input_scans(healthy, series)
     if healthy is None:
@@ -169,12 +173,16 @@ def healthy_slices(
             f"{USER_SOURCE} {healthy}{picked} ({len(found.scans)} volumes, "
             f"{len(inputs.images)} slices)"
         )
+    elif whole:
+        raise ValueError(refuse_slices(healthy, "calibrates on"))
     else:
         inputs = load_inputs(run_dir, healthy, threads=threads, progress=progress)
         pick = np.sort(rng.permutation(len(inputs.images))[:most])
         inputs = inputs.subset(pick)
         group = None
         source = f"{USER_SOURCE} {healthy} ({len(pick)} slices)"
+    if whole:  # the frame levels, which place each volume's latent levels
+        return HealthySlices(inputs.images, inputs.levels, inputs.foreground, source, None, group)
     levels, _, _ = resolve_levels(models, layout, inputs, None)
     below_of = None
     if context and group is not None and levels is not None:

@@ -65,6 +65,14 @@ class Inputs:
         )
 
 
+def refuse_slices(source: str | Path, verb: str) -> str:
+    """The one line a 3D run answers 2D input with: what it `verb`s instead."""
+    return (
+        f"{source} holds slices, but a 3D run {verb} whole scans, each coded as a volume: give "
+        "volumes (NIfTI, MGZ, NRRD/MHA, a DICOM series, a BIDS tree, or a folder of them)"
+    )
+
+
 def load_inputs(
     run_dir: str | Path,
     source: str | Path,
@@ -74,16 +82,22 @@ def load_inputs(
     threads: int | None = None,
     progress: bool = True,
     series: str | None = None,
+    volumes_only: bool = False,
 ) -> Inputs:
     """Volumes (a file, a folder of them, a DICOM series or DICOMDIR, a BIDS tree; series: the
     DICOM series to take, `--series`): aligned to the run's frame, every covered level
     (brainvq.app.scans); a single PNG/JPEG (its level read from its name as a folder's would be); or
-    anything load_slices reads (every slice of every split, in the loader's order)."""
+    anything load_slices reads (every slice of every split, in the loader's order).
+    volumes_only: anything but volumes is refused in one line (`refuse_slices`: a 3D run)."""
     path = Path(source)
     config = load_run(run_dir)
     size, n_levels = config.data.size, config.data.n_levels
     cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else None
     found = input_scans(path, series)
+    if found is None and volumes_only:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or folder (expected volumes)")
+        raise ValueError(refuse_slices(path, "judges"))
     if found is not None:
         aligned = align_inputs(
             run_dir, found.scans, mask=mask, intensity=intensity, threads=threads, progress=progress
