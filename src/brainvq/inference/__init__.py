@@ -10,5 +10,6 @@
 - Drawing whole subjects, each slice given the one below: slice by slice (subjects) or every
   slice at once as a wavefront (wavefront); which slice lies below which (slice_below).
 - Anomaly maps: the prior's per-code NLL (code_nll), healing (healing; slices of a volume in 3D
-  context: context_healing) and the maps built from them (anomaly_maps).
+  context: context_healing) and the maps built from them (anomaly_maps); a 3D run's volumes
+  coded, healed and decoded whole (volume_anomaly).
 """
