@@ -23,6 +23,18 @@ def train_tiny_run(root: Path) -> Path:
     return run
 
 
+def uncalibrated_copy(run: Path, folder: Path) -> Path:
+    """A copy of `run` under `folder` without any anomaly calibration."""
+    import shutil
+
+    from brainvq.run import RunLayout
+
+    copy = folder / "run"
+    shutil.copytree(run, copy)
+    shutil.rmtree(RunLayout(copy).anomaly, ignore_errors=True)
+    return copy
+
+
 def plant_disc(image: np.ndarray, centre: tuple[int, int], radius: float, value: int) -> np.ndarray:
     """A copy of image (H, W) uint8 with a uniform disc of `value`: a simple lesion."""
     yy, xx = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]

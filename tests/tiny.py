@@ -1,10 +1,24 @@
 """Paths for the tests that train tiny runs (pytest puts tests/ on sys.path)."""
 
+import subprocess
 import sys
 from pathlib import Path
 
 TESTS = Path(__file__).parent
 TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
+TINY_3D = TESTS / "configs" / "tiny_3d.yaml"  # 16 levels of 32x32, level_downsample 2
+
+
+def brainvq_cli(*args: str | Path | int) -> subprocess.CompletedProcess:
+    """`brainvq ARGS` in a process of its own: its exit code, stdout and stderr as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "brainvq.app.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+    )
 
 
 def train_cmd(run: Path, *flags: str, config: Path = TINY_CONFIG) -> list[str]:
@@ -78,3 +92,29 @@ def assert_codes_agree(got, model, x, rel_margin: float = 1e-4) -> None:
     assert not (differ & ~tie).any(), (
         f"{int((differ & ~tie).sum())} codes differ where the nearest code is clear"
     )
+
+
+def small_3d_vqvae_config():
+    """An untrained-size 3D VQ-VAE config at 32x32 (level stride 2, downsample 4), for tests
+    that build the model directly."""
+    from brainvq.models.vqvae import VQVAEConfig
+
+    return VQVAEConfig(
+        image_size=32,
+        dims=3,
+        downsample=4,
+        level_downsample=2,
+        channels=(8, 16),
+        res_blocks=1,
+        res_channels=8,
+        code_dim=8,
+        codebook_size=16,
+    )
+
+
+def train_tiny_3d(folder: Path) -> Path:
+    """`brainvq train vqvae` on tiny_3d.yaml into folder/run (seconds): a tiny 3D run."""
+    run = folder / "run"
+    done = subprocess.run(train_cmd(run, config=TINY_3D), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run

@@ -56,3 +56,11 @@ def fake_subject_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         run / "prior" / PRIOR_FOLDER, prior, prior_config, "prior", {"latent_shape": [side, side]}
     )
     return run
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty user cache of this test's own."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("BRAINVQ_CACHE", str(folder))
+    return folder

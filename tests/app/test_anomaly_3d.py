@@ -6,7 +6,6 @@ check on a calibration of the user's healthy scans, and slices refused in one li
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,10 +13,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-from anomaly_run import tree_hashes
+from anomaly_run import tree_hashes, uncalibrated_copy
 from data.files import brain_scan
 from scipy import ndimage
-from tiny import TESTS, train_cmd
+from tiny import TINY_3D, train_cmd
 
 from app.test_anomaly_calibrations import read_only, writable
 from app.test_anomaly_cli import cli, scores
@@ -35,7 +34,6 @@ from brainvq.inference.run_models import load_run_models
 from brainvq.io.images import save_png
 from brainvq.run import RunLayout, load_run
 
-TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
 LEVELS, SIZE, STRIDE = 16, 32, 2  # tiny_3d.yaml: 16 levels of 32x32, level_downsample 2
 ALPHA = "0.1"  # one validate subject: 16 calibration slices, enough for 0.1
 SCAN_SPACE = ("anomaly", "anomaly_mask", "brain_mask", "reconstruction", "healed")
@@ -70,18 +68,7 @@ def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def run(run_3d: Path, tmp_path: Path) -> Path:
     """A copy of the tiny 3D run without any calibration."""
-    copy = tmp_path / "run"
-    shutil.copytree(run_3d, copy)
-    shutil.rmtree(RunLayout(copy).anomaly, ignore_errors=True)
-    return copy
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty user cache of this test's own."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("BRAINVQ_CACHE", str(folder))
-    return folder
+    return uncalibrated_copy(run_3d, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from anomaly_run import tree_hashes
+from anomaly_run import tree_hashes, uncalibrated_copy
 from data.files import write_png
 
 from app.test_anomaly_cli import ALPHA, cli, scores
@@ -41,18 +41,7 @@ from brainvq.run import RunLayout, load_run
 @pytest.fixture
 def run(anomaly_tiny_run: Path, tmp_path: Path) -> Path:
     """A copy of the tiny run without any calibration."""
-    copy = tmp_path / "run"
-    shutil.copytree(anomaly_tiny_run, copy)
-    shutil.rmtree(RunLayout(copy).anomaly, ignore_errors=True)
-    return copy
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty user cache of this test's own."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("BRAINVQ_CACHE", str(folder))
-    return folder
+    return uncalibrated_copy(anomaly_tiny_run, tmp_path)
 
 
 @pytest.fixture

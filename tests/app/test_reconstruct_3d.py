@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from data.files import brain_scan
 from PIL import Image
-from tiny import TESTS, train_cmd
+from tiny import brainvq_cli, train_tiny_3d
 
 import brainvq
 from brainvq.app.run_data import run_slices
@@ -25,29 +24,14 @@ from brainvq.data.subject_volumes import subject_volumes
 from brainvq.io.images import save_png
 from brainvq.run import load_run
 
-TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
 LEVELS, SIZE, STRIDE = 16, 32, 2  # tiny_3d.yaml: 16 levels of 32x32, level_downsample 2
 SUBJECTS = ("001", "002")
-
-
-def brainvq_cli(*args: str | Path | int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brainvq.app.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
 def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny 3D run: `train vqvae` on tiny_3d.yaml (seconds)."""
-    run = tmp_path_factory.mktemp("run3d") / "run"
-    done = subprocess.run(train_cmd(run, config=TINY_3D), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run
+    return train_tiny_3d(tmp_path_factory.mktemp("run3d"))
 
 
 @pytest.fixture(scope="module")

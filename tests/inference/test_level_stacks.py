@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import small_3d_vqvae_config
 
 from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.level_stacks import (
@@ -18,7 +19,7 @@ from brainvq.inference.level_stacks import (
     reconstruct_stack,
     write_code_volumes,
 )
-from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAE
 
 SIZE, STRIDE = 32, 2
 
@@ -28,16 +29,7 @@ def model() -> VQVAE:
     """An untrained 3D VQ-VAE (level stride 2) whose codebook was initialised on random
     volumes, so that different levels get different codes."""
     torch.manual_seed(0)
-    config = VQVAEConfig(
-        image_size=SIZE,
-        dims=3,
-        level_downsample=STRIDE,
-        channels=(8, 16),
-        res_blocks=1,
-        res_channels=8,
-        code_dim=8,
-        codebook_size=16,
-    )
+    config = small_3d_vqvae_config()
     vqvae = VQVAE(config)
     with torch.no_grad():
         vqvae.train()(torch.rand(2, 1, 4, SIZE, SIZE))  # the k-means codebook init

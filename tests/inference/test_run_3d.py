@@ -7,13 +7,12 @@ scans and refuses slices: tests/app/test_anomaly_3d.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tiny import TINY_3D, brainvq_cli
 
 import brainvq
 from brainvq.app.run_data import run_slices
@@ -24,21 +23,8 @@ from brainvq.inference.run_models import load_run_models
 from brainvq.inference.subjects import sample_subjects
 from brainvq.io.images import save_png
 from brainvq.run import load_run
-from tests.tiny import TESTS
 
-TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
 LEVELS, SIZE, STRIDE = 16, 32, 2  # tiny_3d.yaml: 16 levels of 32x32, level_downsample 2
-
-
-def brainvq_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brainvq.app.cli", *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -6,47 +6,28 @@ refused in one line with exit 2, nothing written."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from tiny import TESTS, assert_codes_agree, train_cmd
+from tiny import (
+    assert_codes_agree,
+    brainvq_cli,
+    small_3d_vqvae_config,
+    train_tiny_3d,
+)
 
 from brainvq.edge import EdgeModel
 from brainvq.io.bundle import load_vqvae, save_bundle
 from brainvq.io.onnx import export_onnx
-from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAE
 
-TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
 SIZE, STRIDE = 32, 2  # tiny_3d.yaml: 32x32 slices, level_downsample 2, downsample 4
-SMALL_3D = VQVAEConfig(
-    image_size=SIZE,
-    dims=3,
-    downsample=4,
-    level_downsample=STRIDE,
-    channels=(8, 16),
-    res_blocks=1,
-    res_channels=8,
-    code_dim=8,
-    codebook_size=16,
-)
+SMALL_3D = small_3d_vqvae_config()
 # ONNX Runtime's float32 convolutions against PyTorch's, on the same indices
 DECODER_TOLERANCE = 1e-4
-
-
-def brainvq_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "brainvq.app.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-    )
 
 
 def structured_volumes(n: int, depth: int, size: int = SIZE) -> torch.Tensor:
@@ -125,10 +106,7 @@ def test_the_edge_runtime_refuses_a_3d_export(exported_3d) -> None:
 @pytest.fixture(scope="module")
 def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny 3D run: `train vqvae` on tiny_3d.yaml (seconds)."""
-    run = tmp_path_factory.mktemp("run3d") / "run"
-    done = subprocess.run(train_cmd(run, config=TINY_3D), capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run
+    return train_tiny_3d(tmp_path_factory.mktemp("run3d"))
 
 
 def test_cli_exports_a_3d_run_that_codes_its_own_subject(run_3d: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
-from tiny import TESTS
+from tiny import TINY_3D
 
 from brainvq.app.run_data import run_slices
 from brainvq.app.subjects import subject_space
@@ -23,7 +23,6 @@ from brainvq.data.subject_volumes import subject_volumes
 from brainvq.report.plots import DPI, draw_subject_planes
 from brainvq.run import load_run
 
-TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
 LEVELS, SIZE, STRIDE = 16, 32, 2  # tiny_3d.yaml: 16 levels of 32x32, level_downsample 2
 FIGURE_WIDTH_IN, ROW_IN, TITLE_IN = 11.0, 2.0, 0.4  # plot_subject_planes' size per row
 

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.tiny import TESTS, train_cmd
-
-TINY_3D = TESTS / "configs" / "tiny_3d.yaml"
+from tiny import TINY_3D, train_cmd
 
 
 def train_with(tmp_path: Path, changes: dict) -> subprocess.CompletedProcess:

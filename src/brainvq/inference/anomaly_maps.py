@@ -128,6 +128,30 @@ class MapSet(NamedTuple):
     foreground: np.ndarray
 
 
+def checked_slices(models: RunModels, images: np.ndarray) -> np.ndarray:
+    """images as an array; ValueError unless (N, H, W) uint8 at the model's working size."""
+    images = np.asarray(images)
+    size = models.vqvae.config.image_size
+    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
+        raise ValueError(
+            f"images: expected (N, {size}, {size}) uint8 slices (the model's working size), "
+            f"got {images.shape} {images.dtype}"
+        )
+    return images
+
+
+def foreground_of(
+    images: np.ndarray, foreground: np.ndarray | None, config: AnomalyConfig
+) -> np.ndarray:
+    """The brain masks (N, H, W) bool: `foreground` when given (checked against the images'
+    shape), else found from the images (`brain_mask`)."""
+    if foreground is None:
+        return brain_mask(images, config.foreground_level)
+    if foreground.shape != images.shape:
+        raise ValueError(f"foreground: expected {images.shape} masks, got {foreground.shape}")
+    return foreground
+
+
 def anomaly_maps(
     models: RunModels,
     images: np.ndarray,
@@ -149,13 +173,8 @@ def anomaly_maps(
     slice below among `images` (-1: none), for a prior with the neighbour and
     config.context: steps 1-2 in 3D context (brainvq.inference.context_healing); None: every
     slice on its own."""
-    images = np.asarray(images)
-    size = models.vqvae.config.image_size
-    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
-        raise ValueError(
-            f"images: expected (N, {size}, {size}) uint8 slices (the model's working size), "
-            f"got {images.shape} {images.dtype}"
-        )
+    images = checked_slices(models, images)
+    size = images.shape[1]
     options = SamplingOptions(temperature=config.temperature, seed=seed, sampler=sampler)
     if levels is not None:
         levels = np.asarray(levels, dtype=np.int64)
@@ -192,10 +211,7 @@ def anomaly_maps(
     healed_codes = healing.codes.cpu().numpy().reshape(n, r, h, w)
     resampled = healing.resampled.cpu().numpy().reshape(n, r, h, w)
     healed = decode_codes(models.vqvae.model, healing.codes).reshape(n, r, size, size)
-    if foreground is None:
-        foreground = brain_mask(images, config.foreground_level)
-    elif foreground.shape != images.shape:
-        raise ValueError(f"foreground: expected {images.shape} masks, got {foreground.shape}")
+    foreground = foreground_of(images, foreground, config)
     maps = np.zeros(images.shape, dtype=np.float32)
     d = models.vqvae.config.downsample
     for start in range(0, n, MAP_BATCH):

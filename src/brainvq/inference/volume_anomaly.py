@@ -31,7 +31,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from brainvq.inference.anomaly_maps import MapSet, brain_mask, residual_map, slice_scores
+from brainvq.inference.anomaly_maps import (
+    MapSet,
+    checked_slices,
+    foreground_of,
+    residual_map,
+    slice_scores,
+)
 from brainvq.inference.codes import decode_codes, encode_images
 from brainvq.inference.context_healing import heal_in_context
 from brainvq.inference.level_stacks import pad_stack, reconstruct_stack
@@ -83,17 +89,9 @@ def volume_anomaly_maps(
     volumes: levels (N,) int their frame levels, group (N,) the volume of each (its slices
     consecutive levels, any order). foreground: (N, H, W) bool brain masks when known, else
     found from the images (anomaly_maps.brain_mask). Returns a MapSet in the input's order."""
-    images = np.asarray(images)
-    size = models.vqvae.config.image_size
-    if images.ndim != 3 or images.dtype != np.uint8 or images.shape[1:] != (size, size):
-        raise ValueError(
-            f"images: expected (N, {size}, {size}) uint8 slices (the model's working size), "
-            f"got {images.shape} {images.dtype}"
-        )
-    if foreground is None:
-        foreground = brain_mask(images, config.foreground_level)
-    elif foreground.shape != images.shape:
-        raise ValueError(f"foreground: expected {images.shape} masks, got {foreground.shape}")
+    images = checked_slices(models, images)
+    size = images.shape[1]
+    foreground = foreground_of(images, foreground, config)
     vqvae, prior = models.vqvae.model, models.anomaly_prior.model
     s, f, r = models.level_stride, models.vqvae.config.downsample, config.n_heal
     stacks = volume_rows(group, levels)
