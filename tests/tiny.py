@@ -95,8 +95,8 @@ def assert_codes_agree(got, model, x, rel_margin: float = 1e-4) -> None:
 
 
 def small_3d_vqvae_config():
-    """An untrained-size 3D VQ-VAE config at 32x32 (level stride 2, downsample 4), for tests
-    that build the model directly."""
+    """A small 3D VQ-VAE config at 32x32 (level stride 2, downsample 4), for tests that build
+    the model directly."""
     from brainvq.models.vqvae import VQVAEConfig
 
     return VQVAEConfig(

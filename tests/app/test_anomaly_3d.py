@@ -20,6 +20,7 @@ from tiny import TINY_3D, train_cmd
 
 from app.test_anomaly_calibrations import read_only, writable
 from app.test_anomaly_cli import cli, scores
+from app.test_anomaly_volumes import assert_in_scan_space
 from brainvq.app.anomaly import calibration_store
 from brainvq.app.anomaly.calibration import (
     anomaly_settings,
@@ -36,7 +37,6 @@ from brainvq.run import RunLayout, load_run
 
 LEVELS, SIZE, STRIDE = 16, 32, 2  # tiny_3d.yaml: 16 levels of 32x32, level_downsample 2
 ALPHA = "0.1"  # one validate subject: 16 calibration slices, enough for 0.1
-SCAN_SPACE = ("anomaly", "anomaly_mask", "brain_mask", "reconstruction", "healed")
 # a cavity through the band's levels (MNI mm): the tiny VQ-VAE codes a bright lesion as it
 # codes the brightest tissue (as the 2D tests' tiny run does), so its healing has nothing to
 # redraw there; a dark one it cannot code as tissue
@@ -89,10 +89,7 @@ def test_a_scan_is_answered_in_its_own_space_its_volume_healed_whole(
     argv = ["anomaly", "--run", run, "--input", path, "--out", out, "--alpha", ALPHA]
     code, stdout, err = cli(argv, capsys)
     assert code == 0, err
-    for what in SCAN_SPACE:
-        image = nib.load(str(out / f"sub-01_T1w_{what}.nii.gz"))
-        assert image.shape == scan.image.shape, what
-        np.testing.assert_allclose(image.affine, scan.image.affine, atol=1e-4)
+    assert_in_scan_space(out, "sub-01_T1w", scan)
     amap = nib.load(str(out / "sub-01_T1w_anomaly.nii.gz")).get_fdata()
     judged = np.isfinite(amap)
     assert judged.any() and (amap[judged] >= 0).all()

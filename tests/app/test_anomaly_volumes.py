@@ -19,6 +19,14 @@ from brainvq.data.space.frame import oasis_frame
 SCAN_SPACE = ("anomaly", "anomaly_mask", "brain_mask", "reconstruction", "healed")
 
 
+def assert_in_scan_space(out: Path, stem: str, scan) -> None:
+    """Every answer `out/<stem>_<what>.nii.gz` has the scan's shape and affine."""
+    for what in SCAN_SPACE:
+        image = nib.load(str(out / f"{stem}_{what}.nii.gz"))
+        assert image.shape == scan.image.shape, what
+        np.testing.assert_allclose(image.affine, scan.image.affine, atol=1e-4)
+
+
 @pytest.fixture
 def run(anomaly_tiny_run: Path, tmp_path: Path) -> Path:
     """A copy of the tiny run: these tests write calibrations into it."""
@@ -51,10 +59,7 @@ def test_answers_come_back_in_the_scans_own_space(
     argv = ["anomaly", "--run", run, "--input", path, "--out", out, "--alpha", ALPHA]
     code, stdout, err = cli(argv, capsys)
     assert code == 0, err
-    for what in SCAN_SPACE:
-        image = nib.load(str(out / f"sub-01_T1w_{what}.nii.gz"))
-        assert image.shape == scan.image.shape, what
-        np.testing.assert_allclose(image.affine, scan.image.affine, atol=1e-4)
+    assert_in_scan_space(out, "sub-01_T1w", scan)
     amap = nib.load(str(out / "sub-01_T1w_anomaly.nii.gz")).get_fdata()
     level = level_of_voxels(scan)
     n = oasis_frame().n_levels

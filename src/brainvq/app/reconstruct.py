@@ -169,16 +169,15 @@ def reconstruct_input(
     with a 3D model as reconstruct_subjects (limit: the whole subjects within it).
     Returns (files, grid, notes)."""
     found = input_scans(source, series)
+    if found is not None and limit is not None:
+        raise ValueError("--limit applies to 2D inputs; a volume gives every covered level")
+    bundle = load_vqvae(model_path)
     if found is not None:
-        if limit is not None:
-            raise ValueError("--limit applies to 2D inputs; a volume gives every covered level")
-        bundle = load_vqvae(model_path)
         out_dir = output_folder(out_dir)
         return reconstruct_volumes(model_path, bundle, found, Path(source), out_dir)
-    bundle = load_vqvae(model_path)
     if bundle.config.dims == 3:
         return (*reconstruct_subjects(bundle, source, out_dir, limit=limit), [])
-    return (*reconstruct_to_folder(model_path, source, out_dir, limit=limit), [])
+    return (*reconstruct_to_folder(model_path, source, out_dir, limit=limit, bundle=bundle), [])
 
 
 def encode_input(

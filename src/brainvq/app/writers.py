@@ -19,7 +19,7 @@ from brainvq.inference.codes import reconstruct, to_uint8
 from brainvq.inference.generate import check_level, iter_completions, iter_slices, spread_levels
 from brainvq.inference.run_models import load_run_models, require_2d
 from brainvq.inference.sampling_options import DEFAULT_OPTIONS, SamplingOptions
-from brainvq.io.bundle import load_vqvae
+from brainvq.io.bundle import Bundle, load_vqvae
 from brainvq.io.images import image_grid, save_png
 from brainvq.values import check_disk
 
@@ -86,7 +86,11 @@ def png_bytes(size: int) -> int:
 
 
 def reconstruct_to_folder(
-    model_path: Path, source: str | Path, out_dir: Path, limit: int | None = None
+    model_path: Path,
+    source: str | Path,
+    out_dir: Path,
+    limit: int | None = None,
+    bundle: Bundle | None = None,
 ) -> tuple[list[Path], Path]:
     """Reconstruct every slice of `source` (a PNG/JPEG, a folder, NIfTI volumes, an OASIS set)
     at the model's working size, slice by slice: a 2D model (a 3D model reconstructs a folder's
@@ -94,9 +98,10 @@ def reconstruct_to_folder(
 
     Writes one 8-bit PNG per slice under `out_dir` (named by `output_names`), `grid.png`
     (originals above reconstructions, at most 8 pairs) and `manifest.csv` (output, input,
-    level). Returns (the files written, the grid path)."""
+    level). bundle: the VQ-VAE of model_path when the caller has loaded it already. Returns
+    (the files written, the grid path)."""
     out_dir = output_folder(out_dir)
-    bundle = load_vqvae(model_path)
+    bundle = bundle or load_vqvae(model_path)
     require_2d(bundle, "reconstruct")
     size = bundle.config.image_size
     path = Path(source)

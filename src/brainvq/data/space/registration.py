@@ -353,13 +353,13 @@ def _histogram_mi(fixed, mask, moving, settings, shifts: np.ndarray, pitches) ->
     m_low, m_span = float(m.min()), max(float(m.max() - m.min()), 1e-12)
     centre = np.asarray(BRAIN_CENTRE_MM, dtype=np.float64)
     to_index = m_direction.T / m_spacing[:, None]  # world offset -> moving index offset
+    offsets = np.asarray(shifts, dtype=np.float64) @ to_index.T  # (S, 3) the shifts, in index
     out = []
     chunk = max(1, 2_000_000 // max(len(points), 1))
     for pitch in pitches:
         a = np.radians(pitch)
         rotation = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
         base = ((points - centre) @ rotation.T + centre - m_origin) @ to_index.T  # (N, 3)
-        offsets = np.asarray(shifts, dtype=np.float64) @ to_index.T  # (S, 3)
         for start in range(0, len(offsets), chunk):
             where = base[None] + offsets[start : start + chunk, None]  # (s, N, 3)
             sampled = ndimage.map_coordinates(
