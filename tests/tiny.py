@@ -115,6 +115,12 @@ def small_3d_vqvae_config():
 def train_tiny_3d(folder: Path) -> Path:
     """`brainvq train vqvae` on tiny_3d.yaml into folder/run (seconds): a tiny 3D run."""
     run = folder / "run"
-    done = subprocess.run(train_cmd(run, config=TINY_3D), capture_output=True, text=True)
+    done = subprocess.run(
+        train_cmd(run, config=TINY_3D),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return run

@@ -56,11 +56,21 @@ def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     run = root / "run"
     done = subprocess.run(
-        train_cmd(run, "--epochs", "30", config=path), capture_output=True, text=True
+        train_cmd(run, "--epochs", "30", config=path),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     prior = [*train_cmd(run)[:4], "prior", "--run", str(run), "--epochs", "10"]
-    done = subprocess.run([*prior, "--accelerator", "cpu"], capture_output=True, text=True)
+    done = subprocess.run(
+        [*prior, "--accelerator", "cpu"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return run
 

@@ -33,7 +33,9 @@ def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run3d") / "run"
     cmd = [sys.executable, "-m", "brainvq.app.cli", "train", "all", "--data", "demo"]
     cmd += ["--config", str(TINY_3D), "--out", str(run), "--accelerator", "cpu"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return run
 
