@@ -23,6 +23,9 @@ with the naive sampler and the cached one, whose maps must be identical.
 
     .venv/bin/python benchmarks/bench_anomaly.py --run runs/oasis [--data ../shared/oasis]
     .venv/bin/python benchmarks/bench_anomaly.py --run RUN --quick   # a smoke test in seconds
+    .venv/bin/python benchmarks/bench_anomaly.py --run RUN --maps default   # maps as a new run
+        # makes them (anomaly.weight and anomaly.brain at their defaults; --maps legacy: as
+        # before those settings existed; default --maps run: the run's own settings)
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from brainvq.inference.anomaly_maps import MapSet, anomaly_maps, brain_mask, sli
 from brainvq.inference.codes import decode_codes, load_codes
 from brainvq.inference.run_models import load_run_models
 from brainvq.run import RunLayout, load_run
-from brainvq.run_config import AnomalyConfig
+from brainvq.run_config import LEGACY_ANOMALY, AnomalyConfig
 
 MIN_BRAIN_SHARE = 0.15  # slices with less brain than this share of the image get no lesion
 VOLUME = 32
@@ -132,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--naive-slices", type=int, help="slices timed with the naive sampler (default 2; quick 4)"
     )
+    parser.add_argument(
+        "--maps",
+        choices=("run", "default", "legacy"),
+        default="run",
+        help="how the maps are made: the run's `anomaly:` settings (default), the current "
+        "defaults of the settings added since runs were first saved (weight, brain), or their "
+        "legacy values (the maps before them)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="default: the samplers' policy")
     parser.add_argument("--quick", action="store_true", help="a smoke test on few slices")
@@ -151,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     cal_part, test_part = split_subjects(validate.subject)
     rng = np.random.default_rng(args.seed)
     config = replace(run_config.anomaly, n_heal=args.n_heal, calibration_slices=n_cal)
+    if args.maps != "run":
+        defaults = AnomalyConfig()
+        chosen = {k: getattr(defaults, k) for k in LEGACY_ANOMALY}
+        config = replace(config, **(LEGACY_ANOMALY if args.maps == "legacy" else chosen))
     conditional = models.n_levels > 0
 
     def levels_of(part):
@@ -284,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(cal)} healthy slices, test {len(test)} slices ({n_lesion} with a lesion, "
         f"{len(test) - n_lesion} lesion-free); lesion pixels {labels[brain].mean():.2%} of the "
         f"test brain pixels; alpha {alpha}; {args.n_heal} healings; code threshold "
-        f"{code_thr:.3f} nats (resample share {config.resample_share})"
+        f"{code_thr:.3f} nats (resample share {config.resample_share}); map weight "
+        f"{config.weight}, brain mask {config.brain}"
     )
     hyper = sum(k["intensity"] == "hyper" for k in kinds)
     blobs = sum(k["kind"] == "blob" for k in kinds)

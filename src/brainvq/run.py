@@ -244,7 +244,8 @@ def prepare_run(
     base = layout.config if layout.config.is_file() and config_file is None else config_file
     if preset is not None:
         overrides = merge(overrides, {"preset": to_dict(preset)})
-    config = load_run_config(base, overrides)
+    # a continued run keeps what its saved config meant (load_run_config's `saved`)
+    config = load_run_config(base, overrides, saved=base == layout.config)
     z_range = tuple(config.data.z_range_mm) if config.data.z_range_mm else None
     if z_range is not None:  # a range outside the template fails before any write
         check_level_stride(spanning_frame(z_range).n_levels, config)
@@ -279,7 +280,7 @@ def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise FileNotFoundError(
             f"{layout.root} is not a brainvq run: {layout.config} is missing (train one first)"
         )
-    return load_run_config(layout.config, overrides)
+    return load_run_config(layout.config, overrides, saved=True)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -239,6 +239,21 @@ class TuneConfig:
         )
 
 
+MAP_WEIGHTS = ("code_nll", "resampled")
+BRAIN_MASKS = ("healed", "input")
+# the `anomaly:` keys added since runs and calibrations were first saved, with what a saved one
+# that lacks them meant: it keeps its maps, and so its calibrations and answers
+LEGACY_ANOMALY = {"weight": "resampled", "brain": "input"}
+
+
+def with_legacy_anomaly(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An `anomaly:` section (or a calibration's settings) as saved: a key it lacks was added
+    after it was saved, and takes the meaning it had then (LEGACY_ANOMALY)."""
+    if settings is None:
+        return None
+    return {**LEGACY_ANOMALY, **settings}
+
+
 @dataclass
 class AnomalyConfig:
     """How `brainvq anomaly` makes its maps (brainvq.inference.anomaly_maps) and calibrates their
@@ -249,7 +264,17 @@ class AnomalyConfig:
     # about this share of healthy codes is redrawn
     resample_share: float = 0.05
     temperature: float = 1.0  # of the draws that replace flagged codes
-    mask_sigma: float = 1.0  # latent cells: how far around a redrawn code the residual counts
+    # what weights the residual of a healing (brainvq.inference.anomaly_maps, step 3):
+    # "code_nll", a redrawn code by how far its input code's teacher-forced NLL is above the
+    # code threshold (at least REDRAWN_FLOOR_NATS); "resampled", every redrawn code alike (which
+    # cascade: a redrawn code makes the next ones unlikely too). A run saved without this key
+    # made its maps by "resampled" and keeps it (LEGACY_ANOMALY).
+    weight: str = "code_nll"
+    # the brain mask of a slice whose mask is not given (a registered scan's is): "healed", the
+    # slice's own (`brain_mask`) together with its healed versions', so that a dark lesion at
+    # the brain's edge, which the slice's own mask leaves out, is judged; "input", its own
+    brain: str = "healed"
+    mask_sigma: float = 1.0  # latent cells: how far around a weighted code the residual counts
     smooth_sigma: float = 0.5  # latent cells: smoothing of the residuals (and the baselines')
     score_share: float = 0.005  # slice score: mean of the map over its top share of pixels
     foreground_level: float = 0.02  # brain mask: intensity above this, holes filled
@@ -270,6 +295,16 @@ class AnomalyConfig:
             f"must be in (0, 1), got {self.resample_share}",
         )
         require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        require(
+            self.weight in MAP_WEIGHTS,
+            "weight",
+            f"must be one of {', '.join(MAP_WEIGHTS)}, got {self.weight!r}",
+        )
+        require(
+            self.brain in BRAIN_MASKS,
+            "brain",
+            f"must be one of {', '.join(BRAIN_MASKS)}, got {self.brain!r}",
+        )
         require(self.mask_sigma >= 0, "mask_sigma", f"must be >= 0, got {self.mask_sigma}")
         require(self.smooth_sigma >= 0, "smooth_sigma", f"must be >= 0, got {self.smooth_sigma}")
         require(
@@ -350,12 +385,22 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_run_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    saved: bool = False,
 ) -> RunConfig:
-    """Defaults, then the YAML file at `path`, then `overrides` (nested dict); validated."""
+    """Defaults, then the YAML file at `path`, then `overrides` (nested dict); validated.
+    saved: `path` is a run's own config.yaml (a whole config as it was saved), where a key
+    added since keeps the meaning it had before it existed (`with_legacy_anomaly`)."""
     data = to_dict(RunConfig())
     if path is not None:
-        data = merge(data, read_yaml(path))
+        loaded = read_yaml(path)
+        if saved and isinstance(loaded, dict):
+            section = loaded.get("anomaly")
+            if section is None or isinstance(section, dict):
+                loaded = {**loaded, "anomaly": with_legacy_anomaly(section or {})}
+        data = merge(data, loaded)
     if overrides:
         data = merge(data, overrides)
     return from_dict(RunConfig, sync_derived(data))

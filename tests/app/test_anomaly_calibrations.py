@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from anomaly_run import tree_hashes, uncalibrated_copy
 from data.files import write_png
 
@@ -36,6 +37,7 @@ from brainvq.evaluation.conformal import conformal_quantile, risk_control_thresh
 from brainvq.inference.anomaly_maps import slice_scores
 from brainvq.inference.run_models import load_run_models
 from brainvq.run import RunLayout, load_run
+from brainvq.run_config import LEGACY_ANOMALY
 
 
 @pytest.fixture
@@ -149,11 +151,23 @@ def test_calibrations_of_other_settings_coexist_and_are_each_made_once(
     assert made[1].calibration.key != made[2].calibration.key
 
 
+def as_saved_before(run: Path) -> None:
+    """RUN/config.yaml as brainvq saved it before the LEGACY_ANOMALY keys existed."""
+    path = RunLayout(run).config
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for key in LEGACY_ANOMALY:
+        del doc["anomaly"][key]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+
+
 def write_previous_version(run: Path, alpha: float) -> dict:
     """RUN/anomaly/calibration.json and calibration_maps.npz as brainvq wrote them before
     calibrations had keys (MAPS_VERSION 2; the file layout and key of that version, the maps
-    made the same way). Returns the calibration.json document."""
+    made the same way: a run config without the keys added since, its maps made as then).
+    Returns the calibration.json document."""
+    as_saved_before(run)
     config = load_run(run)
+    assert all(getattr(config.anomaly, k) == v for k, v in LEGACY_ANOMALY.items())
     settings = anomaly_settings(config)
     models = load_run_models(run)
     slices = healthy_slices(run, config, settings, models, None, None, False)
@@ -164,8 +178,9 @@ def write_previous_version(run: Path, alpha: float) -> dict:
     maps = stored.maps.maps()
     scores = slice_scores(maps, settings.score_share)
     source = validate_source(config)
+    earlier = {k: v for k, v in to_dict(settings).items() if k not in LEGACY_ANOMALY}
     legacy_key = json.dumps(
-        {"version": 2, "models": key.models, "source": source, "settings": to_dict(settings)}
+        {"version": 2, "models": key.models, "source": source, "settings": earlier}
     )
     layout = RunLayout(run)
     layout.anomaly.mkdir()
@@ -193,7 +208,7 @@ def write_previous_version(run: Path, alpha: float) -> dict:
         "calibration_flagged_slices": float((scores > slice_t).mean()),
         "models": key.models,
         "source": source,
-        "settings": to_dict(settings),
+        "settings": earlier,
     }
     layout.anomaly_calibration.write_text(json.dumps(doc, indent=2, sort_keys=True))
     return doc

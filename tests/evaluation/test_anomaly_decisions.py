@@ -20,6 +20,7 @@ from brainvq.evaluation.anomaly_decisions import (
     largest_flagged_area,
     simes,
     slice_scores,
+    slices_needed,
 )
 from brainvq.evaluation.conformal import conformal_p_values
 from brainvq.run_config import AnomalyConfig
@@ -114,6 +115,23 @@ def test_simes_holds_its_rate_on_healthy_scans() -> None:
         scan = 0.8 * rng.standard_normal() + 0.6 * rng.standard_normal(m)  # var 1, shared part
         dependent.append(simes(conformal_p_values(calibration, scan)) <= alpha)
     assert np.mean(dependent) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / len(dependent))
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "scan_alpha"), [(32, 512, 0.01), (32, 3199, 0.01), (16, 16, 0.1), (100, 1120, 0.05)]
+)
+def test_slices_needed_is_the_fewest_extreme_slices_that_flag_a_scan(
+    m: int, n: int, scan_alpha: float
+) -> None:
+    k = slices_needed(m, n, scan_alpha)
+    smallest = 1 / (n + 1)  # a slice scoring above every calibration slice
+
+    def scan_p(extreme: int) -> float:
+        return simes(np.r_[np.full(extreme, smallest), np.ones(m - extreme)])
+
+    assert 1 <= k <= m and scan_p(k) <= scan_alpha
+    if k > 1:
+        assert scan_p(k - 1) > scan_alpha
 
 
 def test_an_unknown_score_is_named() -> None:

@@ -29,6 +29,7 @@ decisions say which slices and which scans hold more of that than healthy ones d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -92,6 +93,15 @@ def simes(p_values: np.ndarray) -> float:
     if len(p) == 0:
         return 1.0
     return float(min(1.0, np.min(len(p) * p / np.arange(1, len(p) + 1))))
+
+
+def slices_needed(m: int, n_calibration: int, scan_alpha: float) -> int:
+    """The fewest of a scan's m slices that, each scoring above all n_calibration slices (the
+    smallest conformal p-value, 1 / (n + 1)), flag it by Simes at scan_alpha:
+    ceil(m / ((n + 1) scan_alpha)), at least 1. Above 1, no single slice can flag the scan,
+    however strongly it is marked."""
+    need = m / ((n_calibration + 1) * scan_alpha)
+    return max(1, math.ceil(need - 1e-9))
 
 
 def bonferroni(p_values: np.ndarray) -> float:

@@ -13,11 +13,21 @@ For slices x: (N, H, W) uint8 at the model's working size:
    below it (steps 1-2: brainvq.inference.context_healing); by default (`context: false`)
    every slice on its own, the slice below not shown.
 3. decode the healed maps. For healing r: residual_r = G_s * |x - healed_r| (Gaussian smoothing,
-   sigma smooth_sigma latent cells), weight_r = G_m * up(resampled_r) (the redrawn codes as
-   pixels, smoothed with sigma mask_sigma cells: 1 inside a large redrawn region, fading over
-   about two sigma around it, well below 1 over an isolated code). The anomaly map is the mean
-   over healings of residual_r * weight_r, zero outside the brain mask (`brain_mask`); higher is
-   more anomalous, in units of intensity in [0, 1] (`residual_map`).
+   sigma smooth_sigma latent cells), weighted by G_m * up(weight) (`map_weights`: the weight of
+   each latent cell as pixels, smoothed with sigma mask_sigma cells). The weight (setting
+   `weight`) is by default how unlikely the input code was: where healing r redrew a code,
+   max(nll - threshold, REDRAWN_FLOOR_NATS) with nll the input code's teacher-forced NLL (step
+   1), 0 where it kept the code. A redrawn code changes the prefix of the codes after it, so
+   healing cascades: on healthy OASIS validate slices it redrew ~42% of the brain's codes where
+   ~29% were above the threshold given their own prefix, and weighting every redrawn code alike
+   added the difference between two plausible brains wherever the cascade ran; weighted by the
+   input code's own NLL, those count little and a lesion's border (whose codes are the most
+   unlikely) much, while the floor keeps a large lesion's inside (redrawn once its border was,
+   but likely given the lesion's own codes above it) in the map. With `weight: resampled` (runs
+   saved before the setting) every redrawn code counts 1. The anomaly map is the mean over
+   healings of residual_r * weight_r, zero outside the brain mask (`brain_mask`); higher is
+   more anomalous, in units of intensity in [0, 1] times nats (code_nll) or of intensity
+   (resampled) (`residual_map`).
 4. the slice score: the mean of the map's largest values over score_share of the image's pixels
    (`slice_scores`).
 
@@ -42,6 +52,11 @@ from brainvq.inference.sampling_options import SamplingOptions
 from brainvq.run_config import AnomalyConfig
 
 MAP_BATCH = 64  # slices whose residuals are held in memory at once
+# weight "code_nll": a redrawn code counts at least this much (nats), its own NLL excess where
+# larger, so that a large lesion's inside, whose codes are likely given the lesion's codes above
+# them and are redrawn only once healing has replaced its border, still counts
+# (docs/anomaly_results.md, "The map's weight")
+REDRAWN_FLOOR_NATS = 0.5
 
 
 def brain_mask(images: np.ndarray, level: float) -> np.ndarray:
@@ -66,10 +81,29 @@ def upsample(cells: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(cells, factor, axis=1), factor, axis=2)
 
 
+def map_weights(
+    config: AnomalyConfig,
+    resampled: np.ndarray,
+    nll: np.ndarray,
+    code_threshold: float,
+    floor: float = REDRAWN_FLOOR_NATS,
+) -> np.ndarray:
+    """The weight of each latent cell in each healing's map (step 3 of the module docstring,
+    setting `weight`). resampled: (N, R, h, w) bool, the cells each healing redrew; nll:
+    (N, h, w) the input codes' teacher-forced NLL in nats. Returns (N, R, h, w): "resampled",
+    the redrawn cells (bool); "code_nll", a redrawn cell's max(nll - code_threshold, floor)
+    (float32), 0 where the code was kept."""
+    if config.weight == "resampled":
+        return np.asarray(resampled)
+    excess = np.maximum(np.asarray(nll, dtype=np.float32) - np.float32(code_threshold), 0)
+    at_least = np.maximum(excess, np.float32(floor))[:, None]  # (N, 1, h, w)
+    return np.where(resampled, at_least, np.float32(0)).astype(np.float32)
+
+
 def residual_map(
     images: np.ndarray,
     healed: np.ndarray,
-    resampled: np.ndarray,
+    weights: np.ndarray,
     foreground: np.ndarray,
     downsample: int,
     config: AnomalyConfig,
@@ -77,27 +111,29 @@ def residual_map(
 ) -> np.ndarray:
     """The anomaly map (step 3 of the module docstring).
 
-    images: (N, H, W) uint8; healed: (N, R, H, W) uint8, R healings each; resampled:
-    (N, R, h, w) bool, the redrawn cells over each slice; foreground: (N, H, W) bool;
-    downsample: pixels per latent cell. level_stride: 0, the slices on their own; s > 0, the N
-    slices are consecutive levels of one volume coded s levels a latent cell, and the residuals
-    and the redrawn cells are smoothed through the levels too, by the same sigmas in cells
-    (brainvq.inference.volume_anomaly). Returns (N, H, W) float32 >= 0."""
+    images: (N, H, W) uint8; healed: (N, R, H, W) uint8, R healings each; weights: (N, R, h, w)
+    >= 0 (bool or float), each latent cell's weight in each healing (`map_weights`);
+    foreground: (N, H, W) bool; downsample: pixels per latent cell. level_stride: 0, the slices
+    on their own; s > 0, the N slices are consecutive levels of one volume coded s levels a
+    latent cell, and the residuals and the weights are smoothed through the levels too, by the
+    same sigmas in cells (brainvq.inference.volume_anomaly). Returns (N, H, W) float32 >= 0."""
     n, r, side_h, side_w = healed.shape
     x = np.asarray(images, dtype=np.float32)[:, None] / 255.0  # (N, 1, H, W)
     residual = np.abs(x - healed.astype(np.float32) / 255.0)  # (N, R, H, W)
-    weight = upsample(resampled.reshape(n * r, *resampled.shape[2:]), downsample)
-    weight = weight.reshape(n, r, side_h, side_w).astype(np.float32)  # (N, R, H, W)
+    rw = weights.shape[1]
+    weight = upsample(weights.reshape(n * rw, *weights.shape[2:]), downsample)
+    weight = weight.reshape(n, rw, side_h, side_w).astype(np.float32)  # (N, R or 1, H, W)
 
-    def smoothed(v: np.ndarray, cells: float) -> np.ndarray:  # (N, R, H, W), each healing
+    def smoothed(v: np.ndarray, cells: float) -> np.ndarray:  # (N, k, H, W), each of k maps
+        k = v.shape[1]
         if level_stride == 0:
-            flat = smooth(v.reshape(n * r, side_h, side_w), cells * downsample)  # (N * R, H, W)
-            return flat.reshape(n, r, side_h, side_w)
-        parts = [smooth(v[:, k], cells * downsample, cells * level_stride) for k in range(r)]
-        return np.stack(parts, axis=1)  # (N, R, H, W)
+            flat = smooth(v.reshape(n * k, side_h, side_w), cells * downsample)  # (N * k, H, W)
+            return flat.reshape(n, k, side_h, side_w)
+        parts = [smooth(v[:, j], cells * downsample, cells * level_stride) for j in range(k)]
+        return np.stack(parts, axis=1)  # (N, k, H, W)
 
     residual = smoothed(residual, config.smooth_sigma)
-    weight = np.clip(smoothed(weight, config.mask_sigma), 0, 1)
+    weight = smoothed(weight, config.mask_sigma)  # a smoothed 0/1 mask stays within [0, 1]
     maps = (residual * weight).mean(axis=1)  # (N, H, W)
     return (maps * foreground).astype(np.float32)
 
@@ -141,12 +177,23 @@ def checked_slices(models: RunModels, images: np.ndarray) -> np.ndarray:
 
 
 def foreground_of(
-    images: np.ndarray, foreground: np.ndarray | None, config: AnomalyConfig
+    images: np.ndarray,
+    foreground: np.ndarray | None,
+    config: AnomalyConfig,
+    healed: np.ndarray | None = None,
 ) -> np.ndarray:
     """The brain masks (N, H, W) bool: `foreground` when given (checked against the images'
-    shape), else found from the images (`brain_mask`)."""
+    shape), else found from the images (`brain_mask`); with `brain: healed` in the settings and
+    healed (N, R, H, W) uint8 given, together with the brain mask of the mean healed slice, holes
+    filled: a dark lesion at the brain's edge breaks the slice's own outline and would be left
+    out of its own mask, where healing draws tissue again."""
     if foreground is None:
-        return brain_mask(images, config.foreground_level)
+        own = brain_mask(images, config.foreground_level)
+        if healed is None or config.brain != "healed" or not len(own):
+            return own
+        mean = np.asarray(healed, dtype=np.float32).mean(axis=1).round().astype(np.uint8)
+        drawn = brain_mask(mean, config.foreground_level)  # (N, H, W)
+        return np.stack([ndimage.binary_fill_holes(a | b) for a, b in zip(own, drawn, strict=True)])
     if foreground.shape != images.shape:
         raise ValueError(f"foreground: expected {images.shape} masks, got {foreground.shape}")
     return foreground
@@ -211,14 +258,13 @@ def anomaly_maps(
     healed_codes = healing.codes.cpu().numpy().reshape(n, r, h, w)
     resampled = healing.resampled.cpu().numpy().reshape(n, r, h, w)
     healed = decode_codes(models.vqvae.model, healing.codes).reshape(n, r, size, size)
-    foreground = foreground_of(images, foreground, config)
+    foreground = foreground_of(images, foreground, config, healed)
     maps = np.zeros(images.shape, dtype=np.float32)
     d = models.vqvae.config.downsample
     for start in range(0, n, MAP_BATCH):
         part = slice(start, start + MAP_BATCH)
-        maps[part] = residual_map(
-            images[part], healed[part], resampled[part], foreground[part], d, config
-        )
+        weights = map_weights(config, resampled[part], nll[part], code_threshold)
+        maps[part] = residual_map(images[part], healed[part], weights, foreground[part], d, config)
     return MapSet(
         maps=maps,
         scores=slice_scores(maps, config.score_share),

@@ -35,6 +35,7 @@ from brainvq.inference.anomaly_maps import (
     MapSet,
     checked_slices,
     foreground_of,
+    map_weights,
     residual_map,
     slice_scores,
 )
@@ -88,10 +89,10 @@ def volume_anomaly_maps(
     """Steps 1-4 of the module docstring for the slices images (N, H, W) uint8 of a 3D run's
     volumes: levels (N,) int their frame levels, group (N,) the volume of each (its slices
     consecutive levels, any order). foreground: (N, H, W) bool brain masks when known, else
-    found from the images (anomaly_maps.brain_mask). Returns a MapSet in the input's order."""
+    found from the images and their healings (anomaly_maps.foreground_of). Returns a MapSet in
+    the input's order."""
     images = checked_slices(models, images)
     size = images.shape[1]
-    foreground = foreground_of(images, foreground, config)
     vqvae, prior = models.vqvae.model, models.anomaly_prior.model
     s, f, r = models.level_stride, models.vqvae.config.downsample, config.n_heal
     stacks = volume_rows(group, levels)
@@ -133,8 +134,11 @@ def volume_anomaly_maps(
         healed[rows] = stack.crop(whole.transpose(1, 0, 2, 3))  # (L, R, H, W)
         out_codes[rows], out_nll[rows] = codes[cell], nll[cell]
         out_healed_codes[rows], out_resampled[rows] = healed_codes[cell], resampled[cell]
+    foreground = foreground_of(images, foreground, config, healed)
+    for rows in stacks:  # each volume's slices in level order: smoothed through them
+        weights = map_weights(config, out_resampled[rows], out_nll[rows], code_threshold)
         maps[rows] = residual_map(
-            images[rows], healed[rows], resampled[cell], foreground[rows], f, config, s
+            images[rows], healed[rows], weights, foreground[rows], f, config, s
         )
     return MapSet(
         maps=maps,

@@ -37,12 +37,23 @@ from brainvq.data.cache import default_cache_dir
 from brainvq.evaluation.anomaly_calibration import Calibration, CalibrationMaps
 from brainvq.evaluation.calibration_shift import SliceStatistics
 from brainvq.run import RunLayout, read_json
-from brainvq.run_config import AnomalyConfig
+from brainvq.run_config import LEGACY_ANOMALY, AnomalyConfig, with_legacy_anomaly
 
 MAPS_VERSION = 3  # 3: keyed, brain masks and the shift statistics kept; 2: calibration_maps.npz
 LEGACY_VERSION = 2
 CACHE_FOLDER = "anomaly"
 SUFFIX = ".npz"
+
+
+def _named_settings(settings: AnomalyConfig) -> dict:
+    """The settings as a key's name holds them: a key added since calibrations were first
+    stored only when it is not its LEGACY_ANOMALY value, so that the calibrations stored before
+    it existed keep their names."""
+    doc = to_dict(settings)
+    for key, legacy in LEGACY_ANOMALY.items():
+        if doc.get(key) == legacy:
+            del doc[key]
+    return doc
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,7 @@ class CalibrationKey:
                 "models": self.models,
                 "prior": self.prior,
                 "source": self.source,
-                "settings": to_dict(self.settings),
+                "settings": _named_settings(self.settings),
             },
             sort_keys=True,
         )
@@ -150,7 +161,9 @@ def load(path: str | Path) -> StoredCalibration:
             foreground = np.unpackbits(f["foreground"], count=count).astype(bool).reshape(shape)
             arrays = {name: f[name] for name in f.files if name not in ("meta", "foreground")}
         key_doc = {k: v for k, v in meta["key"].items() if k != "name"}
-        settings = from_dict(AnomalyConfig, key_doc.pop("settings"), "settings.")
+        settings = from_dict(
+            AnomalyConfig, with_legacy_anomaly(key_doc.pop("settings")), "settings."
+        )
         key = CalibrationKey(settings=settings, **key_doc)
     except (OSError, KeyError, TypeError, ValueError, ConfigError, zipfile.BadZipFile) as e:
         raise ValueError(
@@ -183,7 +196,10 @@ def read_chosen(run_dir: str | Path) -> Calibration | None:
     if not path.is_file():
         return None
     try:
-        return from_dict(Calibration, read_json(path))
+        doc = read_json(path)
+        if isinstance(doc.get("settings"), dict):
+            doc["settings"] = with_legacy_anomaly(doc["settings"])
+        return from_dict(Calibration, doc)
     except (ConfigError, ValueError) as e:  # json.JSONDecodeError is a ValueError
         raise ValueError(
             f"{path}: not a brainvq calibration ({e}); remove it or run "
@@ -198,7 +214,9 @@ def _legacy_key(calibration: Calibration) -> str:
             "version": LEGACY_VERSION,
             "models": calibration.models,
             "source": calibration.source,
-            "settings": to_dict(calibration.settings),
+            # written before the LEGACY_ANOMALY keys existed (its maps: their legacy values,
+            # as the settings read say), so its key string never held them
+            "settings": _named_settings(calibration.settings),
         }
     )
 

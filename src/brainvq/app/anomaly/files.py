@@ -246,6 +246,7 @@ def write_anomalies(result: AnomalyResult, out_dir: str | Path) -> list[Path]:
                 "p_value": a.p,
                 "flagged": a.flagged,
                 "flagged_brain_share": a.flagged_brain_share,
+                "slices_needed": a.slices_needed,
                 "calibration_applies": not a.warn,
                 "coverage": a.coverage.to_dict() if a.coverage else None,
                 "summary": a.line(),

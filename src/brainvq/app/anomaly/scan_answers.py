@@ -19,7 +19,7 @@ from brainvq.app.anomaly.coverage import Coverage, scan_coverage
 from brainvq.data.slice_names import parse_subject_slice
 from brainvq.data.space.align import AlignedScan
 from brainvq.evaluation.anomaly_calibration import Calibration
-from brainvq.evaluation.anomaly_decisions import simes
+from brainvq.evaluation.anomaly_decisions import simes, slices_needed
 from brainvq.evaluation.calibration_shift import (
     SliceStatistics,
     describe,
@@ -54,6 +54,8 @@ class ScanAnswer:
     resolution: dict | None
     shift: dict
     coverage: Coverage | None = None
+    slices_needed: int = 1  # anomaly_decisions.slices_needed: > 1, one slice cannot flag it
+    n_calibration: int = 0
 
     @property
     def warn(self) -> bool:
@@ -68,6 +70,13 @@ class ScanAnswer:
             f"(Simes p {self.p:.3g} {sign} {self.scan_alpha}); "
             f"{self.flagged_brain_share:.2%} of its brain in the mask"
         ]
+        if self.slices_needed > 1 and not self.flagged:
+            parts.append(
+                f"no single slice can flag it: at scan alpha {self.scan_alpha} with "
+                f"{self.n_calibration} calibration slices it needs {self.slices_needed} slices "
+                "scoring above every calibration slice (more calibration slices or a larger "
+                "--scan-alpha need fewer)"
+            )
         if self.coverage is not None:
             parts.append(self.coverage.line())
         if self.resolution is not None:
@@ -152,6 +161,8 @@ def answer_scans(
                 resolution=resolution(volumes[i]) if volumes else None,
                 shift=shift_check(stored.slices, cal_flagged, stats, shares[rows]),
                 coverage=scan_coverage(volumes[i]) if volumes else None,
+                slices_needed=slices_needed(len(rows), stored.n_slices, calibration.scan_alpha),
+                n_calibration=stored.n_slices,
             )
         )
     return answers
