@@ -108,6 +108,19 @@ def split_subjects(subjects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return calibration, ~calibration
 
 
+def run_and_halves(run: Path, data: str | None):
+    """(the run's config, its models, the data source (default the run's), its validate split,
+    (the calibration half's rows, the test half's rows) by split_subjects)."""
+    run_config = load_run(run)
+    models = load_run_models(run)
+    source = data or run_config.data.source
+    sliceset = load_slices(
+        source, size=models.vqvae.config.image_size, n_levels=run_config.data.n_levels
+    )
+    validate = sliceset.require_split("validate")
+    return run_config, models, source, validate, split_subjects(validate.subject)
+
+
 def method_maps(maps: MapSet, models, images: np.ndarray, config: AnomalyConfig) -> dict:
     """Every method's maps (N, H, W) for slices whose anomaly MapSet is `maps`."""
     d = models.vqvae.config.downsample
@@ -153,13 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     n_cal = args.calibration_slices or (32 if quick else 512)
     n_naive = args.naive_slices or (4 if quick else 2)
 
-    run_config = load_run(args.run)
-    models = load_run_models(args.run)
-    size = models.vqvae.config.image_size
-    source = args.data or run_config.data.source
-    sliceset = load_slices(source, size=size, n_levels=run_config.data.n_levels)
-    validate = sliceset.require_split("validate")
-    cal_part, test_part = split_subjects(validate.subject)
+    run_config, models, source, validate, (cal_part, test_part) = run_and_halves(
+        args.run, args.data
+    )
     rng = np.random.default_rng(args.seed)
     config = replace(run_config.anomaly, n_heal=args.n_heal, calibration_slices=n_cal)
     if args.maps != "run":

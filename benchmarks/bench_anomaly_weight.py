@@ -35,9 +35,8 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_anomaly import MIN_BRAIN_SHARE, split_subjects  # noqa: E402
+from bench_anomaly import MIN_BRAIN_SHARE, run_and_halves  # noqa: E402
 
-from brainvq.data import load_slices  # noqa: E402
 from brainvq.evaluation.anomaly_benchmark import (  # noqa: E402
     LesionSettings,
     auroc,
@@ -62,8 +61,7 @@ from brainvq.inference.anomaly_maps import (  # noqa: E402
     residual_map,
 )
 from brainvq.inference.codes import load_codes  # noqa: E402
-from brainvq.inference.run_models import load_run_models  # noqa: E402
-from brainvq.run import RunLayout, load_run  # noqa: E402
+from brainvq.run import RunLayout  # noqa: E402
 from brainvq.run_config import AnomalyConfig  # noqa: E402
 
 WEIGHTS = {  # row name: (anomaly.weight, floor in nats)
@@ -120,14 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    run_config = load_run(args.run)
-    models = load_run_models(args.run)
+    run_config, models, source, validate, (cal_part, test_part) = run_and_halves(
+        args.run, args.data
+    )
     f = models.vqvae.config.downsample
-    size = models.vqvae.config.image_size
-    source = args.data or run_config.data.source
-    validate = load_slices(source, size=size, n_levels=run_config.data.n_levels)
-    validate = validate.require_split("validate")
-    cal_part, test_part = split_subjects(validate.subject)
     rng = np.random.default_rng(args.seed)
     config: AnomalyConfig = replace(  # the brain mask as a new run makes it, for every row
         run_config.anomaly, n_heal=4, calibration_slices=args.calibration_slices, brain="healed"
