@@ -120,20 +120,18 @@ def residual_map(
     n, r, side_h, side_w = healed.shape
     x = np.asarray(images, dtype=np.float32)[:, None] / 255.0  # (N, 1, H, W)
     residual = np.abs(x - healed.astype(np.float32) / 255.0)  # (N, R, H, W)
-    rw = weights.shape[1]
-    weight = upsample(weights.reshape(n * rw, *weights.shape[2:]), downsample)
-    weight = weight.reshape(n, rw, side_h, side_w).astype(np.float32)  # (N, R or 1, H, W)
+    weight = upsample(weights.reshape(n * r, *weights.shape[2:]), downsample)
+    weight = weight.reshape(n, r, side_h, side_w).astype(np.float32)  # (N, R, H, W)
 
-    def smoothed(v: np.ndarray, cells: float) -> np.ndarray:  # (N, k, H, W), each of k maps
-        k = v.shape[1]
+    def smoothed(v: np.ndarray, cells: float) -> np.ndarray:  # (N, R, H, W), each healing
         if level_stride == 0:
-            flat = smooth(v.reshape(n * k, side_h, side_w), cells * downsample)  # (N * k, H, W)
-            return flat.reshape(n, k, side_h, side_w)
-        parts = [smooth(v[:, j], cells * downsample, cells * level_stride) for j in range(k)]
-        return np.stack(parts, axis=1)  # (N, k, H, W)
+            flat = smooth(v.reshape(n * r, side_h, side_w), cells * downsample)  # (N * R, H, W)
+            return flat.reshape(n, r, side_h, side_w)
+        parts = [smooth(v[:, k], cells * downsample, cells * level_stride) for k in range(r)]
+        return np.stack(parts, axis=1)  # (N, R, H, W)
 
     residual = smoothed(residual, config.smooth_sigma)
-    weight = smoothed(weight, config.mask_sigma)  # a smoothed 0/1 mask stays within [0, 1]
+    weight = smoothed(weight, config.mask_sigma)  # (a 0/1 mask, smoothed, stays within [0, 1])
     maps = (residual * weight).mean(axis=1)  # (N, H, W)
     return (maps * foreground).astype(np.float32)
 
