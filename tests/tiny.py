@@ -9,16 +9,23 @@ TINY_CONFIG = TESTS / "configs" / "tiny.yaml"
 TINY_3D = TESTS / "configs" / "tiny_3d.yaml"  # 16 levels of 32x32, level_downsample 2
 
 
+def run_text(cmd: list[str]) -> subprocess.CompletedProcess:
+    """`cmd` in a process of its own: its exit code, stdout and stderr as text, decoded as
+    UTF-8 whatever the locale (CI's is ASCII; brainvq's tables are not)."""
+    return subprocess.run(
+        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
+    )
+
+
+def run_ok(cmd: list[str]) -> None:
+    """run_text(cmd), asserting that it exits 0 (the end of its stderr otherwise)."""
+    done = run_text(cmd)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def brainvq_cli(*args: str | Path | int) -> subprocess.CompletedProcess:
     """`brainvq ARGS` in a process of its own: its exit code, stdout and stderr as text."""
-    return subprocess.run(
-        [sys.executable, "-m", "brainvq.app.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-    )
+    return run_text([sys.executable, "-m", "brainvq.app.cli", *map(str, args)])
 
 
 def train_cmd(run: Path, *flags: str, config: Path = TINY_CONFIG) -> list[str]:
@@ -115,12 +122,5 @@ def small_3d_vqvae_config():
 def train_tiny_3d(folder: Path) -> Path:
     """`brainvq train vqvae` on tiny_3d.yaml into folder/run (seconds): a tiny 3D run."""
     run = folder / "run"
-    done = subprocess.run(
-        train_cmd(run, config=TINY_3D),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(train_cmd(run, config=TINY_3D))
     return run

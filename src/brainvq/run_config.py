@@ -246,11 +246,9 @@ BRAIN_MASKS = ("healed", "input")
 LEGACY_ANOMALY = {"weight": "resampled", "brain": "input"}
 
 
-def with_legacy_anomaly(settings: dict[str, Any] | None) -> dict[str, Any] | None:
+def with_legacy_anomaly(settings: dict[str, Any]) -> dict[str, Any]:
     """An `anomaly:` section (or a calibration's settings) as saved: a key it lacks was added
     after it was saved, and takes the meaning it had then (LEGACY_ANOMALY)."""
-    if settings is None:
-        return None
     return {**LEGACY_ANOMALY, **settings}
 
 

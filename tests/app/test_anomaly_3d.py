@@ -6,7 +6,6 @@ check on a calibration of the user's healthy scans, and slices refused in one li
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +15,7 @@ import yaml
 from anomaly_run import tree_hashes, uncalibrated_copy
 from data.files import brain_scan
 from scipy import ndimage
-from tiny import TINY_3D, train_cmd
+from tiny import TINY_3D, brainvq_cli, run_ok, train_cmd
 
 from app.test_anomaly_calibrations import read_only, writable
 from app.test_anomaly_cli import cli, scores
@@ -55,23 +54,9 @@ def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = root / "tiny_3d_8.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     run = root / "run"
-    done = subprocess.run(
-        train_cmd(run, "--epochs", "30", config=path),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(train_cmd(run, "--epochs", "30", config=path))
     prior = [*train_cmd(run)[:4], "prior", "--run", str(run), "--epochs", "10"]
-    done = subprocess.run(
-        [*prior, "--accelerator", "cpu"],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok([*prior, "--accelerator", "cpu"])
     return run
 
 
@@ -233,14 +218,7 @@ def test_slices_are_refused_by_a_3d_run_in_one_line(
     out = tmp_path / "out"
     args = ["--input", folder, "--out", out] if action == "anomaly" else ["--healthy", folder]
     head = ["anomaly"] if action == "anomaly" else ["anomaly", "calibrate"]
-    done = subprocess.run(
-        [*train_cmd(run)[:3], *head, "--run", str(run), *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=600,
-    )
+    done = brainvq_cli(*head, "--run", run, *args)
     assert done.returncode == 2, (done.stdout[-2000:], done.stderr[-2000:])
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr

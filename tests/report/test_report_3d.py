@@ -6,7 +6,6 @@ run is 3D with its latent grid, bits per voxel and per-plane SSIM."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
-from tiny import TINY_3D
+from tiny import TINY_3D, run_ok
 
 from brainvq.app.run_data import run_slices
 from brainvq.app.subjects import subject_space
@@ -33,10 +32,7 @@ def run_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("run3d") / "run"
     cmd = [sys.executable, "-m", "brainvq.app.cli", "train", "all", "--data", "demo"]
     cmd += ["--config", str(TINY_3D), "--out", str(run), "--accelerator", "cpu"]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_ok(cmd)
     return run
 
 

@@ -54,8 +54,12 @@ class ScanAnswer:
     resolution: dict | None
     shift: dict
     coverage: Coverage | None = None
-    slices_needed: int = 1  # anomaly_decisions.slices_needed: > 1, one slice cannot flag it
-    n_calibration: int = 0
+    n_calibration: int = 0  # the calibration slices its slices' p-values count against
+
+    @property
+    def slices_needed(self) -> int:
+        """anomaly_decisions.slices_needed: above 1, no single slice can flag this scan."""
+        return slices_needed(len(self.rows), self.n_calibration, self.scan_alpha)
 
     @property
     def warn(self) -> bool:
@@ -161,7 +165,6 @@ def answer_scans(
                 resolution=resolution(volumes[i]) if volumes else None,
                 shift=shift_check(stored.slices, cal_flagged, stats, shares[rows]),
                 coverage=scan_coverage(volumes[i]) if volumes else None,
-                slices_needed=slices_needed(len(rows), stored.n_slices, calibration.scan_alpha),
                 n_calibration=stored.n_slices,
             )
         )
